@@ -1,0 +1,23 @@
+"""Brokers: topics, fan-out to subscribers, and replay history. Depends on Trio only."""
+
+from ._interface import RESET_EVENT_TYPE as RESET_EVENT_TYPE
+from ._interface import Broker as Broker
+from ._interface import BrokerStatistics as BrokerStatistics
+from ._interface import validate_topic as validate_topic
+from ._memory import DEFAULT_HISTORY as DEFAULT_HISTORY
+from ._memory import MemoryBroker as MemoryBroker
+from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
+from ._subscription import CloseReason as CloseReason
+from ._subscription import Subscription as Subscription
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_QUEUE_SIZE",
+    "RESET_EVENT_TYPE",
+    "Broker",
+    "BrokerStatistics",
+    "CloseReason",
+    "MemoryBroker",
+    "Subscription",
+    "validate_topic",
+]

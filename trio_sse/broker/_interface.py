@@ -1,0 +1,142 @@
+"""The contract every broker meets, and the pieces all brokers share.
+
+A broker maps topics to subscribers. ``MemoryBroker`` keeps everything in one
+process; a Redis-backed broker satisfies the same :class:`Broker` protocol so that
+the web layer never knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from .._errors import InvalidTopicError
+from ..protocol import ServerSentEvent
+from ._subscription import Subscription
+
+__all__ = [
+    "RESET_EVENT_TYPE",
+    "Broker",
+    "BrokerStatistics",
+    "reset_event",
+    "validate_topic",
+]
+
+# Unreserved URL characters only, so a topic is safe in a path, a Redis key and a
+# log line without escaping; 128 is ample for names like "orders.eu-west.42".
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+RESET_EVENT_TYPE: Final = "reset"
+"""The type of the event a subscriber gets when its ``Last-Event-ID`` is not in history.
+
+Its data is JSON: ``{"last_event_id": <the id the client sent>, "reason": <text>}``.
+It tells the client that it missed an unknown number of events and should reload
+whatever state it derives from the stream; live events follow.
+"""
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` unchanged if it is a valid topic name.
+
+    Raises:
+        InvalidTopicError: ``topic`` is not 1 to 128 characters of ``[A-Za-z0-9._~-]``.
+    """
+    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
+        raise InvalidTopicError(
+            f"topic must be 1 to 128 characters from [A-Za-z0-9._~-], got {topic!r:.140}"
+        )
+    return topic
+
+
+def reset_event(last_event_id: str, *, resume_id: str | None) -> ServerSentEvent:
+    """Build the :data:`RESET_EVENT_TYPE` notice for an id that history cannot place.
+
+    Args:
+        last_event_id: The id the client asked to resume after.
+        resume_id: The newest id in history, if any. Sent as the notice's own id, so
+            that a reconnect after the notice resumes from there instead of getting
+            a second notice.
+    """
+    body = {"last_event_id": last_event_id, "reason": "last event id is not in history"}
+    return ServerSentEvent(
+        json.dumps(body, separators=(",", ":")), event=RESET_EVENT_TYPE, id=resume_id
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatistics:
+    """An immutable snapshot of a broker's counters, from :meth:`Broker.statistics`.
+
+    Attributes:
+        subscribers: Open subscriptions, in all topics.
+        subscribers_per_topic: Open subscriptions by topic (topics with none are left out).
+        topics: Topics that have subscribers or retained history.
+        published: Events accepted by ``publish()``.
+        delivered: Frames queued to subscribers (one per event per subscriber).
+        dropped: Subscriptions closed because their queue was full.
+    """
+
+    subscribers: int
+    subscribers_per_topic: Mapping[str, int]
+    topics: int
+    published: int
+    delivered: int
+    dropped: int
+
+
+class Broker(Protocol):
+    """What the web layer needs from a broker."""
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> str:
+        """Publish ``event`` to every subscriber of ``topic`` and to its history.
+
+        Assigns an id when ``event.id`` is ``None``. Never waits for a subscriber:
+        one whose queue is full is disconnected instead.
+
+        Returns:
+            The event's id.
+
+        Raises:
+            InvalidTopicError: Bad topic name. Nothing is published.
+            BrokerClosedError: The broker is closed. Nothing is published.
+            BrokerUnavailableError: The backing store is down. Nothing is published.
+        """
+        ...
+
+    def subscribe(
+        self, topic: str, *, last_event_id: str | None = None
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Subscribe to ``topic`` for as long as the context is open.
+
+        With ``last_event_id``, every retained event after it is replayed first,
+        then live events follow with no gap and no duplicate. If the id is not in
+        history, a :data:`RESET_EVENT_TYPE` event comes first instead.
+
+        Leaving the context by any path (return, error, cancellation) unsubscribes.
+
+        Raises:
+            InvalidTopicError: Bad topic name.
+            BrokerClosedError: The broker is closed.
+        """
+        ...
+
+    def statistics(self) -> BrokerStatistics:
+        """Return a snapshot of the broker's counters."""
+        ...
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the broker: end every subscription cleanly and refuse new work.
+
+        Each open stream gets the frames already queued for it, then ends with
+        :attr:`CloseReason.SHUTDOWN`. Idempotent.
+        """
+        ...

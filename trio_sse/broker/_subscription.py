@@ -1,0 +1,127 @@
+"""One subscriber's end of a topic: a bounded Trio memory channel of encoded frames.
+
+A broker fans each published event out as one shared ``bytes`` frame (encoded once)
+into every subscriber's channel with ``send_nowait``, so a publisher never waits for
+a subscriber. When a subscriber's channel is full, the broker closes that one
+subscription (:attr:`CloseReason.SLOW_CONSUMER`): its stream ends, and the client
+comes back with ``Last-Event-ID`` and is replayed from history. Everyone else is
+unaffected.
+
+Backpressure: the queue holds at most ``queue_size`` frames. Frames are shared with
+the topic's history and with every other subscriber, so a full queue costs one
+pointer per frame per subscriber, and the bytes of at most ``queue_size`` distinct
+frames in all.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import trio
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "CloseReason", "Subscription"]
+
+# Past this many queued frames a subscriber is slow rather than momentarily busy: a
+# coalesced write drains the whole queue at once, so a reader that keeps up never
+# gets near it, and one that cannot is cheaper to replay from history (1000 deep by
+# default) after a reconnect than to buffer for.
+DEFAULT_QUEUE_SIZE: Final = 256
+
+
+class CloseReason(enum.Enum):
+    """Why a broker ended a subscription from its side."""
+
+    SLOW_CONSUMER = "slow_consumer"
+    """The subscriber's queue was full; it must reconnect and resume from history."""
+
+    SHUTDOWN = "shutdown"
+    """The broker was closed, normally because the server is shutting down."""
+
+
+class Subscription:
+    """A subscriber's queue of encoded frames, created by a broker's ``subscribe()``.
+
+    Read it with :meth:`receive_batch`. Only the broker that made it writes to it.
+    """
+
+    __slots__ = ("_backlog", "_receive", "_send", "close_reason", "topic")
+
+    def __init__(self, topic: str, *, queue_size: int, backlog: list[bytes]) -> None:
+        self.topic: Final = topic
+        self.close_reason: CloseReason | None = None
+        # Replayed frames (or a reset notice) are kept apart from the channel so that
+        # a replay longer than queue_size does not count as a slow consumer.
+        self._backlog = backlog
+        self._send, self._receive = trio.open_memory_channel[bytes](queue_size)
+
+    async def receive_batch(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
+        """Wait for at least one frame, then return every frame already queued.
+
+        The backlog (replay) comes first, whole, then live frames, in publish order.
+
+        Returns:
+            One or more encoded frames; write them together (one chunk) so a burst
+            costs one write instead of one per event.
+
+        Raises:
+            trio.EndOfChannel: The broker closed the subscription and every frame
+                queued before that has been returned; see :attr:`close_reason`.
+
+        Cancellation: a cancelled call takes no frame.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            batch = self.receive_batch_nowait(max_frames)
+        except trio.WouldBlock:
+            first = await self._receive.receive()
+            try:
+                return [first, *self.receive_batch_nowait(max_frames - 1)]
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return [first]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch
+
+    def receive_batch_nowait(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
+        """Like :meth:`receive_batch`, but raise ``trio.WouldBlock`` if nothing is queued."""
+        batch, self._backlog = self._backlog, []
+        receive_nowait = self._receive.receive_nowait
+        try:
+            while len(batch) < max_frames:
+                batch.append(receive_nowait())
+        except trio.WouldBlock:
+            if not batch:
+                raise
+        except trio.EndOfChannel:
+            if not batch:
+                raise
+        return batch
+
+    # The methods below are the broker's side.
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue ``frame`` without waiting; close the subscription if it is full.
+
+        Returns:
+            ``True`` if the frame was queued, ``False`` if the subscription is (now)
+            closed and the frame was not delivered.
+        """
+        try:
+            self._send.send_nowait(frame)
+        except trio.WouldBlock:
+            self.close(CloseReason.SLOW_CONSUMER)
+            return False
+        except trio.ClosedResourceError:
+            return False
+        return True
+
+    def close(self, reason: CloseReason) -> None:
+        """End the subscription: the reader gets what is queued, then EndOfChannel."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._send.close()
+
+    def discard(self) -> None:
+        """Release both ends; the subscriber is gone and nothing more will be read."""
+        self._send.close()
+        self._receive.close()

@@ -1,0 +1,145 @@
+"""Serve an ASGI app under Hypercorn's trio worker, with a shutdown made for streams.
+
+What the Hypercorn CLI cannot do for SSE, and this does:
+
+* **Fast, clean shutdown.** On SIGINT or SIGTERM, ``on_shutdown`` runs first (the
+  reference app closes its broker there, so every stream ends with its terminating
+  chunk), then Hypercorn stops accepting and gives connections ``graceful_timeout``
+  seconds. The CLI gives the app no hook before its deadline, so streams are cut.
+* **A listening socket sized and tuned for streams:** a large accept backlog for
+  reconnect storms, and ``TCP_USER_TIMEOUT`` (inherited by accepted sockets) so that
+  a client that stops reading cannot pin a connection, or shutdown, forever:
+  Hypercorn's socket write is shielded from cancellation, so only the kernel can
+  abort it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import Framework
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DEFAULT_GRACEFUL_TIMEOUT",
+    "DEFAULT_TCP_USER_TIMEOUT",
+    "listen_socket",
+    "serve",
+]
+
+logger = logging.getLogger("trio_sse.server")
+
+# Thousands of EventSources reconnect at once after a restart; Linux caps the value
+# at net.core.somaxconn (4096 on current kernels).
+DEFAULT_BACKLOG: Final = 4096
+
+# Long enough for a congested mobile link to recover, short enough that a reader that
+# stopped reading frees its connection (and any shutdown waiting on it) within 30 s.
+DEFAULT_TCP_USER_TIMEOUT: Final = 30.0
+
+# Streams have ended by the time this starts counting (on_shutdown ran first); it
+# only bounds in-flight publishes and the sockets Hypercorn leaves open after a
+# cancelled response (pgjones/hypercorn#106), so keep it short.
+DEFAULT_GRACEFUL_TIMEOUT: Final = 1.0
+
+# How long on_shutdown may take before the shutdown goes ahead without it.
+_ON_SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+def listen_socket(
+    host: str, port: int, *, tcp_user_timeout: float = DEFAULT_TCP_USER_TIMEOUT
+) -> socket.socket:
+    """Create a bound TCP socket for Hypercorn, with ``TCP_USER_TIMEOUT`` set.
+
+    The socket is not listening yet; Hypercorn calls ``listen(backlog)``.
+
+    Args:
+        host: Address to bind, IPv4 or IPv6 (``"::"`` for all).
+        port: Port to bind; 0 picks a free one.
+        tcp_user_timeout: Seconds that written data may stay unacknowledged before the
+            kernel aborts the connection; 0 keeps the kernel default (about 15 min).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tcp_user_timeout > 0:
+            if not hasattr(socket, "TCP_USER_TIMEOUT"):  # pragma: no cover - not Linux
+                logger.warning("TCP_USER_TIMEOUT is not supported here; stalled readers linger")
+            else:
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(tcp_user_timeout * 1000)
+                )
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("received %s, shutting down", signal.Signals(signum).name)
+            return
+
+
+async def serve(
+    app: Framework,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backlog: int = DEFAULT_BACKLOG,
+    tcp_user_timeout: float = DEFAULT_TCP_USER_TIMEOUT,
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    access_log: bool = False,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (or ``shutdown_trigger``), then shut down fast.
+
+    Args:
+        app: An ASGI app, such as one from :func:`trio_sse.app.create_app`.
+        host: Address to listen on.
+        port: Port to listen on; 0 picks a free one (see ``task_status``).
+        backlog: Accept queue length.
+        tcp_user_timeout: See :func:`listen_socket`.
+        graceful_timeout: Seconds connections get to finish after ``on_shutdown``.
+        access_log: Log every request to stderr (costly under load).
+        on_shutdown: Awaited first when shutdown begins, for at most 1 s: end the
+            streams here (e.g. ``broker.aclose``) so they close cleanly.
+        shutdown_trigger: Returns when the server should stop. Defaults to the first
+            SIGINT or SIGTERM, which requires the main thread.
+        task_status: Receives the bound URLs, e.g. ``["http://127.0.0.1:41234"]``.
+    """
+    sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
+    config = Config()
+    # Hypercorn takes the socket over through its file descriptor.
+    config.bind = [f"fd://{sock.detach()}"]
+    config.backlog = backlog
+    config.graceful_timeout = graceful_timeout
+    # Hand Hypercorn our loggers, so its lines go through the app's logging setup
+    # once, instead of through a handler of its own as well.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = logging.getLogger("hypercorn.access") if access_log else None
+    # Never set read_timeout: SSE clients send nothing after the request, so it
+    # would cut every stream.
+    config.read_timeout = None
+    wait_for_shutdown = shutdown_trigger if shutdown_trigger is not None else _wait_for_signal
+
+    async def trigger() -> None:
+        await wait_for_shutdown()
+        if on_shutdown is not None:
+            with trio.move_on_after(_ON_SHUTDOWN_TIMEOUT):
+                await on_shutdown()
+
+    await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

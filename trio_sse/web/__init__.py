@@ -1,0 +1,15 @@
+"""The web layer: SSE responses for Quart-Trio apps under Hypercorn."""
+
+from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
+from ._stream import SSE_HEADERS as SSE_HEADERS
+from ._stream import EventStreamBody as EventStreamBody
+from ._stream import event_stream as event_stream
+from ._stream import last_event_id_of as last_event_id_of
+
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "SSE_HEADERS",
+    "EventStreamBody",
+    "event_stream",
+    "last_event_id_of",
+]

@@ -1,0 +1,231 @@
+"""SSE responses for Quart-Trio: one subscription per response, written in batches.
+
+The structure (see docs/design.md for the task tree):
+
+* The route handler returns ``event_stream(...)``: a Quart ``Response`` whose body is
+  an :class:`EventStreamBody`. Nothing is subscribed yet.
+* Quart sends the headers, then enters the body (``async with``): ``__aenter__``
+  subscribes; ``__aexit__`` unsubscribes, whatever ended the stream.
+* Quart iterates the body in the request task: each ``__anext__`` waits for frames
+  and returns all that are queued as one chunk, or a heartbeat comment when the
+  topic is idle for ``heartbeat`` seconds.
+* A client disconnect makes quart-trio cancel the request nursery; the pending
+  ``__anext__`` gets ``Cancelled`` within milliseconds and ``__aexit__`` runs.
+
+No task is started per connection: the body is driven by Quart's request task, and
+every wait is bounded by a cancel scope inside ``__anext__``, never held across a
+``yield`` (this is why it is a class, not an async generator).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Final, Self
+
+import quart
+import trio
+from quart.wrappers.response import ResponseBody
+
+from .._errors import BrokerClosedError
+from ..broker import Broker, CloseReason, Subscription, validate_topic
+from ..protocol import ServerSentEvent, encode_comment, encode_retry
+
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "SSE_HEADERS",
+    "EventStreamBody",
+    "event_stream",
+    "last_event_id_of",
+]
+
+logger = logging.getLogger("trio_sse.stream")
+
+# Below the 30 to 60 s idle timeouts common in proxies and load balancers, and often
+# enough that a vanished client is found within TCP_USER_TIMEOUT plus one interval.
+DEFAULT_HEARTBEAT: Final = 15.0
+
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    # Caches and proxies must not store or merge a live stream.
+    "Cache-Control": "no-cache",
+    # nginx buffers responses unless told not to; harmless elsewhere.
+    "X-Accel-Buffering": "no",
+}
+
+_HEARTBEAT: Final = encode_comment("heartbeat")
+_OPENED: Final = encode_comment("stream open")
+
+
+class EventStreamBody(ResponseBody):
+    """The body of an SSE response: a subscription that lives exactly as long as the stream.
+
+    Use :func:`event_stream` to build the response; this class is public so that
+    its lifecycle can be documented and tested.
+
+    Attributes:
+        events_sent: Frames handed to the server for writing (replayed, initial and
+            live events; heartbeats not included).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic: str,
+        *,
+        last_event_id: str | None,
+        heartbeat: float,
+        prelude: bytes,
+        prelude_events: int,
+    ) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._last_event_id = last_event_id
+        self._heartbeat = heartbeat if heartbeat > 0 else math.inf
+        self._prelude: bytes | None = prelude
+        self._prelude_events = prelude_events
+        self._stack = AsyncExitStack()
+        self._subscription: Subscription | None = None
+        self._opened_at = 0.0
+        self.events_sent = 0
+
+    async def __aenter__(self) -> Self:
+        self._opened_at = trio.current_time()
+        try:
+            self._subscription = await self._stack.enter_async_context(
+                self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
+            )
+        except BrokerClosedError:
+            # Shutting down between the handler and here: end at once, cleanly, and
+            # the client reconnects (to another worker, behind a load balancer).
+            self._subscription = None
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        # Keep this minimal: the exit stack must always run, or the subscription leaks.
+        self._log_close(exc)
+        return await self._stack.__aexit__(exc_type, exc, tb)  # noqa: ASYNC102
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        subscription = self._subscription
+        prelude, self._prelude = self._prelude, None
+        if prelude is not None:
+            # The first chunk goes out at once, so clients and proxies see the stream
+            # open; it carries any replay too, in the same write.
+            self.events_sent += self._prelude_events
+            if subscription is not None:
+                try:
+                    frames = subscription.receive_batch_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    frames = []
+                self.events_sent += len(frames)
+                prelude = b"".join([prelude, *frames])
+            await trio.lowlevel.checkpoint()
+            return prelude
+        if subscription is None:
+            raise StopAsyncIteration
+        with trio.move_on_after(self._heartbeat):
+            try:
+                frames = await subscription.receive_batch()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+            self.events_sent += len(frames)
+            return b"".join(frames)
+        return _HEARTBEAT
+
+    def _log_close(self, exc: BaseException | None) -> None:
+        subscription = self._subscription
+        if subscription is not None and subscription.close_reason is not None:
+            reason = subscription.close_reason.value
+        elif subscription is None:
+            reason = CloseReason.SHUTDOWN.value
+        elif isinstance(exc, trio.Cancelled):
+            reason = "client_closed"
+        elif exc is not None:
+            reason = f"error ({type(exc).__name__})"
+        else:
+            reason = "ended"
+        logger.info(
+            "stream closed: topic=%s reason=%s duration=%.3fs events=%d",
+            self._topic,
+            reason,
+            trio.current_time() - self._opened_at,
+            self.events_sent,
+        )
+
+
+def event_stream(
+    broker: Broker,
+    topic: str,
+    *,
+    last_event_id: str | None = None,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    retry: int | None = None,
+    initial: Sequence[ServerSentEvent] = (),
+) -> quart.Response:
+    """Build a streaming ``text/event-stream`` response for one subscription.
+
+    Call it from a Quart-Trio route and return the result. The subscription opens
+    when Quart starts sending the body and closes when the stream ends for any
+    reason: client disconnect, slow consumer, broker shutdown or error.
+
+    Args:
+        broker: Where the events come from.
+        topic: The topic to stream.
+        last_event_id: Resume after this id (from the ``Last-Event-ID`` header; see
+            :func:`last_event_id_of`).
+        heartbeat: Seconds of silence before a comment is sent; 0 disables.
+        retry: If given, the reconnection delay (ms) sent to the client first.
+        initial: Events for this subscriber only, sent before any other (a welcome).
+
+    Returns:
+        A response with the SSE headers and Quart's response timeout disabled, which
+        would otherwise cut every stream at 60 s.
+
+    Raises:
+        InvalidTopicError: ``topic`` is not a valid name (answer 400).
+        BrokerClosedError: The broker is closed (answer 503).
+        InvalidEventError: ``retry`` is negative.
+    """
+    validate_topic(topic)
+    if broker.is_closed:
+        raise BrokerClosedError("the broker is closed; the server is shutting down")
+    parts = [encode_retry(retry)] if retry is not None else []
+    parts.append(_OPENED)
+    parts.extend(event.encode() for event in initial)
+    body = EventStreamBody(
+        broker,
+        topic,
+        last_event_id=last_event_id,
+        heartbeat=heartbeat,
+        prelude=b"".join(parts),
+        prelude_events=len(initial),
+    )
+    response: quart.Response = quart.current_app.response_class(
+        body, status=200, headers=SSE_HEADERS
+    )
+    response.timeout = None
+    return response
+
+
+def last_event_id_of(request: quart.Request) -> str | None:
+    """The id a client wants to resume after, or ``None`` for a fresh subscription.
+
+    The ``Last-Event-ID`` header wins over the ``lastEventId`` query parameter: a
+    browser's ``EventSource`` reconnects to the same URL, so the query parameter
+    (set for its first connection) is stale by then, while the header is current.
+    An empty value means no id, as a browser with an empty last event id sends none.
+    """
+    value = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    return value or None
