@@ -132,16 +132,19 @@ async def test_replay_hand_over_under_concurrent_publishing() -> None:
     broker = MemoryBroker(history=10_000, queue_size=10_000)
     published: list[str] = []
     received: list[str] = []
+    hundred_published = trio.Event()
 
     async def publisher() -> None:
         for i in range(500):
             published.append(await broker.publish("t", ServerSentEvent(str(i))))
+            if i == 99:
+                hundred_published.set()
             if i % 7 == 0:
-                await trio.sleep(0)
+                # Let the subscriber run mid-stream, so it joins while events flow.
+                await trio.lowlevel.checkpoint()
 
     async def late_subscriber() -> None:
-        while len(published) < 100:
-            await trio.sleep(0)
+        await hundred_published.wait()
         async with broker.subscribe("t", last_event_id=published[49]) as sub:
             while len(received) < 450:
                 received.extend(ids_of(await sub.receive_batch()))

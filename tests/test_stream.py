@@ -6,11 +6,13 @@ import json
 import logging
 
 import pytest
+import quart
 import trio
 import trio.testing
+from quart_trio import QuartTrio
 
 from tests.wire import SSEConnection, count_tasks, running_server
-from trio_sse import MemoryBroker, ServerSentEvent
+from trio_sse import MemoryBroker, ServerSentEvent, event_stream
 
 
 async def test_stream_headers_and_an_immediate_first_write() -> None:
@@ -89,7 +91,9 @@ async def test_resume_with_last_event_id(how: str) -> None:
     async with running_server() as server:
         ids = [await server.publish("t", data=str(i)) for i in range(6)]
         if how == "header":
-            conn = await SSEConnection.open(server, "/events/t", headers=[("Last-Event-ID", ids[1])])
+            conn = await SSEConnection.open(
+                server, "/events/t", headers=[("Last-Event-ID", ids[1])]
+            )
         elif how == "query":
             conn = await SSEConnection.open(server, f"/events/t?lastEventId={ids[1]}")
         else:
@@ -208,22 +212,18 @@ async def test_no_task_is_left_behind_after_200_connect_disconnect_cycles() -> N
         # Connection handler tasks finish a moment after the subscription closes;
         # nothing signals that, so poll the count, bounded.
         with trio.fail_after(5):
-            while count_tasks() != baseline:
+            while count_tasks() != baseline:  # noqa: ASYNC110 -- no event for task exit
                 await trio.sleep(0.01)
         assert count_tasks() == baseline
         assert server.broker.statistics().subscribers == 0
 
 
 async def test_initial_events_go_to_one_subscriber_only() -> None:
-    from quart_trio import QuartTrio
-
-    from trio_sse import event_stream
-
     broker = MemoryBroker()
     app = QuartTrio(__name__)
 
     @app.get("/s/<name>")
-    async def stream(name: str) -> object:
+    async def stream(name: str) -> quart.ResponseReturnValue:
         return event_stream(
             broker, "room", initial=[ServerSentEvent(f"welcome {name}", event="hello")]
         )
@@ -235,7 +235,13 @@ async def test_initial_events_go_to_one_subscriber_only() -> None:
         await broker.publish("room", ServerSentEvent("hi all"))
         a_events = await alice.read_events(2)
         b_events = await bob.read_events(2)
-        assert [(e.type, e.data) for e in a_events] == [("hello", "welcome alice"), ("message", "hi all")]
-        assert [(e.type, e.data) for e in b_events] == [("hello", "welcome bob"), ("message", "hi all")]
+        assert [(e.type, e.data) for e in a_events] == [
+            ("hello", "welcome alice"),
+            ("message", "hi all"),
+        ]
+        assert [(e.type, e.data) for e in b_events] == [
+            ("hello", "welcome bob"),
+            ("message", "hi all"),
+        ]
         await alice.close_fin()
         await bob.close_fin()

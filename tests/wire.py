@@ -39,7 +39,8 @@ class Server:
     @property
     def host_port(self) -> tuple[str, int]:
         parts = urlsplit(self.url)
-        assert parts.hostname is not None and parts.port is not None
+        assert parts.hostname is not None
+        assert parts.port is not None
         return parts.hostname, parts.port
 
     async def publish(self, topic: str, **body: Any) -> str:
@@ -58,9 +59,9 @@ class Server:
         """Wait until the broker has ``count`` subscribers; return how long it took."""
         start = trio.current_time()
         with trio.fail_after(timeout):
-            while self.broker.statistics().subscribers != count:
-                # The broker has no change notification; poll the in-process counter
-                # (no HTTP) on a 1 ms beat, which bounds the measured time's error.
+            # The broker has no change notification; poll the in-process counter
+            # (no HTTP) on a 1 ms beat, which bounds the measured time's error.
+            while self.broker.statistics().subscribers != count:  # noqa: ASYNC110
                 await trio.sleep(0.001)
         return trio.current_time() - start
 
@@ -113,13 +114,13 @@ class SSEConnection:
     @classmethod
     async def open(
         cls,
-        server: Server,
+        server: Server | tuple[str, int],
         path: str,
         *,
         headers: Iterable[tuple[str, str]] = (),
         receive_buffer: int | None = None,
     ) -> SSEConnection:
-        host, port = server.host_port
+        host, port = server.host_port if isinstance(server, Server) else server
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer is not None:
             # Set before connect, so the advertised window is small from the start.
@@ -195,15 +196,15 @@ class SSEConnection:
 
     async def close_rst(self) -> None:
         # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        self.stream.socket.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.stream.aclose()
 
 
 def count_tasks() -> int:
     """Every task in this Trio run, found by walking the task tree from the root."""
-    pending = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    pending = [root]
     total = 0
     while pending:
         task = pending.pop()

@@ -57,7 +57,7 @@ def state_of(app: quart.Quart) -> AppState:
     return state
 
 
-class _BadRequest(Exception):
+class _BadRequestError(Exception):
     """A client error answered with a JSON body; never escapes the app."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -66,7 +66,7 @@ class _BadRequest(Exception):
 
 
 def _reject(message: str, status: int = 400) -> NoReturn:
-    raise _BadRequest(status, message)
+    raise _BadRequestError(status, message)
 
 
 def _error(message: str, status: int) -> quart.ResponseReturnValue:
@@ -137,8 +137,8 @@ def create_app(
     )
     app.extensions["trio_sse"] = state
 
-    @app.errorhandler(_BadRequest)
-    async def bad_request(exc: _BadRequest) -> quart.ResponseReturnValue:
+    @app.errorhandler(_BadRequestError)
+    async def bad_request(exc: _BadRequestError) -> quart.ResponseReturnValue:
         return _error(str(exc), exc.status)
 
     @app.errorhandler(InvalidTopicError)

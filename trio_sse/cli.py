@@ -75,7 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         help="events a subscriber may lag before it is dropped as slow",
     )
     serve_cmd.add_argument(
-        "--retry", type=_count(0), default=DEFAULT_RETRY, help="reconnect delay sent to clients (ms)"
+        "--retry",
+        type=_count(0),
+        default=DEFAULT_RETRY,
+        help="reconnect delay sent to clients (ms)",
     )
     serve_cmd.add_argument(
         "--max-body", type=_count(1), default=DEFAULT_MAX_BODY_SIZE, help="publish body limit"
@@ -132,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             trio.run(_serve, args)
         except OSError as exc:
-            print(f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            print(
+                f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+            )
             return 1
     return 0
 

@@ -109,10 +109,11 @@ class EventStreamBody(ResponseBody):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         # Keep this minimal: the exit stack must always run, or the subscription leaks.
+        # Its result is dropped on purpose: a stream never swallows an exception.
         self._log_close(exc)
-        return await self._stack.__aexit__(exc_type, exc, tb)  # noqa: ASYNC102
+        await self._stack.__aexit__(exc_type, exc, tb)
 
     def __aiter__(self) -> Self:
         return self

@@ -1,0 +1,38 @@
+"""Developer sessions. `nox` runs lint, typecheck and tests: the same as CI."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (with the flake8-async rules) and ruff format."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, tests and examples."""
+    session.install("-e", ".[test]")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite: unit tests and integration tests over real sockets."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Fan-out throughput of `trio-sse serve` (see benchmarks/fanout.py for options)."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/fanout.py", *session.posargs)

@@ -1,0 +1,80 @@
+"""The chat example (examples/chat/server.py) over a real socket."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.wire import SSEConnection, running_server
+from trio_sse import MemoryBroker
+
+CHAT_SERVER = Path(__file__).parent.parent / "examples" / "chat" / "server.py"
+
+
+def load_chat() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("chat_server", CHAT_SERVER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chat_server"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sse.stream")
+    broker = MemoryBroker()
+    app = load_chat().create_chat_app(broker)
+    async with running_server(app=app, broker=broker) as server:
+        ana = await SSEConnection.open(server, "/chat")
+        await server.wait_for_subscribers(1)
+        ben = await SSEConnection.open(server, "/chat")
+        await server.wait_for_subscribers(2)
+        response = await server.http.post("/chat", json={"user": "ana", "text": "hi <b>all</b>"})
+        assert response.status_code == 202
+        for conn, online in ((ana, 1), (ben, 2)):
+            hello, message = await conn.read_events(2)
+            assert hello.type == "hello"
+            assert json.loads(hello.data) == {"text": "Welcome to the chat!", "online": online}
+            assert message.type == "message"
+            assert json.loads(message.data) == {"user": "ana", "text": "hi <b>all</b>"}
+            assert message.last_event_id == response.json()["id"]
+        # A third arrival gets its own hello; the others get no second one.
+        cleo = await SSEConnection.open(server, "/chat")
+        await server.wait_for_subscribers(3)
+        await server.http.post("/chat", json={"user": "cleo", "text": "hey"})
+        assert [e.type for e in await cleo.read_events(2)] == ["hello", "message"]
+        assert [e.type for e in await ana.read_events(3)] == ["hello", "message", "message"]
+        for conn in (ana, ben, cleo):
+            await conn.close_fin()
+        await server.wait_for_subscribers(0)
+    closed = [r.getMessage() for r in caplog.records if r.name == "trio_sse.stream"]
+    assert len(closed) == 3
+    assert all("topic=chat reason=client_closed" in line for line in closed)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"nope", "must be a JSON object"),
+        (b'{"user": "ana"}', '"text" must be a non-empty string'),
+        (b'{"user": " ", "text": "x"}', '"user" must be a non-empty string'),
+        (b'{"user": "ana", "text": 5}', '"text" must be a non-empty string'),
+        (json.dumps({"user": "a" * 65, "text": "x"}).encode(), '"user" is longer than 64'),
+    ],
+)
+async def test_chat_rejects_bad_messages(body: bytes, problem: str) -> None:
+    broker = MemoryBroker()
+    async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
+        response = await server.http.post("/chat", content=body)
+        assert response.status_code == 400
+        assert problem in response.json()["error"]
+        assert broker.statistics().published == 0

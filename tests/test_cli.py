@@ -1,0 +1,97 @@
+"""`trio-sse serve` as a user runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trio
+
+from tests.wire import TIMEOUT, SSEConnection
+
+SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
+
+
+@asynccontextmanager
+async def serve_process(*args: str) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
+    """Start `trio-sse serve --port 0 ...` and wait until it listens."""
+    process = await trio.lowlevel.open_process(
+        [*SERVE, "--port", "0", *args], stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    log = b""
+    try:
+        with trio.fail_after(TIMEOUT):
+            while (found := re.search(rb"Running on http://([\d.]+):(\d+)", log)) is None:
+                chunk = await process.stderr.receive_some()
+                assert chunk, f"server exited early: {log.decode()}"
+                log += chunk
+        yield process, (found[1].decode(), int(found[2]))
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await process.stderr.aclose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_ends_every_stream_cleanly_and_exits_within_2s(signum: int) -> None:
+    async with serve_process() as (process, address):
+        conns = [await SSEConnection.open(address, "/events/t") for _ in range(50)]
+        async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
+            # Another process: its /stats is the only view of its subscribers.
+            while (await http.get("/stats")).json()["subscribers"] < 50:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            assert (await http.post("/events/t", json={"data": "bye"})).status_code == 202
+        for conn in conns:
+            await conn.read_events(1)
+        start = trio.current_time()
+        process.send_signal(signum)
+        for conn in conns:
+            await conn.read_to_end(timeout=2)
+        streams_ended = trio.current_time() - start
+        with trio.fail_after(2):
+            await process.wait()
+        exited = trio.current_time() - start
+        for conn in conns:
+            assert conn.ended_cleanly
+            await conn.close_fin()
+    assert process.returncode == 0
+    assert streams_ended < 0.5
+    assert exited < 2.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "-1"], "must be >= 0"),
+        (["--port", "70000"], "must be <= 65535"),
+        (["--heartbeat", "soon"], "expected a number"),
+        (["--heartbeat", "nan"], "must be >= 0"),
+        (["--history", "-3"], "must be >= 0"),
+        (["--queue-size", "0"], "must be >= 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_a_message(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [*SERVE, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+async def test_port_in_use_is_a_clear_error() -> None:
+    async with serve_process() as (_, (_, port)):
+        result = await trio.run_process(
+            [*SERVE, "--port", str(port)], capture_stderr=True, check=False
+        )
+    assert result.returncode == 1
+    assert b"cannot listen on 127.0.0.1:" in result.stderr
+    assert b"Traceback" not in result.stderr
