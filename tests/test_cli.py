@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 import pytest
@@ -19,11 +19,11 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
 
 @asynccontextmanager
-async def serve_process(*args: str) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
-    """Start `trio-sse serve --port 0 ...` and wait until it listens."""
-    process = await trio.lowlevel.open_process(
-        [*SERVE, "--port", "0", *args], stderr=subprocess.PIPE
-    )
+async def listening_process(
+    command: list[str],
+) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
+    """Start a server process and wait until it logs the address it listens on."""
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
     assert process.stderr is not None
     log = b""
     try:
@@ -35,9 +35,15 @@ async def serve_process(*args: str) -> AsyncIterator[tuple[trio.Process, tuple[s
         yield process, (found[1].decode(), int(found[2]))
     finally:
         if process.returncode is None:
-            process.kill()
-        await process.wait()
+            process.terminate()
+        with trio.fail_after(10):
+            await process.wait()
         await process.stderr.aclose()
+
+
+def serve_process(*args: str) -> AbstractAsyncContextManager[tuple[trio.Process, tuple[str, int]]]:
+    """`trio-sse serve --port 0 ...`, listening."""
+    return listening_process([*SERVE, "--port", "0", *args])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -95,3 +101,17 @@ async def test_port_in_use_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert b"cannot listen on 127.0.0.1:" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_the_hypercorn_cli_serves_the_reference_app() -> None:
+    hypercorn = [sys.executable, "-m", "hypercorn", "--worker-class", "trio"]
+    command = [*hypercorn, "--bind", "127.0.0.1:0", "trio_sse.app:app"]
+    async with listening_process(command) as (_, address):
+        conn = await SSEConnection.open(address, "/events/cli")
+        async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
+            while (await http.get("/stats")).json()["subscribers"] < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await http.post("/events/cli", json={"data": "via the hypercorn CLI"})
+        (event,) = await conn.read_events(1)
+        assert event.data == "via the hypercorn CLI"
+        await conn.close_fin()

@@ -1,0 +1,142 @@
+"""Fan-out throughput of `trio-sse serve`: N subscribers, E events posted one after another.
+
+    python benchmarks/fanout.py [--subscribers 1000] [--events 200] [--payload 64]
+                                [--publishers 1] [--runs 3]
+
+The server runs in its own process, pinned to CPU 0 when `taskset` exists, so the
+figure is per-core efficiency; the subscribers (raw sockets, counting `data:` lines)
+and the publisher run here. Reports, per run and as the median: deliveries per
+second from the first POST to the last delivery, and the server's CPU time per
+delivered event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+DATA_MARK = b"\ndata: "
+
+
+@dataclass
+class Counter:
+    events: int = 0
+
+
+async def subscriber(host: str, port: int, counter: Counter, connected: trio.Event) -> None:
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(f"GET /events/bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        connected.set()
+        tail = b""
+        while data := await stream.receive_some(65536):
+            # Keep a few bytes from the last read so a mark split across reads counts.
+            window = tail + data
+            counter.events += window.count(DATA_MARK)
+            tail = window[-(len(DATA_MARK) - 1) :]
+
+
+def server_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(args: argparse.Namespace, host: str, port: int, pid: int) -> tuple[float, float]:
+    counters = [Counter() for _ in range(args.subscribers)]
+    payload = "x" * args.payload
+    async with trio.open_nursery() as nursery, httpx.AsyncClient(
+        base_url=f"http://{host}:{port}", timeout=30
+    ) as http:
+        for counter in counters:
+            connected = trio.Event()
+            nursery.start_soon(subscriber, host, port, counter, connected)
+            await connected.wait()
+        with trio.fail_after(60):
+            while (await http.get("/stats")).json()["subscribers"] < args.subscribers:
+                await trio.sleep(0.05)
+        cpu_before = server_cpu_seconds(pid)
+        start = trio.current_time()
+
+        async def publisher(count: int) -> None:
+            for _ in range(count):
+                response = await http.post("/events/bench", json={"data": payload})
+                response.raise_for_status()
+
+        async with trio.open_nursery() as publishers:
+            for i in range(args.publishers):
+                share = args.events // args.publishers + (i < args.events % args.publishers)
+                publishers.start_soon(publisher, share)
+        expected = args.events * args.subscribers
+        with trio.fail_after(120):
+            while sum(c.events for c in counters) < expected:
+                await trio.sleep(0.002)
+        elapsed = trio.current_time() - start
+        cpu = server_cpu_seconds(pid) - cpu_before
+        nursery.cancel_scope.cancel()
+    return expected / elapsed, cpu / expected * 1e6
+
+
+async def drain(stream: trio.abc.ReceiveStream) -> None:
+    while await stream.receive_some():
+        pass
+
+
+async def main(args: argparse.Namespace) -> None:
+    command = [sys.executable, "-m", "trio_sse.cli", "serve", "--port", "0"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    process = await trio.lowlevel.open_process(
+        [*command, "--history", str(args.events)], stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    log = b""
+    async with trio.open_nursery() as nursery:
+        try:
+            while (found := re.search(rb"Running on http://([\d.]+):(\d+)", log)) is None:
+                chunk = await process.stderr.receive_some()
+                if not chunk:
+                    raise SystemExit(f"server failed to start: {log.decode()}")
+                log += chunk
+            # The server logs every disconnect; drain its stderr until it exits, or a
+            # full pipe would block its event loop (logging writes synchronously).
+            nursery.start_soon(drain, process.stderr)
+            host, port = found[1].decode(), int(found[2])
+            rates, costs = [], []
+            for run in range(args.runs):
+                rate, cost = await one_run(args, host, port, process.pid)
+                rates.append(rate)
+                costs.append(cost)
+                print(f"run {run + 1}: {rate:,.0f} deliveries/s, {cost:.1f} µs CPU per delivery")
+            print(
+                f"median of {args.runs}: {statistics.median(rates):,.0f} deliveries/s, "
+                f"{statistics.median(costs):.1f} µs server CPU per delivery "
+                f"({args.subscribers} subscribers × {args.events} events of {args.payload} B, "
+                f"{args.publishers} publisher(s))"
+            )
+        finally:
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--payload", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--publishers", type=int, default=1, help="concurrent publishers sharing the events"
+    )
+    trio.run(main, parser.parse_args())
