@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 
 import httpx
 import pytest
@@ -22,23 +23,38 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 async def listening_process(
     command: list[str],
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
-    """Start a server process and wait until it logs the address it listens on."""
+    """Start a server process and wait until it logs the address it listens on.
+
+    Its stderr is read for as long as it runs: the server logs every disconnect,
+    and a full pipe would block its event loop (logging writes synchronously).
+    """
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    log = b""
-    try:
-        with trio.fail_after(TIMEOUT):
-            while (found := re.search(rb"Running on http://([\d.]+):(\d+)", log)) is None:
-                chunk = await process.stderr.receive_some()
-                assert chunk, f"server exited early: {log.decode()}"
-                log += chunk
-        yield process, (found[1].decode(), int(found[2]))
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        with trio.fail_after(10):
-            await process.wait()
-        await process.stderr.aclose()
+    stderr = process.stderr
+    assert stderr is not None
+    log = bytearray()
+    listening = trio.Event()
+
+    async def read_log() -> None:
+        while chunk := await stderr.receive_some():
+            log.extend(chunk)
+            if not listening.is_set() and b"Running on http://" in log:
+                listening.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_log)
+        try:
+            with trio.fail_after(TIMEOUT):
+                await listening.wait()
+            found = re.search(rb"Running on http://([\d.]+):(\d+)", log)
+            assert found is not None
+            yield process, (found[1].decode(), int(found[2]))
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            with trio.fail_after(10):
+                await process.wait()
+            nursery.cancel_scope.cancel()
+        await stderr.aclose()
 
 
 def serve_process(*args: str) -> AbstractAsyncContextManager[tuple[trio.Process, tuple[str, int]]]:
@@ -95,12 +111,13 @@ def test_bad_arguments_exit_non_zero_with_a_message(args: list[str], message: st
 
 async def test_port_in_use_is_a_clear_error() -> None:
     async with serve_process() as (_, (_, port)):
-        result = await trio.run_process(
-            [*SERVE, "--port", str(port)], capture_stderr=True, check=False
+        command = [*SERVE, "--port", str(port)]
+        result = await trio.to_thread.run_sync(
+            partial(subprocess.run, command, capture_output=True, text=True, timeout=30)
         )
     assert result.returncode == 1
-    assert b"cannot listen on 127.0.0.1:" in result.stderr
-    assert b"Traceback" not in result.stderr
+    assert "cannot listen on 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_the_hypercorn_cli_serves_the_reference_app() -> None:

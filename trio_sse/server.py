@@ -46,8 +46,9 @@ DEFAULT_TCP_USER_TIMEOUT: Final = 30.0
 
 # Streams have ended by the time this starts counting (on_shutdown ran first); it
 # only bounds in-flight publishes and the sockets Hypercorn leaves open after a
-# cancelled response (pgjones/hypercorn#106), so keep it short.
-DEFAULT_GRACEFUL_TIMEOUT: Final = 1.0
+# cancelled response (pgjones/hypercorn#106), so keep it short: a publish takes
+# milliseconds, and every second here is a second added to each restart.
+DEFAULT_GRACEFUL_TIMEOUT: Final = 0.5
 
 # How long on_shutdown may take before the shutdown goes ahead without it.
 _ON_SHUTDOWN_TIMEOUT: Final = 1.0
