@@ -19,7 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import trio
@@ -28,11 +28,20 @@ DATA_MARK = b"\ndata: "
 
 
 @dataclass
-class Counter:
+class Tally:
+    """Deliveries counted across all subscribers; ``done`` is set at ``expected``."""
+
+    expected: int
     events: int = 0
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def add(self, count: int) -> None:
+        self.events += count
+        if self.events >= self.expected:
+            self.done.set()
 
 
-async def subscriber(host: str, port: int, counter: Counter, connected: trio.Event) -> None:
+async def subscriber(host: str, port: int, tally: Tally, connected: trio.Event) -> None:
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         await stream.send_all(f"GET /events/bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
@@ -41,7 +50,7 @@ async def subscriber(host: str, port: int, counter: Counter, connected: trio.Eve
         while data := await stream.receive_some(65536):
             # Keep a few bytes from the last read so a mark split across reads counts.
             window = tail + data
-            counter.events += window.count(DATA_MARK)
+            tally.add(window.count(DATA_MARK))
             tail = window[-(len(DATA_MARK) - 1) :]
 
 
@@ -52,17 +61,19 @@ def server_cpu_seconds(pid: int) -> float:
 
 
 async def one_run(args: argparse.Namespace, host: str, port: int, pid: int) -> tuple[float, float]:
-    counters = [Counter() for _ in range(args.subscribers)]
+    tally = Tally(expected=args.events * args.subscribers)
     payload = "x" * args.payload
-    async with trio.open_nursery() as nursery, httpx.AsyncClient(
-        base_url=f"http://{host}:{port}", timeout=30
-    ) as http:
-        for counter in counters:
+    async with (
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as http,
+    ):
+        for _ in range(args.subscribers):
             connected = trio.Event()
-            nursery.start_soon(subscriber, host, port, counter, connected)
+            nursery.start_soon(subscriber, host, port, tally, connected)
             await connected.wait()
         with trio.fail_after(60):
-            while (await http.get("/stats")).json()["subscribers"] < args.subscribers:
+            # Another process: its /stats is the only view of its subscribers.
+            while (await http.get("/stats")).json()["subscribers"] < args.subscribers:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         cpu_before = server_cpu_seconds(pid)
         start = trio.current_time()
@@ -76,14 +87,12 @@ async def one_run(args: argparse.Namespace, host: str, port: int, pid: int) -> t
             for i in range(args.publishers):
                 share = args.events // args.publishers + (i < args.events % args.publishers)
                 publishers.start_soon(publisher, share)
-        expected = args.events * args.subscribers
         with trio.fail_after(120):
-            while sum(c.events for c in counters) < expected:
-                await trio.sleep(0.002)
+            await tally.done.wait()
         elapsed = trio.current_time() - start
         cpu = server_cpu_seconds(pid) - cpu_before
         nursery.cancel_scope.cancel()
-    return expected / elapsed, cpu / expected * 1e6
+    return tally.expected / elapsed, cpu / tally.expected * 1e6
 
 
 async def drain(stream: trio.abc.ReceiveStream) -> None:
@@ -120,7 +129,7 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"median of {args.runs}: {statistics.median(rates):,.0f} deliveries/s, "
                 f"{statistics.median(costs):.1f} µs server CPU per delivery "
-                f"({args.subscribers} subscribers × {args.events} events of {args.payload} B, "
+                f"({args.subscribers} subscribers x {args.events} events of {args.payload} B, "
                 f"{args.publishers} publisher(s))"
             )
         finally:

@@ -6,9 +6,11 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
+from typing import IO
 
 import httpx
 import pytest
@@ -25,36 +27,30 @@ async def listening_process(
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
     """Start a server process and wait until it logs the address it listens on.
 
-    Its stderr is read for as long as it runs: the server logs every disconnect,
-    and a full pipe would block its event loop (logging writes synchronously).
+    Its stderr goes to a file, not a pipe: the server logs every disconnect, and a
+    full pipe that nobody reads would block its event loop (logging is synchronous).
     """
-    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
-    stderr = process.stderr
-    assert stderr is not None
-    log = bytearray()
-    listening = trio.Event()
-
-    async def read_log() -> None:
-        while chunk := await stderr.receive_some():
-            log.extend(chunk)
-            if not listening.is_set() and b"Running on http://" in log:
-                listening.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_log)
+    with tempfile.TemporaryFile() as log:
+        process = await trio.lowlevel.open_process(command, stderr=log)
         try:
             with trio.fail_after(TIMEOUT):
-                await listening.wait()
-            found = re.search(rb"Running on http://([\d.]+):(\d+)", log)
-            assert found is not None
+                # A file gives no readiness events; re-read it on a short beat.
+                while (
+                    found := re.search(rb"Running on http://([\d.]+):(\d+)", _read(log))
+                ) is None:
+                    assert process.poll() is None, f"server exited early: {_read(log).decode()}"
+                    await trio.sleep(0.02)
             yield process, (found[1].decode(), int(found[2]))
         finally:
             if process.returncode is None:
                 process.terminate()
             with trio.fail_after(10):
                 await process.wait()
-            nursery.cancel_scope.cancel()
-        await stderr.aclose()
+
+
+def _read(log: IO[bytes]) -> bytes:
+    log.seek(0)
+    return log.read()
 
 
 def serve_process(*args: str) -> AbstractAsyncContextManager[tuple[trio.Process, tuple[str, int]]]:
