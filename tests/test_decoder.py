@@ -517,3 +517,21 @@ def test_decoder_round_trips_encoded_events(
     chunks = [wire[start:end] for start, end in itertools.pairwise(bounds)]
 
     assert _decode(chunks) == (expected, last_event_id, retry)
+
+
+def test_decoder_seeded_with_last_event_id_keeps_it_across_blank_lines() -> None:
+    # A reconnecting client seeds the decoder with the id it sent; a comment block or
+    # a lone retry before the stream's first event must not reset it.
+    decoder = Decoder(last_event_id="41")
+    assert decoder.last_event_id == "41"
+    events = decoder.feed(b"\xef\xbb\xbf: hello\n\nretry: 10\n\ndata: x\n\n")
+    assert events == [MessageEvent("message", "x", "41")]
+    assert decoder.last_event_id == "41"
+    decoder.feed(b"id: 42\ndata: y\n\n")
+    assert decoder.last_event_id == "42"
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\x00b"])
+def test_decoder_refuses_a_seed_no_stream_could_have_set(bad: str) -> None:
+    with pytest.raises(ValueError, match="may not contain"):
+        Decoder(last_event_id=bad)

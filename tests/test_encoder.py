@@ -99,11 +99,11 @@ def test_encode_is_computed_once_and_shared() -> None:
 @pytest.mark.parametrize(
     ("text", "wire"),
     [
-        ("", b":\n\n"),
-        ("heartbeat", b": heartbeat\n\n"),
+        ("", b":\n"),
+        ("heartbeat", b": heartbeat\n"),
         # A newline in a comment starts another comment line, never a field.
-        ("a\ndata: injected", b": a\n: data: injected\n\n"),
-        ("a\r\n\rb", b": a\n:\n: b\n\n"),
+        ("a\ndata: injected", b": a\n: data: injected\n"),
+        ("a\r\n\rb", b": a\n:\n: b\n"),
     ],
 )
 def test_encode_comment(text: str, wire: bytes) -> None:
@@ -111,7 +111,7 @@ def test_encode_comment(text: str, wire: bytes) -> None:
 
 
 def test_encode_retry() -> None:
-    assert encode_retry(2500) == b"retry: 2500\n\n"
+    assert encode_retry(2500) == b"retry: 2500\n"
     for bad in (-5, 2.5, True):
         with pytest.raises(InvalidEventError):
             encode_retry(bad)  # type: ignore[arg-type]

@@ -36,6 +36,10 @@ def modules_after_import(module: str) -> set[str]:
         ("trio_sse._errors", ASYNC_STACK),
         ("trio_sse.broker", WEB_STACK),
         ("trio_sse.web", ["httpx", "coredis", "trio_sse.app", "trio_sse.server"]),
+        (
+            "trio_sse.client",
+            ["quart", "quart_trio", "hypercorn", "coredis", "trio_sse.broker", "trio_sse.web"],
+        ),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> None:
@@ -46,7 +50,8 @@ def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> No
 
 
 @pytest.mark.parametrize(
-    "package", ["trio_sse", "trio_sse.protocol", "trio_sse.broker", "trio_sse.web"]
+    "package",
+    ["trio_sse", "trio_sse.protocol", "trio_sse.broker", "trio_sse.web", "trio_sse.client"],
 )
 def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
     module = importlib.import_module(package)
@@ -62,7 +67,7 @@ def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
 
 def test_every_error_is_exported_at_top_level_under_one_root() -> None:
     errors = [getattr(trio_sse, name) for name in trio_sse.__all__ if name.endswith("Error")]
-    assert len(errors) == 8
+    assert len(errors) == 12
     assert all(issubclass(error, trio_sse.SSEError) for error in errors)
 
 

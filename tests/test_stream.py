@@ -26,15 +26,15 @@ async def test_stream_headers_and_an_immediate_first_write() -> None:
         assert "connection" not in conn.headers
         assert conn.headers["transfer-encoding"] == "chunked"
         # Something arrives before any event: the retry hint and an opening comment.
-        await conn.read_until(lambda c: b": stream open\n\n" in c.body)
-        assert conn.body.startswith(b"retry: 1500\n\n")
+        await conn.read_until(lambda c: b": stream open\n" in c.body)
+        assert conn.body == b"retry: 1500\n: stream open\n"
         await conn.close_fin()
 
 
 async def test_idle_stream_gets_heartbeat_comments() -> None:
     async with running_server(heartbeat=0.05) as server:
         conn = await SSEConnection.open(server, "/events/idle")
-        await conn.read_until(lambda c: c.body.count(b": heartbeat\n\n") >= 3, timeout=2)
+        await conn.read_until(lambda c: c.body.count(b": heartbeat\n") >= 3, timeout=2)
         assert conn.events == []  # comments dispatch nothing
         await conn.close_fin()
 
@@ -276,3 +276,19 @@ async def test_tcp_user_timeout_frees_a_connection_pinned_by_a_stalled_reader() 
         freed = count_tasks() == baseline
         await stalled.close_rst()
     assert freed, "the stalled connection's handler task is still running"
+
+
+async def test_nothing_before_the_first_event_can_reset_a_clients_last_event_id() -> None:
+    # A blank line dispatches, and dispatch copies the new stream's (empty) last event
+    # ID buffer into the client's last event ID. So between the response head and the
+    # first event (retry hint, opening comment, heartbeats) no blank line may appear,
+    # or a strictly conforming client would lose its resume position.
+    async with running_server(heartbeat=0.02, retry=1000) as server:
+        newest = await server.publish("t", data="seen")
+        conn = await SSEConnection.open(server, "/events/t", headers=[("Last-Event-ID", newest)])
+        await conn.read_until(lambda c: c.body.count(b": heartbeat\n") >= 3, timeout=2)
+        assert b"\n\n" not in conn.body
+        resumed = await server.publish("t", data="next")
+        (event,) = await conn.read_events(1)
+        assert (event.data, event.last_event_id) == ("next", resumed)
+        await conn.close_fin()

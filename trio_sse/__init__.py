@@ -5,6 +5,8 @@ Layers, each importing only the ones before it:
 * :mod:`trio_sse.protocol`: events, encoder and decoder (sans-I/O, standard library only)
 * :mod:`trio_sse.broker`: topics, fan-out and replay (Trio only)
 * :mod:`trio_sse.web`: SSE responses for Quart-Trio
+* :mod:`trio_sse.client`: an ``EventSource`` for Trio, on httpx (beside broker and web,
+  never importing them)
 * :mod:`trio_sse.app`, :mod:`trio_sse.server`, :mod:`trio_sse.cli`: the reference app,
   Hypercorn serving, and the ``trio-sse`` command
 
@@ -17,13 +19,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._errors import BadResponseError as BadResponseError
 from ._errors import BrokerClosedError as BrokerClosedError
 from ._errors import BrokerError as BrokerError
 from ._errors import BrokerUnavailableError as BrokerUnavailableError
+from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import EventSourceError as EventSourceError
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import InvalidTopicError as InvalidTopicError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import RetriesExhaustedError as RetriesExhaustedError
 from ._errors import SSEError as SSEError
 from .protocol import ServerSentEvent as ServerSentEvent
 from .protocol import encode_comment as encode_comment
@@ -36,6 +42,10 @@ if TYPE_CHECKING:
     from .broker import CloseReason as CloseReason
     from .broker import MemoryBroker as MemoryBroker
     from .broker import Subscription as Subscription
+    from .client import EventSource as EventSource
+    from .client import ReadyState as ReadyState
+    from .client import ReconnectPolicy as ReconnectPolicy
+    from .client import open_event_source as open_event_source
     from .server import serve as serve
     from .web import event_stream as event_stream
     from .web import last_event_id_of as last_event_id_of
@@ -48,6 +58,10 @@ _LAZY = {
     "CloseReason": "broker",
     "MemoryBroker": "broker",
     "Subscription": "broker",
+    "EventSource": "client",
+    "ReadyState": "client",
+    "ReconnectPolicy": "client",
+    "open_event_source": "client",
     "create_app": "app",
     "event_stream": "web",
     "last_event_id_of": "web",
@@ -55,17 +69,24 @@ _LAZY = {
 }
 
 __all__ = [
+    "BadResponseError",
     "Broker",
     "BrokerClosedError",
     "BrokerError",
     "BrokerStatistics",
     "BrokerUnavailableError",
     "CloseReason",
+    "ConnectionLostError",
+    "EventSource",
+    "EventSourceError",
     "EventTooLargeError",
     "InvalidEventError",
     "InvalidTopicError",
     "MemoryBroker",
     "ProtocolError",
+    "ReadyState",
+    "ReconnectPolicy",
+    "RetriesExhaustedError",
     "SSEError",
     "ServerSentEvent",
     "Subscription",
@@ -74,6 +95,7 @@ __all__ = [
     "encode_retry",
     "event_stream",
     "last_event_id_of",
+    "open_event_source",
     "serve",
 ]
 

@@ -9,9 +9,13 @@ built-in, the error also derives from it (an invalid event is a ``ValueError``):
     ├── InvalidTopicError (ValueError)    a topic name outside [A-Za-z0-9._~-]{1,128}
     ├── ProtocolError                     the peer sent something the decoder refuses
     │   └── EventTooLargeError            a line or event over the decoder's limit
-    └── BrokerError
-        ├── BrokerClosedError             subscribe or publish after the broker closed
-        └── BrokerUnavailableError        the backplane (e.g. Redis) cannot be reached
+    ├── BrokerError
+    │   ├── BrokerClosedError             subscribe or publish after the broker closed
+    │   └── BrokerUnavailableError        the backplane (e.g. Redis) cannot be reached
+    └── EventSourceError                  the client (trio_sse.client) lost or gave up a stream
+        ├── ConnectionLostError           an attempt failed or a stream ended; it reconnects
+        ├── BadResponseError              not 200 + text/event-stream; it stops for good
+        └── RetriesExhaustedError         max_retries reconnects in a row failed; it stops
 
 This module imports nothing but the standard library, so every layer can use it.
 """
@@ -19,13 +23,17 @@ This module imports nothing but the standard library, so every layer can use it.
 from __future__ import annotations
 
 __all__ = [
+    "BadResponseError",
     "BrokerClosedError",
     "BrokerError",
     "BrokerUnavailableError",
+    "ConnectionLostError",
+    "EventSourceError",
     "EventTooLargeError",
     "InvalidEventError",
     "InvalidTopicError",
     "ProtocolError",
+    "RetriesExhaustedError",
     "SSEError",
 ]
 
@@ -65,3 +73,43 @@ class BrokerClosedError(BrokerError):
 
 class BrokerUnavailableError(BrokerError):
     """The broker's backing store cannot be reached; nothing was published."""
+
+
+class EventSourceError(SSEError):
+    """Base class for the failures of a client event source (:mod:`trio_sse.client`)."""
+
+
+class ConnectionLostError(EventSourceError):
+    """A connection attempt failed, or an open stream ended, broke or went idle.
+
+    Never raised by itself: the event source reconnects, and passes this to its
+    ``on_error`` callback so a UI can show it. It is the ``__cause__`` of
+    :class:`RetriesExhaustedError`.
+    """
+
+
+class BadResponseError(EventSourceError):
+    """The server answered, but not with an event stream; the source does not reconnect.
+
+    "Any other HTTP response code not listed here, as well as the cancelation of the
+    fetch algorithm by the user agent [...] must cause the user agent to fail the
+    connection" (WHATWG HTML 9.2.3). Also raised for a redirect loop.
+
+    Attributes:
+        status_code: The final response's status, or ``None`` if there was none.
+        content_type: Its ``Content-Type`` header, or ``None`` if absent.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, content_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.content_type = content_type
+
+
+class RetriesExhaustedError(EventSourceError):
+    """``max_retries`` reconnect attempts in a row failed; the source gave up.
+
+    Its ``__cause__`` is the last :class:`ConnectionLostError`.
+    """

@@ -126,7 +126,13 @@ class Decoder:
         "_utf8",
     )
 
-    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+    def __init__(
+        self, *, last_event_id: str = "", max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    ) -> None:
+        if not isinstance(last_event_id, str) or any(c in last_event_id for c in "\r\n\x00"):
+            # No stream could have set such an id: id lines end at CR or LF, and an
+            # id containing NUL is ignored.
+            raise ValueError(f"last_event_id may not contain CR, LF or NUL: {last_event_id!r}")
         if (
             isinstance(max_event_size, bool)
             or not isinstance(max_event_size, int)
@@ -150,8 +156,12 @@ class Decoder:
         self._data: list[str] = []
         self._data_size = 0  # len() of the spec's data buffer, LFs included
         self._event_type = ""
-        self._id_buffer = ""
-        self._last_event_id = ""
+        # A reconnecting client seeds both with the id it sent as Last-Event-ID, as
+        # browsers do. Read literally, the spec starts each stream's buffer empty, so
+        # any blank line before the stream's first id (after a comment, say) would
+        # reset the client's id to "" and lose its place for the next reconnect.
+        self._id_buffer = last_event_id
+        self._last_event_id = last_event_id
         self._retry: int | None = None
 
     @property

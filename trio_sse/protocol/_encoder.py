@@ -11,6 +11,11 @@ Rules this file enforces, so that no value can change the framing of a stream:
 * ``data`` may hold any text; it is split at CRLF, CR and LF (and only those) into
   one ``data:`` line each, which a decoder joins back with LF.
 * Text must be encodable as UTF-8 (no lone surrogates).
+* Only events end with a blank line; comments and a lone ``retry:`` do not. A blank
+  line dispatches, and the spec's dispatch first copies the stream's "last event ID
+  buffer" into the client's last event ID. That buffer starts empty on every new
+  stream, so a blank line sent after a reconnect but before the first event would
+  wipe the id a strictly conforming client needs for its next reconnect.
 
 Invalid values raise :class:`~trio_sse.InvalidEventError` at construction. They are
 never stripped or rewritten: silently "fixing" an id hides an injection attempt.
@@ -113,16 +118,20 @@ def encode_comment(text: str = "") -> bytes:
     """Encode a comment, which every client ignores: the heartbeat of idle streams.
 
     Line breaks in ``text`` start new comment lines, so a comment can never become
-    a field. The result ends in a blank line, so it also ends any event a buggy peer
-    left open.
+    a field. No blank line follows (see the module docs): send comments between
+    events, never inside one.
     """
     _check_text("comment", text)
     lines = _LINE_BREAK.split(text)
-    return "".join(f": {line}\n" if line else ":\n" for line in lines).encode() + b"\n"
+    return "".join(f": {line}\n" if line else ":\n" for line in lines).encode()
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """Encode a lone ``retry:`` field: the reconnection delay, without an event."""
+    """Encode a lone ``retry:`` field: the reconnection delay, without an event.
+
+    The client applies it when the line is parsed; no blank line follows (see the
+    module docs), so send it between events, never inside one.
+    """
     if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or milliseconds < 0:
         raise InvalidEventError(f"retry must be a non-negative int, not {milliseconds!r}")
-    return f"retry: {milliseconds}\n\n".encode()
+    return f"retry: {milliseconds}\n".encode()

@@ -1,0 +1,463 @@
+"""The event source: one logical stream over many HTTP connections, read in the caller's task.
+
+How it runs (no background task; everything happens inside ``__anext__``):
+
+* ``__anext__`` returns a buffered event if it has one. Otherwise, with no open
+  stream, it sleeps until the reconnect time set when the last one ended, then sends
+  the GET; with an open stream, it reads one chunk (bounded by ``idle_timeout``),
+  feeds it to a fresh :class:`~trio_sse.protocol.Decoder`, and buffers the events.
+* A connection that ends, breaks or idles out is closed at once and the next
+  attempt is scheduled by :class:`ReconnectPolicy`; ``on_error`` hears of it.
+* ``aclose()`` (or leaving the ``async with``) closes the response and, if the
+  source made it, the ``httpx.AsyncClient``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping
+from types import TracebackType
+from typing import Final, Self
+
+import httpx
+import trio
+
+from .._errors import (
+    BadResponseError,
+    ConnectionLostError,
+    ProtocolError,
+    RetriesExhaustedError,
+    SSEError,
+)
+from ..protocol import DEFAULT_MAX_EVENT_SIZE, Decoder, MessageEvent
+from ._reconnect import ReconnectPolicy
+
+__all__ = ["DEFAULT_RETRY", "EventSource", "ReadyState", "open_event_source"]
+
+# "Each EventSource object [has] a reconnection time, in milliseconds. This must
+# initially be an implementation-defined value, probably in the region of a few
+# seconds." 3000 ms is what Chromium uses and what servers expect.
+DEFAULT_RETRY: Final = 3000
+_EVENT_STREAM: Final = "text/event-stream"
+# Closing a response is a socket close and a pool update; if that takes longer than
+# this under a cancelled scope, drop it rather than hang the caller's cancellation.
+_CLOSE_TIMEOUT: Final = 1.0
+
+
+class ReadyState(enum.Enum):
+    """The state of an event source, as ``EventSource.readyState`` in browsers."""
+
+    CONNECTING = 0
+    """Waiting to (re)connect, or waiting for the response headers."""
+    OPEN = 1
+    """A 200 ``text/event-stream`` response is being read."""
+    CLOSED = 2
+    """Stopped for good: closed, a 204, a fatal error, or retries exhausted."""
+
+
+class _Stream:
+    """One response being read, with its own decoder, seeded with the source's last
+    event ID (see :meth:`EventSource.__anext__` for why)."""
+
+    __slots__ = ("chunks", "decoder", "response")
+
+    def __init__(self, response: httpx.Response, *, last_event_id: str, max_event_size: int):
+        self.response = response
+        # aiter_bytes, not aiter_raw: it undoes Content-Encoding (gzip) if a proxy added it.
+        self.chunks = response.aiter_bytes()
+        self.decoder = Decoder(last_event_id=last_event_id, max_event_size=max_event_size)
+
+    def feed(self, chunk: bytes) -> list[MessageEvent]:
+        return self.decoder.feed(chunk)
+
+    async def aclose(self) -> None:
+        chunks = self.chunks
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()
+        await self.response.aclose()
+
+
+def _is_event_stream(content_type: str | None) -> bool:
+    # "if res's Content-Type is not `text/event-stream`, then fail the connection"
+    # compares the MIME type's essence: parameters (charset) are allowed, and MIME
+    # types are ASCII case-insensitive.
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == _EVENT_STREAM
+
+
+def _check_last_event_id(value: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"last_event_id must be a str, not {value!r}")
+    if any(c in value for c in "\r\n\x00"):
+        # A server can never set such an id ("id" lines end at CR/LF, and ids with
+        # NUL are ignored), and in a header it would split the request.
+        raise ValueError(f"last_event_id may not contain CR, LF or NUL: {value!r}")
+    return value
+
+
+class EventSource:
+    """A reconnecting Server-Sent Events client; make one with :func:`open_event_source`.
+
+    Iterate it with ``async for`` to receive :class:`~trio_sse.protocol.MessageEvent`
+    objects; the arguments are those of :func:`open_event_source`.
+
+    Attributes:
+        url: The URL every connection and reconnection requests (redirects are
+            followed on each, but never remembered).
+    """
+
+    def __init__(
+        self,
+        url: str | httpx.URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        last_event_id: str | None = None,
+        idle_timeout: float | None = None,
+        max_retries: int | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        on_open: Callable[[], object] | None = None,
+        on_error: Callable[[SSEError], object] | None = None,
+        policy: ReconnectPolicy | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    ) -> None:
+        try:
+            self.url: Final = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"invalid url {url!r}: {exc}") from None
+        if self.url.scheme not in ("http", "https"):
+            raise ValueError(f"url must be http:// or https://, got {url!r}")
+        if idle_timeout is not None and not (idle_timeout > 0):
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout!r}")
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0 or None, got {max_retries!r}")
+        if max_event_size < 1:
+            raise ValueError(f"max_event_size must be >= 1, got {max_event_size!r}")
+        # "Accept: text/event-stream" and "no-cache" are what the spec's fetch sends;
+        # the caller's headers (auth) go on top and may replace them.
+        request_headers = httpx.Headers({"Accept": _EVENT_STREAM, "Cache-Control": "no-cache"})
+        request_headers.update(headers or {})
+        if "last-event-id" in request_headers:
+            raise ValueError("pass Last-Event-ID as last_event_id=, not in headers")
+        self._headers: Final = list(request_headers.raw)
+        self._last_event_id = _check_last_event_id(last_event_id or "")
+        self._idle_timeout = math.inf if idle_timeout is None else idle_timeout
+        self._max_retries = max_retries
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._on_open = on_open
+        self._on_error = on_error
+        self._policy = policy if policy is not None else ReconnectPolicy()
+        self._max_event_size = max_event_size
+        self._ready_state = ReadyState.CONNECTING
+        self._retry = DEFAULT_RETRY
+        self._stream: _Stream | None = None
+        self._events: deque[MessageEvent] = deque()
+        self._reconnect_at = -math.inf  # the first attempt does not wait
+        self._failures = 0  # attempts in a row that failed before opening
+        self._retries = 0  # reconnect attempts since the last stream opened
+        self._is_entered = False
+
+    @property
+    def ready_state(self) -> ReadyState:
+        """Whether the source is connecting, open, or closed for good."""
+        return self._ready_state
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID string: sent as ``Last-Event-ID`` on reconnect when not empty."""
+        return self._last_event_id
+
+    @property
+    def retry(self) -> int:
+        """The reconnection time in milliseconds: the server's last ``retry``, else 3000."""
+        return self._retry
+
+    async def __aenter__(self) -> Self:
+        if self._is_entered:
+            raise RuntimeError("an EventSource can be entered only once")
+        self._is_entered = True
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (and the httpx client, if the source made it). Idempotent.
+
+        Cancellation: closes even if cancelled (shielded, for at most 1 s).
+        """
+        self._ready_state = ReadyState.CLOSED
+        self._events.clear()
+        stream, self._stream = self._stream, None
+        client = self._client if self._owns_client else None
+        self._client = None if self._owns_client else self._client
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            if stream is not None:
+                await stream.aclose()
+            if client is not None:
+                await client.aclose()
+        await trio.lowlevel.checkpoint()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> MessageEvent:
+        """Return the next event, connecting and reconnecting as needed.
+
+        Returns:
+            The next event. Its ``last_event_id`` persists across reconnections, as
+            in browsers: each stream's decoder starts from the source's last event ID.
+
+        Raises:
+            StopAsyncIteration: The server answered 204 No Content, or the source
+                was closed.
+            BadResponseError: A status other than 200 and 204, or a Content-Type
+                other than ``text/event-stream``.
+            RetriesExhaustedError: ``max_retries`` reconnect attempts in a row failed.
+            ProtocolError: The stream broke the decoder's limits (e.g.
+                :class:`~trio_sse.EventTooLargeError`).
+            RuntimeError: Used outside ``async with``.
+
+        Cancellation: no event that was parsed is lost. Cancelling a read drops the
+        connection, since bytes in flight may be lost with it; the next call
+        reconnects (after the reconnection time) and resumes from ``Last-Event-ID``.
+        """
+        if not self._is_entered:
+            raise RuntimeError("use 'async with open_event_source(...)' before iterating")
+        while not self._events:
+            if self._ready_state is ReadyState.CLOSED:
+                await trio.lowlevel.checkpoint()
+                raise StopAsyncIteration
+            if self._stream is None:
+                await self._connect()
+            else:
+                await self._receive(self._stream)
+        await trio.lowlevel.checkpoint()
+        return self._events.popleft()
+
+    async def _connect(self) -> None:
+        await trio.sleep_until(self._reconnect_at)
+        client = self._client
+        assert client is not None
+        self._ready_state = ReadyState.CONNECTING
+        headers = list(self._headers)
+        if self._last_event_id:
+            # "If the EventSource object's last event ID string is not the empty
+            # string, set `Last-Event-ID`/last event ID string, encoded as UTF-8".
+            headers.append((b"Last-Event-ID", self._last_event_id.encode()))
+        # No read timeout: an event stream may rightly be silent for hours, and
+        # idle_timeout is the caller's choice of how long is too long.
+        timeout = httpx.Timeout(
+            connect=client.timeout.connect,
+            read=None,
+            write=client.timeout.write,
+            pool=client.timeout.pool,
+        )
+        # Every attempt requests the original URL: "reestablish the connection"
+        # fetches the EventSource's request again, whatever a redirect said.
+        request = client.build_request("GET", self.url, headers=headers, timeout=timeout)
+        response: httpx.Response | None = None
+        try:
+            with trio.move_on_after(self._idle_timeout):
+                response = await client.send(request, stream=True, follow_redirects=True)
+        except (httpx.TooManyRedirects, httpx.UnsupportedProtocol) as exc:
+            raise self._fail(BadResponseError(f"GET {self.url} failed: {exc}")) from exc
+        except httpx.RequestError as exc:
+            await self._lose(f"could not connect to {self.url}: {exc!r}", exc, failed=True)
+            return
+        if response is None:
+            await self._lose(
+                f"no response headers from {self.url} within idle_timeout", None, failed=True
+            )
+            return
+        await self._open(response)
+
+    async def _open(self, response: httpx.Response) -> None:
+        status = response.status_code
+        content_type = response.headers.get("Content-Type")
+        if status == 200 and _is_event_stream(content_type):
+            self._stream = _Stream(
+                response, last_event_id=self._last_event_id, max_event_size=self._max_event_size
+            )
+            # "announce the connection": readyState OPEN, then the open event.
+            self._ready_state = ReadyState.OPEN
+            self._failures = 0
+            self._retries = 0
+            if self._on_open is not None:
+                self._on_open()
+            return
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await response.aclose()
+        if status == 204:
+            # HTTP 204 "must cause the user agent to fail the connection": the
+            # server's documented way to tell clients to stop reconnecting.
+            self._ready_state = ReadyState.CLOSED
+            return
+        if status != 200:
+            message = f"GET {self.url} answered {status} {response.reason_phrase}"
+        else:
+            message = f"GET {self.url} answered Content-Type {content_type!r}, not {_EVENT_STREAM}"
+        raise self._fail(BadResponseError(message, status_code=status, content_type=content_type))
+
+    async def _receive(self, stream: _Stream) -> None:
+        chunk: bytes | None = None
+        error: httpx.RequestError | None = None
+        try:
+            with trio.move_on_after(self._idle_timeout) as idle:
+                try:
+                    chunk = await anext(stream.chunks)
+                except StopAsyncIteration:
+                    pass
+                except httpx.RequestError as exc:  # network errors, broken chunking, gzip
+                    error = exc
+        except BaseException:
+            # Cancelled mid-read: bytes may be lost in flight, so this connection
+            # cannot go on; reconnect (resuming by Last-Event-ID) on the next call.
+            await self._drop(stream)
+            self._schedule(failures=0)
+            raise
+        if idle.cancelled_caught:
+            await self._lose(f"no bytes from {self.url} for {self._idle_timeout} s", None)
+        elif error is not None:
+            await self._lose(f"connection to {self.url} broke: {error!r}", error)
+        elif chunk is None:
+            try:
+                stream.decoder.close()
+            except ProtocolError as exc:
+                await self._drop(stream)
+                raise self._fail(exc) from None
+            # The server closed the stream cleanly: "When a user agent is to
+            # reestablish the connection, [...] fire an event named error".
+            await self._lose(f"{self.url} ended the stream", None)
+        else:
+            try:
+                events = stream.feed(chunk)
+            except ProtocolError as exc:
+                await self._drop(stream)
+                raise self._fail(exc) from None
+            self._absorb(stream.decoder, events)
+
+    def _absorb(self, decoder: Decoder, events: list[MessageEvent]) -> None:
+        if decoder.retry is not None:
+            self._retry = decoder.retry
+        self._last_event_id = decoder.last_event_id
+        self._events.extend(events)
+
+    async def _drop(self, stream: _Stream) -> None:
+        self._stream = None
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await stream.aclose()
+
+    def _schedule(self, *, failures: int) -> None:
+        self._ready_state = ReadyState.CONNECTING
+        delay = self._policy.delay(self._retry / 1000, failures)
+        self._reconnect_at = trio.current_time() + delay
+
+    async def _lose(
+        self, message: str, cause: BaseException | None, *, failed: bool = False
+    ) -> None:
+        """Handle a failed attempt (``failed``) or the end of an open stream."""
+        if self._stream is not None:
+            await self._drop(self._stream)
+        lost = ConnectionLostError(message)
+        lost.__cause__ = cause
+        if failed:
+            self._failures += 1
+        if self._max_retries is not None and self._retries >= self._max_retries:
+            exhausted = RetriesExhaustedError(
+                f"gave up on {self.url} after {self._retries} reconnect attempts in a row "
+                f"without an open stream: {message}"
+            )
+            raise self._fail(exhausted) from lost
+        self._retries += 1
+        # "Set the readyState attribute to CONNECTING. Fire an event named error."
+        self._schedule(failures=self._failures)
+        if self._on_error is not None:
+            self._on_error(lost)
+
+    def _fail(self, error: SSEError) -> SSEError:
+        """Close for good ("fail the connection"); return ``error`` for raising."""
+        # "set the readyState attribute to CLOSED and fire an event named error".
+        self._ready_state = ReadyState.CLOSED
+        if self._on_error is not None:
+            self._on_error(error)
+        return error
+
+
+def open_event_source(
+    url: str | httpx.URL,
+    *,
+    headers: Mapping[str, str] | None = None,
+    last_event_id: str | None = None,
+    idle_timeout: float | None = None,
+    max_retries: int | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    on_open: Callable[[], object] | None = None,
+    on_error: Callable[[SSEError], object] | None = None,
+    policy: ReconnectPolicy | None = None,
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+) -> EventSource:
+    """Open an event source on ``url``: ``async with open_event_source(url) as source:``.
+
+    Nothing is sent until the first ``async for`` step; each step returns the next
+    :class:`~trio_sse.protocol.MessageEvent`, reconnecting as a browser's
+    ``EventSource`` does (WHATWG HTML 9.2) with back-off after failed attempts.
+
+    Args:
+        url: An ``http://`` or ``https://`` URL. Redirects are followed, but every
+            reconnection starts again from this URL.
+        headers: Extra request headers, e.g. ``Authorization``. They may replace the
+            default ``Accept`` and ``Cache-Control``, not ``Last-Event-ID``.
+        last_event_id: Resume after this id: sent as ``Last-Event-ID`` on the first
+            request too.
+        idle_timeout: Seconds without a single byte (heartbeat comments count)
+            after which a connection, or the wait for its headers, is deemed dead
+            and replaced. ``None`` (the default, as in browsers) waits forever; a few
+            times the server's heartbeat interval is a good value.
+        max_retries: Give up after this many reconnect attempts in a row without an
+            open stream (0: never reconnect). ``None`` retries forever.
+        http_client: The ``httpx.AsyncClient`` to send with (proxies, TLS, auth,
+            transports); the source does not close it. Its read timeout is not used
+            (see ``idle_timeout``). By default the source makes and closes its own.
+        on_open: Called each time a stream opens (200 with ``text/event-stream``).
+        on_error: Called with a :class:`~trio_sse.ConnectionLostError` each time a
+            connection fails or ends and a reconnect is scheduled, and with the
+            exception about to be raised when the source stops on an error. Use it
+            and :attr:`EventSource.ready_state` to show the connection state.
+        policy: The reconnect delay rules; :class:`ReconnectPolicy` by default.
+        max_event_size: Passed to each stream's :class:`~trio_sse.protocol.Decoder`.
+
+    Returns:
+        An :class:`EventSource`, to be used as an async context manager.
+
+    Raises:
+        ValueError: A bad ``url``, a negative ``max_retries``, a non-positive
+            ``idle_timeout``, a ``last_event_id`` with CR, LF or NUL, or
+            ``Last-Event-ID`` in ``headers``.
+
+    The callbacks run in the iterating task, synchronously: keep them short. An
+    exception from one propagates out of the ``async for``.
+    """
+    return EventSource(
+        url,
+        headers=headers,
+        last_event_id=last_event_id,
+        idle_timeout=idle_timeout,
+        max_retries=max_retries,
+        http_client=http_client,
+        on_open=on_open,
+        on_error=on_error,
+        policy=policy,
+        max_event_size=max_event_size,
+    )
