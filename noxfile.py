@@ -33,6 +33,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Fan-out throughput of `trio-sse serve` (see benchmarks/fanout.py for options)."""
+    """The figures in the README: fan-out throughput, disconnect cleanup, shutdown time.
+
+    Each script in benchmarks/ takes options of its own (see its --help); run one as
+    ``python benchmarks/<name>.py`` from the repository root.
+    """
     session.install("-e", ".[test]")
-    session.run("python", "benchmarks/fanout.py", *session.posargs)
+    # The benchmarks reuse the test suite's raw-socket client and server helpers.
+    env = {"PYTHONPATH": "."}
+    session.run("python", "benchmarks/fanout.py", "--publishers", "1", env=env)
+    session.run("python", "benchmarks/fanout.py", "--publishers", "16", env=env)
+    session.run("python", "benchmarks/disconnect.py", env=env)
+    session.run("python", "benchmarks/shutdown.py", env=env)

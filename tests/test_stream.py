@@ -250,10 +250,11 @@ async def test_initial_events_go_to_one_subscriber_only() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "Known defect: the kernel drops the connection after TCP_USER_TIMEOUT (ss shows it "
-        "gone) and our request tasks finish, but Hypercorn's TCPServer.run task for it stays "
-        "(seen for 36 s and more) until shutdown; likely pgjones/hypercorn#106. Strict, so "
-        "a fix shows up as a failure to remove this mark."
+        "Known defect: the kernel drops the connection after TCP_USER_TIMEOUT (ss no longer "
+        "lists it) and our request tasks finish, but Hypercorn's TCPServer.run stays parked in "
+        "_read_data -> trio receive_some -> wait_readable on that socket (seen for 36 s and "
+        "more) until shutdown cancels it. Strict, so a fix shows up as a failure to remove "
+        "this mark."
     ),
 )
 async def test_tcp_user_timeout_frees_a_connection_pinned_by_a_stalled_reader() -> None:

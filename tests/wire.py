@@ -55,14 +55,16 @@ class Server:
         stats: dict[str, Any] = response.json()
         return stats
 
-    async def wait_for_subscribers(self, count: int, timeout: float = TIMEOUT) -> float:
+    async def wait_for_subscribers(
+        self, count: int, timeout: float = TIMEOUT, *, poll: float = 0.001
+    ) -> float:
         """Wait until the broker has ``count`` subscribers; return how long it took."""
         start = trio.current_time()
         with trio.fail_after(timeout):
             # The broker has no change notification; poll the in-process counter
-            # (no HTTP) on a 1 ms beat, which bounds the measured time's error.
+            # (no HTTP) every ``poll`` seconds, which bounds the measured time's error.
             while self.broker.statistics().subscribers != count:  # noqa: ASYNC110
-                await trio.sleep(0.001)
+                await trio.sleep(poll)
         return trio.current_time() - start
 
 

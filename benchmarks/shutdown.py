@@ -1,0 +1,55 @@
+"""Shutdown with open streams: SIGTERM to `trio-sse serve` with N streams open.
+
+    python benchmarks/shutdown.py [--streams 50 1000]
+
+For each N: starts the server, opens N raw-socket streams, sends SIGTERM, and
+reports when every stream had ended (and how many with the terminating chunk, i.e.
+cleanly) and when the process exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import httpx
+import trio
+
+from tests.test_cli import serve_process
+from tests.wire import SSEConnection
+
+
+async def one(streams: int) -> None:
+    async with serve_process() as (process, address):
+        conns = [await SSEConnection.open(address, "/events/t") for _ in range(streams)]
+        async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
+            # Another process: its /stats is the only view of its subscribers.
+            while (await http.get("/stats")).json()["subscribers"] < streams:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        start = trio.current_time()
+        process.send_signal(signal.SIGTERM)
+        for conn in conns:
+            await conn.read_to_end(timeout=10)
+        ended = trio.current_time() - start
+        with trio.fail_after(30):
+            await process.wait()
+        exited = trio.current_time() - start
+        clean = sum(conn.ended_cleanly for conn in conns)
+        for conn in conns:
+            await conn.close_fin()
+    print(
+        f"{streams} streams: all ended {ended * 1e3:.0f} ms after SIGTERM "
+        f"({clean}/{streams} cleanly); process exited after {exited:.2f} s "
+        f"(exit code {process.returncode})"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    for streams in args.streams:
+        await one(streams)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[50, 1000])
+    trio.run(main, parser.parse_args())
