@@ -112,8 +112,10 @@ class EventStreamBody(ResponseBody):
     ) -> None:
         # Keep this minimal: the exit stack must always run, or the subscription leaks.
         # Its result is dropped on purpose: a stream never swallows an exception.
-        self._log_close(exc)
-        await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            self._log_close(exc)
+        finally:
+            await self._stack.__aexit__(exc_type, exc, tb)
 
     def __aiter__(self) -> Self:
         return self
