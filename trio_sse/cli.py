@@ -1,15 +1,25 @@
-"""The ``trio-sse`` command."""
+"""The ``trio-sse`` command: ``serve``, ``listen`` and ``publish``.
+
+``listen`` and ``publish`` live in their own modules (``_cli_listen``,
+``_cli_publish``); this one parses arguments and maps outcomes to exit statuses:
+0 for success, 1 for an error told in one line on stderr, 2 for bad usage (argparse),
+130 for Ctrl-C in ``listen``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 
 import trio
 
+from ._cli_listen import listen, parse_headers
+from ._cli_publish import publish
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY, create_app
 from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE, MemoryBroker
 from .server import (
@@ -39,6 +49,13 @@ def _count(minimum: int) -> functools.partial[float]:
 
 def _seconds(minimum: float = 0.0) -> functools.partial[float]:
     return functools.partial(_at_least, minimum, float)
+
+
+def _positive_seconds(text: str) -> float:
+    value = _at_least(0.0, float, text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def _port(text: str) -> int:
@@ -100,7 +117,77 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    _add_listen(commands)
+    _add_publish(commands)
     return parser
+
+
+def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    listen_cmd = commands.add_parser(
+        "listen",
+        help="print the events of a stream as they arrive",
+        description=(
+            "Print each event of an SSE stream as it arrives, reconnecting like a browser's "
+            "EventSource. By default each event is a header line (its type and id), its data "
+            "and an empty line; with --json, one JSON object per line. Exits 0 after a 204, "
+            "--max-events or --timeout; 1 on a fatal error."
+        ),
+    )
+    listen_cmd.add_argument("url", metavar="URL", help="the stream, e.g. http://host/events/news")
+    listen_cmd.add_argument(
+        "--json",
+        action="store_true",
+        dest="is_json",
+        help='one {"event": ..., "data": ..., "id": ...} object per line',
+    )
+    listen_cmd.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
+    listen_cmd.add_argument(
+        "--max-events", type=_count(1), metavar="N", help="exit 0 after N events"
+    )
+    listen_cmd.add_argument(
+        "--timeout", type=_seconds(), metavar="S", help="exit 0 after S seconds"
+    )
+    listen_cmd.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help="reconnect after S seconds without a byte (default: wait forever)",
+    )
+    listen_cmd.add_argument(
+        "--max-retries",
+        type=_count(0),
+        metavar="N",
+        help="give up (exit 1) after N failed reconnects in a row (default: never)",
+    )
+    listen_cmd.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra request header; repeatable",
+    )
+
+
+def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    publish_cmd = commands.add_parser(
+        "publish",
+        help="publish one event to a server's POST /events/<topic>",
+        description=(
+            "POST one event to the reference app (POST /events/<topic>) and print its id. "
+            "Exits 1, with the server's error message, if it is refused."
+        ),
+    )
+    publish_cmd.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8000/events/news")
+    publish_cmd.add_argument("--data", required=True, metavar="TEXT", help="the event's data")
+    publish_cmd.add_argument("--event", metavar="TYPE", help="the event type")
+    publish_cmd.add_argument("--id", metavar="ID", help="the event id (default: the server's)")
+    publish_cmd.add_argument(
+        "--json-data",
+        action="store_true",
+        dest="is_json_data",
+        help="parse --data as JSON and send that value",
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -123,9 +210,57 @@ async def _serve(args: argparse.Namespace) -> None:
     )
 
 
+def _listen(args: argparse.Namespace) -> int:
+    try:
+        headers = parse_headers(args.header)
+    except ValueError as exc:
+        print(f"trio-sse listen: {exc}", file=sys.stderr)
+        return 1
+    run = functools.partial(
+        listen,
+        args.url,
+        out=sys.stdout,
+        err=sys.stderr,
+        is_json=args.is_json,
+        headers=headers,
+        last_event_id=args.last_event_id,
+        max_events=None if args.max_events is None else int(args.max_events),
+        idle_timeout=args.idle_timeout,
+        max_retries=None if args.max_retries is None else int(args.max_retries),
+    )
+
+    async def listen_until_timeout() -> int:
+        with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
+            return await run()
+        return 0  # --timeout is a normal end
+
+    try:
+        return trio.run(listen_until_timeout)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout (`| head`) has all it wanted. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-sse`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "listen":
+        return _listen(args)
+    if args.command == "publish":
+        return publish(
+            args.url,
+            data=args.data,
+            out=sys.stdout,
+            err=sys.stderr,
+            event=args.event,
+            event_id=args.id,
+            is_json_data=args.is_json_data,
+        )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

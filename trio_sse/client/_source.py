@@ -305,7 +305,9 @@ class EventSource:
             self._ready_state = ReadyState.CLOSED
             return
         if status != 200:
-            message = f"GET {self.url} answered {status} {response.reason_phrase}"
+            # Servers may omit the reason phrase (Hypercorn does); use the standard one.
+            reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+            message = f"GET {self.url} answered {status} {reason}".rstrip()
         else:
             message = f"GET {self.url} answered Content-Type {content_type!r}, not {_EVENT_STREAM}"
         raise self._fail(BadResponseError(message, status_code=status, content_type=content_type))

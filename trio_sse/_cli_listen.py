@@ -1,0 +1,155 @@
+"""``trio-sse listen``: print the events of a stream as they arrive.
+
+Output goes to stdout, flushed after every event:
+
+* by default, a header line ``event: TYPE  id: ID`` (``id`` left out while the
+  stream has set none), then the data as sent (several lines if it has several),
+  then an empty line;
+* with ``--json``, exactly one JSON object per line:
+  ``{"event": TYPE, "data": DATA, "id": ID}``, where ``ID`` is the last event ID
+  (``""`` until the stream sets one).
+
+Connection news (a dropped stream, a reconnect) and errors go to stderr, one line
+each, prefixed ``trio-sse listen:``. Reconnection follows
+:func:`trio_sse.client.open_event_source`: after a network error or the end of a
+stream, with ``Last-Event-ID``; a 204 ends the command.
+
+Exit status: 0 after a 204, ``--max-events`` events or ``--timeout`` seconds; 1 on
+a fatal error (an invalid URL or header, a status other than 200 and 204, a
+Content-Type other than ``text/event-stream``, ``--max-retries`` exhausted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Final, TextIO
+
+from ._errors import ConnectionLostError, SSEError
+from .client import open_event_source
+from .protocol import MessageEvent
+
+__all__ = ["format_event", "listen", "parse_headers"]
+
+# An HTTP field name is a "token" (RFC 9110, 5.1 and 5.6.2).
+_FIELD_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    """Parse ``-H 'Name: value'`` options into headers; a later name replaces an earlier one.
+
+    Raises:
+        ValueError: A value without a colon, a name that is not an HTTP token, a value
+            with CR, LF, NUL or non-ASCII characters (they would split or corrupt the
+            request), or ``Last-Event-ID``, which has its own option.
+    """
+    headers: dict[str, str] = {}
+    names: dict[str, str] = {}  # lower-case name -> the spelling kept in headers
+    for text in values:
+        name, colon, value = text.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            raise ValueError(f"-H {text!r}: expected 'Name: value'")
+        value = value.strip(" \t")
+        if not value.isascii() or any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"-H {text!r}: the value must be ASCII without CR, LF or NUL")
+        if name.lower() == "last-event-id":
+            raise ValueError("use --last-event-id ID, not -H, to send Last-Event-ID")
+        headers.pop(names.get(name.lower(), name), None)
+        names[name.lower()] = name
+        headers[name] = value
+    return headers
+
+
+def format_event(event: MessageEvent, *, is_json: bool) -> str:
+    """The text ``listen`` prints for ``event`` (see the module docstring)."""
+    if is_json:
+        # ensure_ascii: the line is valid whatever encoding the terminal or pipe uses.
+        fields = {"event": event.type, "data": event.data, "id": event.last_event_id}
+        return json.dumps(fields) + "\n"
+    header = f"event: {event.type}"
+    if event.last_event_id:
+        header += f"  id: {event.last_event_id}"
+    return f"{header}\n{event.data}\n\n"
+
+
+async def listen(
+    url: str,
+    *,
+    out: TextIO,
+    err: TextIO,
+    is_json: bool = False,
+    headers: Mapping[str, str] | None = None,
+    last_event_id: str | None = None,
+    max_events: int | None = None,
+    idle_timeout: float | None = None,
+    max_retries: int | None = None,
+) -> int:
+    """Print the events of ``url`` to ``out`` until a stop rule applies.
+
+    Args:
+        url: The event stream's URL.
+        out: Where events go, flushed after each one.
+        err: Where connection news and the fatal error go.
+        is_json: One JSON object per line instead of the readable form.
+        headers: Extra request headers.
+        last_event_id: Resume after this id.
+        max_events: Stop after this many events.
+        idle_timeout: Passed to :func:`~trio_sse.client.open_event_source`.
+        max_retries: Passed to :func:`~trio_sse.client.open_event_source`.
+
+    Returns:
+        The exit status: 0 for a normal stop, 1 for a fatal error.
+
+    Cancellation: ``--timeout`` is a cancel scope around this call; cancelling it
+    closes the connection, and the events printed so far stay printed.
+
+    Backpressure: writes to ``out`` block the whole program; while they do, the stream
+    is not read, so a slow reader of the output slows the stream instead of growing a
+    buffer here.
+    """
+    is_lost = False
+
+    def report(line: str) -> None:
+        err.write(f"trio-sse listen: {line}\n")
+        err.flush()
+
+    def on_open() -> None:
+        nonlocal is_lost
+        if is_lost:
+            report(f"reconnected to {url}")
+        is_lost = False
+
+    def on_error(error: SSEError) -> None:
+        nonlocal is_lost
+        # A fatal error is also raised, and reported once, below.
+        if isinstance(error, ConnectionLostError):
+            is_lost = True
+            report(f"{error}; reconnecting")
+
+    try:
+        source = open_event_source(
+            url,
+            headers=headers,
+            last_event_id=last_event_id,
+            idle_timeout=idle_timeout,
+            max_retries=max_retries,
+            on_open=on_open,
+            on_error=on_error,
+        )
+    except ValueError as exc:
+        report(str(exc))
+        return 1
+    count = 0
+    try:
+        async with source:
+            async for event in source:
+                out.write(format_event(event, is_json=is_json))
+                out.flush()
+                count += 1
+                if max_events is not None and count >= max_events:
+                    break
+    except SSEError as exc:
+        report(str(exc))
+        return 1
+    return 0
