@@ -15,7 +15,7 @@ import signal
 import httpx
 import trio
 
-from tests.test_cli import serve_process
+from tests.test_cli import serve_process, signal_and_time
 from tests.wire import SSEConnection
 
 
@@ -26,14 +26,9 @@ async def one(streams: int) -> None:
             # Another process: its /stats is the only view of its subscribers.
             while (await http.get("/stats")).json()["subscribers"] < streams:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        start = trio.current_time()
-        process.send_signal(signal.SIGTERM)
-        for conn in conns:
-            await conn.read_to_end(timeout=10)
-        ended = trio.current_time() - start
-        with trio.fail_after(30):
-            await process.wait()
-        exited = trio.current_time() - start
+        ended, exited = await signal_and_time(
+            process, conns, signal.SIGTERM, streams_within=10, exit_within=30
+        )
         clean = sum(conn.ended_cleanly for conn in conns)
         for conn in conns:
             await conn.close_fin()

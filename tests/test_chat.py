@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.examples import load_example
 from tests.wire import SSEConnection, running_server
 from trio_sse import MemoryBroker
 
-CHAT_SERVER = Path(__file__).parent.parent / "examples" / "chat" / "server.py"
-
 
 def load_chat() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chat_server", CHAT_SERVER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chat_server"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("chat/server.py", "chat_server")
 
 
 async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(

@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
 import trio
 
+from tests.examples import EXAMPLES, load_example
 from tests.test_chat import load_chat
 from tests.test_cli_client import free_port
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import MemoryBroker, ServerSentEvent, serve
 from trio_sse.protocol import MessageEvent
 
-CHAT_CLIENT = Path(__file__).parent.parent / "examples" / "chat" / "client.py"
-
 
 def load_chat_client() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chat_client", CHAT_CLIENT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chat_client"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("chat/client.py", "chat_client")
 
 
 async def test_chat_client_shows_the_welcome_then_each_message() -> None:
@@ -96,7 +87,12 @@ async def test_chat_client_say_posts_a_message_that_reaches_the_room() -> None:
     async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
         conn = await SSEConnection.open(server, "/chat")
         await server.wait_for_subscribers(1)
-        command = [sys.executable, str(CHAT_CLIENT), "--url", f"{server.url}/chat"]
+        command = [
+            sys.executable,
+            str(EXAMPLES / "chat" / "client.py"),
+            "--url",
+            f"{server.url}/chat",
+        ]
         command += ["--name", "ben", "--say", "hello there"]
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
         hello, message = await conn.read_events(2)

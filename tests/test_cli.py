@@ -53,6 +53,25 @@ def _read(log: IO[bytes]) -> bytes:
     return log.read()
 
 
+async def signal_and_time(
+    process: trio.Process,
+    conns: list[SSEConnection],
+    signum: int,
+    *,
+    streams_within: float,
+    exit_within: float,
+) -> tuple[float, float]:
+    """Send ``signum``; return seconds until every stream ended and until the exit."""
+    start = trio.current_time()
+    process.send_signal(signum)
+    for conn in conns:
+        await conn.read_to_end(timeout=streams_within)
+    streams_ended = trio.current_time() - start
+    with trio.fail_after(exit_within):
+        await process.wait()
+    return streams_ended, trio.current_time() - start
+
+
 def serve_process(*args: str) -> AbstractAsyncContextManager[tuple[trio.Process, tuple[str, int]]]:
     """`trio-sse serve --port 0 ...`, listening."""
     return listening_process([*SERVE, "--port", "0", *args])
@@ -69,14 +88,9 @@ async def test_signal_ends_every_stream_cleanly_and_exits_within_2s(signum: int)
             assert (await http.post("/events/t", json={"data": "bye"})).status_code == 202
         for conn in conns:
             await conn.read_events(1)
-        start = trio.current_time()
-        process.send_signal(signum)
-        for conn in conns:
-            await conn.read_to_end(timeout=2)
-        streams_ended = trio.current_time() - start
-        with trio.fail_after(2):
-            await process.wait()
-        exited = trio.current_time() - start
+        streams_ended, exited = await signal_and_time(
+            process, conns, signum, streams_within=2, exit_within=2
+        )
         for conn in conns:
             assert conn.ended_cleanly
             await conn.close_fin()
