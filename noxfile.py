@@ -43,5 +43,6 @@ def bench(session: nox.Session) -> None:
     env = {"PYTHONPATH": "."}
     session.run("python", "benchmarks/fanout.py", "--publishers", "1", env=env)
     session.run("python", "benchmarks/fanout.py", "--publishers", "16", env=env)
+    session.run("python", "benchmarks/fanout.py", "--write-interval", "0.25", env=env)
     session.run("python", "benchmarks/disconnect.py", env=env)
     session.run("python", "benchmarks/shutdown.py", env=env)

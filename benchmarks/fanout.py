@@ -1,7 +1,7 @@
 """Fan-out throughput of `trio-sse serve`: N subscribers, E events posted one after another.
 
     python benchmarks/fanout.py [--subscribers 1000] [--events 200] [--payload 64]
-                                [--publishers 1] [--runs 3]
+                                [--publishers 1] [--write-interval S] [--runs 3]
 
 The server runs in its own process, pinned to CPU 0 when `taskset` exists, so the
 figure is per-core efficiency; the subscribers (raw sockets, counting `data:` lines)
@@ -104,9 +104,10 @@ async def main(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "trio_sse.cli", "serve", "--port", "0"]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
-    process = await trio.lowlevel.open_process(
-        [*command, "--history", str(args.events)], stderr=subprocess.PIPE
-    )
+    options = ["--history", str(args.events)]
+    if args.write_interval is not None:
+        options += ["--write-interval", str(args.write_interval)]
+    process = await trio.lowlevel.open_process([*command, *options], stderr=subprocess.PIPE)
     assert process.stderr is not None
     log = b""
     async with trio.open_nursery() as nursery:
@@ -130,7 +131,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"median of {args.runs}: {statistics.median(rates):,.0f} deliveries/s, "
                 f"{statistics.median(costs):.1f} µs server CPU per delivery "
                 f"({args.subscribers} subscribers x {args.events} events of {args.payload} B, "
-                f"{args.publishers} publisher(s))"
+                f"{args.publishers} publisher(s), write interval "
+                f"{'default' if args.write_interval is None else args.write_interval})"
             )
         finally:
             process.terminate()
@@ -147,5 +149,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--publishers", type=int, default=1, help="concurrent publishers sharing the events"
+    )
+    parser.add_argument(
+        "--write-interval", type=float, default=None, help="passed to trio-sse serve"
     )
     trio.run(main, parser.parse_args())

@@ -145,7 +145,14 @@ async def test_stats_counts_streams_topics_and_events() -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"heartbeat": -1.0}, {"heartbeat": float("nan")}, {"max_body_size": 0}]
+    "options",
+    [
+        {"heartbeat": -1.0},
+        {"heartbeat": float("nan")},
+        {"max_body_size": 0},
+        {"min_write_interval": -0.1},
+        {"min_write_interval": float("nan")},
+    ],
 )
 def test_create_app_refuses_bad_options(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=">="):

@@ -108,6 +108,7 @@ async def test_signal_ends_every_stream_cleanly_and_exits_within_2s(signum: int)
         (["--heartbeat", "nan"], "must be >= 0"),
         (["--history", "-3"], "must be >= 0"),
         (["--queue-size", "0"], "must be >= 1"),
+        (["--write-interval", "-0.5"], "must be >= 0"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -107,6 +107,7 @@ class SSEConnection:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)  # de-chunked body bytes
+    chunks: int = 0  # HTTP chunks received: the server's writes
     events: list[MessageEvent] = field(default_factory=list)
     ended_cleanly: bool = False  # the terminating zero-length chunk arrived
     eof: bool = False
@@ -170,6 +171,7 @@ class SSEConnection:
             if size == 0:
                 self.ended_cleanly = True
                 return
+            self.chunks += 1
             self.body += chunk
             self.events += self._decoder.feed(chunk)
 

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from ._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError, InvalidTopicError
 from .broker import Broker, MemoryBroker, validate_topic
 from .protocol import ServerSentEvent
-from .web import DEFAULT_HEARTBEAT, event_stream, last_event_id_of
+from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, event_stream, last_event_id_of
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
 
@@ -49,6 +49,7 @@ class AppState:
     broker: Broker
     heartbeat: float
     retry: int | None
+    min_write_interval: float
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -113,6 +114,7 @@ def create_app(
     heartbeat: float = DEFAULT_HEARTBEAT,
     retry: int | None = DEFAULT_RETRY,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -122,9 +124,13 @@ def create_app(
         retry: Reconnection delay (ms) announced at the start of every stream; ``None``
             leaves it to the client.
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
+        min_write_interval: Seconds a stream waits after a write before the next, so
+            that events published meanwhile share one write; 0 disables.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
+    if not min_write_interval >= 0:
+        raise ValueError(f"min_write_interval must be >= 0 seconds, got {min_write_interval}")
     if max_body_size < 1:
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
     app = QuartTrio(__name__)
@@ -133,7 +139,10 @@ def create_app(
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = max_body_size
     state = AppState(
-        broker=broker if broker is not None else MemoryBroker(), heartbeat=heartbeat, retry=retry
+        broker=broker if broker is not None else MemoryBroker(),
+        heartbeat=heartbeat,
+        retry=retry,
+        min_write_interval=min_write_interval,
     )
     app.extensions["trio_sse"] = state
 
@@ -168,6 +177,7 @@ def create_app(
             last_event_id=last_event_id_of(quart.request),
             heartbeat=state.heartbeat,
             retry=state.retry,
+            min_write_interval=state.min_write_interval,
         )
 
     @app.post("/events/<topic>")

@@ -28,7 +28,7 @@ from .server import (
     DEFAULT_TCP_USER_TIMEOUT,
     serve,
 )
-from .web import DEFAULT_HEARTBEAT
+from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL
 
 __all__ = ["main"]
 
@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
     serve_cmd.add_argument(
         "--heartbeat", type=_seconds(), default=DEFAULT_HEARTBEAT, help="seconds; 0 disables"
+    )
+    serve_cmd.add_argument(
+        "--write-interval",
+        type=_seconds(),
+        default=DEFAULT_MIN_WRITE_INTERVAL,
+        help="seconds a stream waits after a write, so events published meanwhile share "
+        "the next one; 0 writes at once",
     )
     serve_cmd.add_argument(
         "--history", type=_count(0), default=DEFAULT_HISTORY, help="events kept per topic"
@@ -197,6 +204,7 @@ async def _serve(args: argparse.Namespace) -> None:
         heartbeat=args.heartbeat,
         retry=int(args.retry),
         max_body_size=int(args.max_body),
+        min_write_interval=args.write_interval,
     )
     await serve(
         app,

@@ -1,6 +1,7 @@
 """The web layer: SSE responses for Quart-Trio apps under Hypercorn."""
 
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
+from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
 from ._stream import EventStreamBody as EventStreamBody
 from ._stream import event_stream as event_stream
@@ -8,6 +9,7 @@ from ._stream import last_event_id_of as last_event_id_of
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "EventStreamBody",
     "event_stream",
