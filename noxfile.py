@@ -36,7 +36,8 @@ def bench(session: nox.Session) -> None:
     """The figures in the README: fan-out throughput, disconnect cleanup, shutdown time.
 
     Each script in benchmarks/ takes options of its own (see its --help); run one as
-    ``python benchmarks/<name>.py`` from the repository root.
+    ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root (they reuse
+    the test suite's helpers).
     """
     session.install("-e", ".[test]")
     # The benchmarks reuse the test suite's raw-socket client and server helpers.

@@ -1,6 +1,6 @@
 """Disconnect-to-cleanup time: how long after a client's FIN or RST its subscription is gone.
 
-    python benchmarks/disconnect.py [--samples 30] [--burst 100]
+    PYTHONPATH=. python benchmarks/disconnect.py [--samples 30] [--burst 100]
 
 Runs a real Hypercorn in this process, so the broker's subscriber count can be read
 without HTTP (polled every 0.1 ms). Connects raw-socket clients, closes them by FIN

@@ -1,7 +1,7 @@
 """Fan-out throughput of `trio-sse serve`: N subscribers, E events posted one after another.
 
-    python benchmarks/fanout.py [--subscribers 1000] [--events 200] [--payload 64]
-                                [--publishers 1] [--write-interval S] [--runs 3]
+    PYTHONPATH=. python benchmarks/fanout.py [--subscribers 1000] [--events 200] [--payload 64]
+                                            [--publishers 1] [--write-interval S] [--runs 3]
 
 The server runs in its own process, pinned to CPU 0 when `taskset` exists, so the
 figure is per-core efficiency; the subscribers (raw sockets, counting `data:` lines)
@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 import httpx
 import trio
+
+from tests.test_cli import listening_process
+from tests.wire import wait_for_remote_subscribers
 
 DATA_MARK = b"\ndata: "
 
@@ -71,10 +72,7 @@ async def one_run(args: argparse.Namespace, host: str, port: int, pid: int) -> t
             connected = trio.Event()
             nursery.start_soon(subscriber, host, port, tally, connected)
             await connected.wait()
-        with trio.fail_after(60):
-            # Another process: its /stats is the only view of its subscribers.
-            while (await http.get("/stats")).json()["subscribers"] < args.subscribers:  # noqa: ASYNC110
-                await trio.sleep(0.05)
+        await wait_for_remote_subscribers(http, args.subscribers, timeout=60)
         cpu_before = server_cpu_seconds(pid)
         start = trio.current_time()
 
@@ -95,11 +93,6 @@ async def one_run(args: argparse.Namespace, host: str, port: int, pid: int) -> t
     return tally.expected / elapsed, cpu / tally.expected * 1e6
 
 
-async def drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
-
-
 async def main(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "trio_sse.cli", "serve", "--port", "0"]
     if shutil.which("taskset"):
@@ -107,38 +100,20 @@ async def main(args: argparse.Namespace) -> None:
     options = ["--history", str(args.events)]
     if args.write_interval is not None:
         options += ["--write-interval", str(args.write_interval)]
-    process = await trio.lowlevel.open_process([*command, *options], stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    log = b""
-    async with trio.open_nursery() as nursery:
-        try:
-            while (found := re.search(rb"Running on http://([\d.]+):(\d+)", log)) is None:
-                chunk = await process.stderr.receive_some()
-                if not chunk:
-                    raise SystemExit(f"server failed to start: {log.decode()}")
-                log += chunk
-            # The server logs every disconnect; drain its stderr until it exits, or a
-            # full pipe would block its event loop (logging writes synchronously).
-            nursery.start_soon(drain, process.stderr)
-            host, port = found[1].decode(), int(found[2])
-            rates, costs = [], []
-            for run in range(args.runs):
-                rate, cost = await one_run(args, host, port, process.pid)
-                rates.append(rate)
-                costs.append(cost)
-                print(f"run {run + 1}: {rate:,.0f} deliveries/s, {cost:.1f} µs CPU per delivery")
-            print(
-                f"median of {args.runs}: {statistics.median(rates):,.0f} deliveries/s, "
-                f"{statistics.median(costs):.1f} µs server CPU per delivery "
-                f"({args.subscribers} subscribers x {args.events} events of {args.payload} B, "
-                f"{args.publishers} publisher(s), write interval "
-                f"{'default' if args.write_interval is None else args.write_interval})"
-            )
-        finally:
-            process.terminate()
-            with trio.move_on_after(10):
-                await process.wait()
-            nursery.cancel_scope.cancel()
+    async with listening_process([*command, *options]) as (process, (host, port)):
+        rates, costs = [], []
+        for run in range(args.runs):
+            rate, cost = await one_run(args, host, port, process.pid)
+            rates.append(rate)
+            costs.append(cost)
+            print(f"run {run + 1}: {rate:,.0f} deliveries/s, {cost:.1f} µs CPU per delivery")
+    print(
+        f"median of {args.runs}: {statistics.median(rates):,.0f} deliveries/s, "
+        f"{statistics.median(costs):.1f} µs server CPU per delivery "
+        f"({args.subscribers} subscribers x {args.events} events of {args.payload} B, "
+        f"{args.publishers} publisher(s), write interval "
+        f"{'default' if args.write_interval is None else args.write_interval})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Shutdown with open streams: SIGTERM to `trio-sse serve` with N streams open.
 
-    python benchmarks/shutdown.py [--streams 50 1000]
+    PYTHONPATH=. python benchmarks/shutdown.py [--streams 50 1000]
 
 For each N: starts the server, opens N raw-socket streams, sends SIGTERM, and
 reports when every stream had ended (and how many with the terminating chunk, i.e.
@@ -16,16 +16,14 @@ import httpx
 import trio
 
 from tests.test_cli import serve_process, signal_and_time
-from tests.wire import SSEConnection
+from tests.wire import SSEConnection, wait_for_remote_subscribers
 
 
 async def one(streams: int) -> None:
     async with serve_process() as (process, address):
         conns = [await SSEConnection.open(address, "/events/t") for _ in range(streams)]
         async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
-            # Another process: its /stats is the only view of its subscribers.
-            while (await http.get("/stats")).json()["subscribers"] < streams:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await wait_for_remote_subscribers(http, streams, timeout=60)
         ended, exited = await signal_and_time(
             process, conns, signal.SIGTERM, streams_within=10, exit_within=30
         )

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from tests.wire import TIMEOUT, SSEConnection
+from tests.wire import TIMEOUT, SSEConnection, wait_for_remote_subscribers
 
 SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
@@ -82,9 +82,7 @@ async def test_signal_ends_every_stream_cleanly_and_exits_within_2s(signum: int)
     async with serve_process() as (process, address):
         conns = [await SSEConnection.open(address, "/events/t") for _ in range(50)]
         async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
-            # Another process: its /stats is the only view of its subscribers.
-            while (await http.get("/stats")).json()["subscribers"] < 50:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await wait_for_remote_subscribers(http, 50)
             assert (await http.post("/events/t", json={"data": "bye"})).status_code == 202
         for conn in conns:
             await conn.read_events(1)
@@ -137,8 +135,7 @@ async def test_the_hypercorn_cli_serves_the_reference_app() -> None:
     async with listening_process(command) as (_, address):
         conn = await SSEConnection.open(address, "/events/cli")
         async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http:
-            while (await http.get("/stats")).json()["subscribers"] < 1:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await wait_for_remote_subscribers(http, 1)
             await http.post("/events/cli", json={"data": "via the hypercorn CLI"})
         (event,) = await conn.read_events(1)
         assert event.data == "via the hypercorn CLI"

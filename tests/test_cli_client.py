@@ -23,7 +23,7 @@ from quart_trio import QuartTrio
 
 import trio_sse
 from tests.test_cli import serve_process
-from tests.wire import TIMEOUT, SSEConnection, running_server
+from tests.wire import TIMEOUT, SSEConnection, running_server, wait_for_remote_subscribers
 from trio_sse._cli_listen import format_event
 from trio_sse.cli import main
 from trio_sse.protocol import MessageEvent
@@ -65,13 +65,6 @@ async def finish(process: trio.Process) -> tuple[int, str, str]:
         return code, await _read_all(process.stdout), await _read_all(process.stderr)
 
 
-async def wait_for_subscribers(http: httpx.AsyncClient, count: int) -> None:
-    with trio.fail_after(TIMEOUT):
-        # Another process: its /stats is the only view of its subscribers.
-        while (await http.get("/stats")).json()["subscribers"] < count:  # noqa: ASYNC110
-            await trio.sleep(0.01)
-
-
 def free_port() -> int:
     """A port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
@@ -92,7 +85,7 @@ async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events
             cli_process(*command) as listener,
             httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http,
         ):
-            await wait_for_subscribers(http, 1)
+            await wait_for_remote_subscribers(http, 1)
             bodies = [
                 {"data": "hello"},
                 {"data": "line 1\nline 2\n\nline 4", "event": "update"},

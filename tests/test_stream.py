@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from quart_trio import QuartTrio
 
-from tests.wire import SSEConnection, count_tasks, running_server
+from tests.wire import SSEConnection, count_tasks, running_server, task_count_returns_to
 from trio_sse import MemoryBroker, ServerSentEvent, event_stream
 
 
@@ -209,12 +209,8 @@ async def test_no_task_is_left_behind_after_200_connect_disconnect_cycles() -> N
             else:
                 await conn.close_fin()
         await server.wait_for_subscribers(0)
-        # Connection handler tasks finish a moment after the subscription closes;
-        # nothing signals that, so poll the count, bounded.
-        with trio.fail_after(5):
-            while count_tasks() != baseline:  # noqa: ASYNC110 -- no event for task exit
-                await trio.sleep(0.01)
-        assert count_tasks() == baseline
+        # Connection handler tasks finish a moment after the subscription closes.
+        assert await task_count_returns_to(baseline, within=5)
         assert server.broker.statistics().subscribers == 0
 
 
@@ -271,10 +267,7 @@ async def test_tcp_user_timeout_frees_a_connection_pinned_by_a_stalled_reader() 
         # Dropped from the topic, but its handler is still stuck in the shielded write
         # until the kernel gives up on the connection.
         assert count_tasks() > baseline
-        with trio.move_on_after(6):
-            while count_tasks() != baseline:  # noqa: ASYNC110 -- no event for task exit
-                await trio.sleep(0.05)
-        freed = count_tasks() == baseline
+        freed = await task_count_returns_to(baseline, within=6)
         await stalled.close_rst()
     assert freed, "the stalled connection's handler task is still running"
 

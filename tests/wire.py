@@ -204,6 +204,27 @@ class SSEConnection:
         await self.stream.aclose()
 
 
+async def wait_for_remote_subscribers(
+    http: httpx.AsyncClient, count: int, timeout: float = TIMEOUT
+) -> None:
+    """Wait until the server behind ``http`` reports at least ``count`` subscribers."""
+    with trio.fail_after(timeout):
+        # Another process: its /stats is the only view of its subscribers.
+        while (await http.get("/stats")).json()["subscribers"] < count:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def task_count_returns_to(baseline: int, within: float) -> bool:
+    """Whether the task count gets back to ``baseline`` within ``within`` seconds.
+
+    Task exits signal nothing, so this polls, bounded.
+    """
+    with trio.move_on_after(within):
+        while count_tasks() != baseline:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    return count_tasks() == baseline
+
+
 def count_tasks() -> int:
     """Every task in this Trio run, found by walking the task tree from the root."""
     root = trio.lowlevel.current_root_task()
