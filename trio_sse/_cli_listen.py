@@ -44,8 +44,9 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
             with CR, LF, NUL or non-ASCII characters (they would split or corrupt the
             request), or ``Last-Event-ID``, which has its own option.
     """
-    headers: dict[str, str] = {}
-    names: dict[str, str] = {}  # lower-case name -> the spelling kept in headers
+    # Keyed by lower-case name (header names are case-insensitive), keeping the
+    # spelling and value of the last one given.
+    by_name: dict[str, tuple[str, str]] = {}
     for text in values:
         name, colon, value = text.partition(":")
         if not colon or not _FIELD_NAME.fullmatch(name):
@@ -55,10 +56,8 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"-H {text!r}: the value must be ASCII without CR, LF or NUL")
         if name.lower() == "last-event-id":
             raise ValueError("use --last-event-id ID, not -H, to send Last-Event-ID")
-        headers.pop(names.get(name.lower(), name), None)
-        names[name.lower()] = name
-        headers[name] = value
-    return headers
+        by_name[name.lower()] = (name, value)
+    return dict(by_name.values())
 
 
 def format_event(event: MessageEvent, *, is_json: bool) -> str:

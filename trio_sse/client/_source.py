@@ -69,9 +69,6 @@ class _Stream:
         self.chunks = response.aiter_bytes()
         self.decoder = Decoder(last_event_id=last_event_id, max_event_size=max_event_size)
 
-    def feed(self, chunk: bytes) -> list[MessageEvent]:
-        return self.decoder.feed(chunk)
-
     async def aclose(self) -> None:
         chunks = self.chunks
         if isinstance(chunks, AsyncGenerator):
@@ -344,7 +341,7 @@ class EventSource:
             await self._lose(f"{self.url} ended the stream", None)
         else:
             try:
-                events = stream.feed(chunk)
+                events = stream.decoder.feed(chunk)
             except ProtocolError as exc:
                 await self._drop(stream)
                 raise self._fail(exc) from None
