@@ -468,7 +468,8 @@ async def test_source_cancelled_read_loses_nothing_and_resumes(
     ("url", "options", "message"),
     [
         ("ftp://x/", {}, "http"),
-        ("http://x/", {"last_event_id": "a\nb"}, "CR, LF or NUL"),
+        ("http://x/", {"last_event_id": "a\nb"}, "control characters"),
+        ("http://x/", {"last_event_id": "a\x01b"}, "control characters"),
         ("http://x/", {"headers": {"last-event-id": "1"}}, "last_event_id="),
         ("http://x/", {"idle_timeout": 0}, "idle_timeout"),
         ("http://x/", {"max_retries": -1}, "max_retries"),

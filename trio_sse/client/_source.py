@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
@@ -41,6 +42,9 @@ __all__ = ["DEFAULT_RETRY", "EventSource", "ReadyState", "open_event_source"]
 # seconds." 3000 ms is what Chromium uses and what servers expect.
 DEFAULT_RETRY: Final = 3000
 _EVENT_STREAM: Final = "text/event-stream"
+# Characters an HTTP field value may not hold (RFC 9110, 5.5: only HTAB, SP, VCHAR
+# and obs-text). An SSE id may hold them, but no request can carry them.
+_NOT_IN_FIELD_VALUE: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 # Closing a response is a socket close and a pool update; if that takes longer than
 # this under a cancelled scope, drop it rather than hang the caller's cancellation.
 _CLOSE_TIMEOUT: Final = 1.0
@@ -88,10 +92,11 @@ def _is_event_stream(content_type: str | None) -> bool:
 def _check_last_event_id(value: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"last_event_id must be a str, not {value!r}")
-    if any(c in value for c in "\r\n\x00"):
-        # A server can never set such an id ("id" lines end at CR/LF, and ids with
-        # NUL are ignored), and in a header it would split the request.
-        raise ValueError(f"last_event_id may not contain CR, LF or NUL: {value!r}")
+    if _NOT_IN_FIELD_VALUE.search(value):
+        # CR and LF would split the request; no header can carry the other controls.
+        raise ValueError(
+            f"last_event_id may not contain control characters other than tab: {value!r}"
+        )
     return value
 
 
@@ -252,7 +257,7 @@ class EventSource:
         if self._last_event_id:
             # "If the EventSource object's last event ID string is not the empty
             # string, set `Last-Event-ID`/last event ID string, encoded as UTF-8".
-            headers.append((b"Last-Event-ID", self._last_event_id.encode()))
+            headers.append((b"Last-Event-ID", self._last_event_id_field()))
         # No read timeout: an event stream may rightly be silent for hours, and
         # idle_timeout is the caller's choice of how long is too long.
         timeout = httpx.Timeout(
@@ -279,6 +284,21 @@ class EventSource:
             )
             return
         await self._open(response)
+
+    def _last_event_id_field(self) -> bytes:
+        # A server reads a field value without its leading and trailing spaces and
+        # tabs (RFC 9110, 5.5), and h11 refuses to send them: strip them here, which
+        # changes nothing the server sees.
+        value = self._last_event_id.strip(" \t")
+        if _NOT_IN_FIELD_VALUE.search(value):
+            # Retrying cannot help: every reconnection would carry the same id.
+            raise self._fail(
+                ProtocolError(
+                    f"{self.url} set the event id {self._last_event_id!r}, which has control "
+                    "characters that no Last-Event-ID header can carry; cannot resume"
+                )
+            )
+        return value.encode()
 
     async def _open(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -442,7 +462,7 @@ def open_event_source(
 
     Raises:
         ValueError: A bad ``url``, a negative ``max_retries``, a non-positive
-            ``idle_timeout``, a ``last_event_id`` with CR, LF or NUL, or
+            ``idle_timeout``, a ``last_event_id`` with control characters, or
             ``Last-Event-ID`` in ``headers``.
 
     The callbacks run in the iterating task, synchronously: keep them short. An
