@@ -468,6 +468,12 @@ async def test_source_cancelled_read_loses_nothing_and_resumes(
     ("url", "options", "message"),
     [
         ("ftp://x/", {}, "http"),
+        ("http://a b/", {}, "bad host"),
+        ("http:///path", {}, "bad host"),
+        ("http://[/", {}, "invalid url"),
+        ("http://[::1/", {}, "invalid url"),
+        ("http://[zz::1]/", {}, "IPv6"),
+        ("http://example.com:65536/", {}, "invalid url"),
         ("http://x/", {"last_event_id": "a\nb"}, "control characters"),
         ("http://x/", {"last_event_id": "a\x01b"}, "control characters"),
         ("http://x/", {"headers": {"last-event-id": "1"}}, "last_event_id="),

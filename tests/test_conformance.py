@@ -502,6 +502,19 @@ async def test_an_id_no_header_can_carry_fails_clearly(server: ScriptedServer) -
     assert "Last-Event-ID" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[", "http://a b/", "http:///x", "http://x:65536/", "ftp://x/"]
+)
+async def test_a_bogus_url_fails_at_once(url: str) -> None:
+    """[eventsource-constructor-url-bogus]: the constructor throws; nothing is retried."""
+    with trio.fail_after(CASE_TIMEOUT):
+        done = await trio.run_process(
+            [*CLI, url], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert b"url" in done.stderr
+
+
 async def test_lone_cr_at_the_end_of_a_stream_still_ends_the_line(server: ScriptedServer) -> None:
     exchange = Exchange([response(FAST_RETRY + b"data: a\r\r", chunked=True)])
     run = await listen(server, "trailing-cr", exchange)

@@ -15,8 +15,10 @@ How it runs (no background task; everything happens inside ``__anext__``):
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import re
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
@@ -45,6 +47,8 @@ _EVENT_STREAM: Final = "text/event-stream"
 # Characters an HTTP field value may not hold (RFC 9110, 5.5: only HTAB, SP, VCHAR
 # and obs-text). An SSE id may hold them, but no request can carry them.
 _NOT_IN_FIELD_VALUE: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# The "forbidden domain code points" of the WHATWG URL standard.
+_FORBIDDEN_IN_HOST: Final = re.compile("[\x00-\x20#%/:<>?@\\[\\]\\\\^|\x7f]")
 # Closing a response is a socket close and a pool update; if that takes longer than
 # this under a cancelled scope, drop it rather than hang the caller's cancellation.
 _CLOSE_TIMEOUT: Final = 1.0
@@ -89,6 +93,38 @@ def _is_event_stream(content_type: str | None) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == _EVENT_STREAM
 
 
+def _check_url(url: str | httpx.URL) -> httpx.URL:
+    """Parse ``url``, refusing what a browser's URL parser refuses in an http(s) URL.
+
+    httpx would percent-encode a bad host (``http://a b/``) or keep an impossible
+    port, and every attempt would then fail as a network error, retried forever;
+    an EventSource with such a URL throws at once, and so does this.
+    """
+    text = str(url)
+    try:
+        parsed = httpx.URL(text)
+        split = urllib.parse.urlsplit(text)
+        split.port  # noqa: B018 - raises ValueError out of 0-65535
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"invalid url {text!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"url must be http:// or https://, got {text!r}")
+    host = split.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        literal, bracket, port = host[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            bracket = ""
+        if not bracket or (port and not port.startswith(":")):
+            raise ValueError(f"invalid url {text!r}: bad IPv6 address {host!r}")
+    else:
+        name = host.rpartition(":")[0] if ":" in host else host
+        if not name or _FORBIDDEN_IN_HOST.search(name):
+            raise ValueError(f"invalid url {text!r}: bad host {name!r}")
+    return parsed
+
+
 def _check_last_event_id(value: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"last_event_id must be a str, not {value!r}")
@@ -125,12 +161,7 @@ class EventSource:
         policy: ReconnectPolicy | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
-        try:
-            self.url: Final = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"invalid url {url!r}: {exc}") from None
-        if self.url.scheme not in ("http", "https"):
-            raise ValueError(f"url must be http:// or https://, got {url!r}")
+        self.url: Final = _check_url(url)
         if idle_timeout is not None and not (idle_timeout > 0):
             raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout!r}")
         if max_retries is not None and max_retries < 0:
