@@ -57,6 +57,7 @@ async def test_event_type_id_and_retry_are_published() -> None:
     ("path", "content", "problem"),
     [
         ("/events/t", b"{not json", "not valid JSON"),
+        ("/events/t", b'{"data": "x", "id": ""}', '"id" must not be empty'),
         ("/events/t", b"", "not valid JSON"),
         ("/events/t", b"\xff\xfe", "not valid JSON"),
         ("/events/t", b'{"data": NaN}', "NaN is not allowed"),
@@ -116,7 +117,13 @@ async def test_bad_stream_topic_gets_400() -> None:
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nope", 404), ("DELETE", "/events/t", 405), ("POST", "/stats", 405)],
+    [
+        ("GET", "/nope", 404),
+        ("POST", "/events//t", 404),
+        ("GET", "/events/t/", 404),
+        ("DELETE", "/events/t", 405),
+        ("POST", "/stats", 405),
+    ],
 )
 async def test_unknown_routes_and_methods_answer_json(method: str, path: str, status: int) -> None:
     async with running_server() as server:

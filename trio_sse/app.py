@@ -99,6 +99,10 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
     for name in ("event", "id"):
         if payload.get(name) is not None and not isinstance(payload[name], str):
             _reject(f'"{name}" must be a string')
+    if payload.get("id") == "":
+        # On the wire "id:" with no value resets the client's last event ID, so its
+        # next reconnection would resume from nothing and miss what came between.
+        _reject('"id" must not be empty; leave it out to get a server-assigned id')
     retry = payload.get("retry")
     if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int)):
         _reject('"retry" must be a non-negative integer (milliseconds)')
@@ -138,6 +142,9 @@ def create_app(
     # one in event_stream(), and this covers routes a user adds to this app.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = max_body_size
+    # Werkzeug answers "/events//news" with a 308 to "/events/news"; an API client
+    # is better told plainly that the path is wrong (404) than silently redirected.
+    app.url_map.merge_slashes = False
     state = AppState(
         broker=broker if broker is not None else MemoryBroker(),
         heartbeat=heartbeat,
