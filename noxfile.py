@@ -47,3 +47,11 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/fanout.py", "--write-interval", "0.25", env=env)
     session.run("python", "benchmarks/disconnect.py", env=env)
     session.run("python", "benchmarks/shutdown.py", env=env)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """100,000 connect/disconnect cycles (FIN, RST, stall, mid-event, mid-request), then
+    the leak check: subscribers, Trio tasks and RSS back where they started."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.soak", "--cycles", "100000", *session.posargs)
