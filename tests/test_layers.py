@@ -67,7 +67,7 @@ def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
 
 def test_every_error_is_exported_at_top_level_under_one_root() -> None:
     errors = [getattr(trio_sse, name) for name in trio_sse.__all__ if name.endswith("Error")]
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert all(issubclass(error, trio_sse.SSEError) for error in errors)
 
 

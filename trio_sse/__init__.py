@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._errors import AuthError as AuthError
 from ._errors import BadResponseError as BadResponseError
 from ._errors import BrokerClosedError as BrokerClosedError
 from ._errors import BrokerError as BrokerError
@@ -69,6 +70,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AuthError",
     "BadResponseError",
     "Broker",
     "BrokerClosedError",

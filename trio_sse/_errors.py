@@ -7,6 +7,7 @@ built-in, the error also derives from it (an invalid event is a ``ValueError``):
     SSEError
     ├── InvalidEventError (ValueError)    a ServerSentEvent field would break the framing
     ├── InvalidTopicError (ValueError)    a topic name outside [A-Za-z0-9._~-]{1,128}
+    ├── AuthError                         a request without the right token (401 or 403)
     ├── ProtocolError                     the peer sent something the decoder refuses
     │   └── EventTooLargeError            a line or event over the decoder's limit
     ├── BrokerError
@@ -23,6 +24,7 @@ This module imports nothing but the standard library, so every layer can use it.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "BadResponseError",
     "BrokerClosedError",
     "BrokerError",
@@ -61,6 +63,19 @@ class ProtocolError(SSEError):
 
 class EventTooLargeError(ProtocolError):
     """A line or an event grew past the decoder's configured maximum size."""
+
+
+class AuthError(SSEError):
+    """A request lacks the credentials for what it asks (see :mod:`trio_sse.web`).
+
+    Attributes:
+        status: 401 (no token where one is needed, or an invalid or expired one) or
+            403 (a valid token that does not cover the topic).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BrokerError(SSEError):

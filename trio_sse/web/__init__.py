@@ -1,5 +1,11 @@
 """The web layer: SSE responses for Quart-Trio apps under Hypercorn."""
 
+from .._errors import AuthError as AuthError
+from ._auth import Action as Action
+from ._auth import AuthConfig as AuthConfig
+from ._auth import Authorizer as Authorizer
+from ._auth import Credentials as Credentials
+from ._auth import Grant as Grant
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
@@ -11,7 +17,13 @@ __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
+    "Action",
+    "AuthConfig",
+    "AuthError",
+    "Authorizer",
+    "Credentials",
     "EventStreamBody",
+    "Grant",
     "event_stream",
     "last_event_id_of",
 ]

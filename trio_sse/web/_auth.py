@@ -1,0 +1,185 @@
+"""Who may publish to and subscribe to which topic: bearer tokens and JWTs.
+
+Two kinds of credential, either or both configured in :class:`AuthConfig`:
+
+* **A static publish token** (``publish_token``): whoever presents it may publish
+  to every topic. For a back end that is the only publisher.
+* **JWTs** (``jwt_key``), HS256 with a shared secret or RS256 with the issuer's
+  public key, checked by PyJWT (RS256 needs ``cryptography``: ``trio-sse[auth]``).
+  What a token allows is in its ``trio_sse`` claim, in the spirit of Mercure's
+  ``mercure.publish`` / ``mercure.subscribe``::
+
+      {"trio_sse": {"publish": ["chat.*"], "subscribe": ["chat.*", "news"]}, "exp": ...}
+
+  A pattern is a topic name, ``*`` for every topic, or a prefix ending in ``*``.
+  A stream opened with a token that has ``exp`` ends when the token expires.
+
+Where a token comes from, first found wins: the ``Authorization: Bearer`` header,
+then (subscribing only) the cookie ``cookie_name``, then the query parameter
+``query_parameter``. Browsers cannot set headers on an ``EventSource``, hence the
+cookie and the query parameter. A cookie is never accepted for publishing: a
+cross-site form could POST with it (CSRF), while a header or query token must be
+known to the page that sends it. Query parameters end up in access logs; prefer the
+cookie where you can.
+
+With nothing configured, everything is open (the default, for a local demo).
+Errors: :class:`AuthError` with ``status`` 401 (no token where one is required, or
+a bad one: malformed, badly signed, expired) or 403 (a valid token that does not
+cover the topic).
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jwt
+
+from .._errors import AuthError
+
+__all__ = [
+    "CLAIM",
+    "DEFAULT_COOKIE_NAME",
+    "DEFAULT_QUERY_PARAMETER",
+    "Action",
+    "AuthConfig",
+    "AuthError",
+    "Authorizer",
+    "Credentials",
+    "Grant",
+]
+
+CLAIM: Final = "trio_sse"
+DEFAULT_COOKIE_NAME: Final = "trio_sse_token"
+DEFAULT_QUERY_PARAMETER: Final = "access_token"
+_SUPPORTED_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
+
+
+class Action(enum.Enum):
+    PUBLISH = "publish"
+    SUBSCRIBE = "subscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Authorization settings for :func:`trio_sse.app.create_app`; see the module docs.
+
+    Args:
+        publish_token: A static bearer token that may publish to every topic.
+        jwt_key: The HS* secret or the RS* public key (PEM) that verifies JWTs.
+        jwt_algorithms: The algorithms accepted; never ``none``.
+        subscribe_requires_token: Refuse anonymous subscribers (401). Off by
+            default: with only a publish token, streams stay public.
+        cookie_name: The cookie a browser's ``EventSource`` carries its token in.
+        query_parameter: The query parameter a token may come in.
+    """
+
+    publish_token: str | None = None
+    jwt_key: str | bytes | None = None
+    jwt_algorithms: Sequence[str] = ("HS256",)
+    subscribe_requires_token: bool = False
+    cookie_name: str = DEFAULT_COOKIE_NAME
+    query_parameter: str = DEFAULT_QUERY_PARAMETER
+
+    def __post_init__(self) -> None:
+        if self.publish_token is not None and len(self.publish_token) < 16:
+            raise ValueError("publish_token must be at least 16 characters")
+        unknown = set(self.jwt_algorithms) - _SUPPORTED_ALGORITHMS
+        if unknown or not self.jwt_algorithms:
+            raise ValueError(
+                f"jwt_algorithms must be some of {', '.join(sorted(_SUPPORTED_ALGORITHMS))}; "
+                f"got {list(self.jwt_algorithms)!r}"
+            )
+        if self.subscribe_requires_token and self.jwt_key is None:
+            raise ValueError("subscribe_requires_token needs jwt_key: subscribers present JWTs")
+
+    @property
+    def is_open(self) -> bool:
+        """Whether nothing is protected (no token and no JWT key configured)."""
+        return self.publish_token is None and self.jwt_key is None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The token candidates a request carries."""
+
+    authorization: str | None = None  # the Authorization header, whole
+    cookie: str | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A permission given; ``expires_at`` is the token's ``exp`` (Unix time) if it has one."""
+
+    expires_at: float | None = None
+
+
+def _matches(pattern: object, topic: str) -> bool:
+    if not isinstance(pattern, str):
+        return False
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1])
+    return pattern == topic
+
+
+class Authorizer:
+    """Decides requests by an :class:`AuthConfig`."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self._publish_token = (
+            config.publish_token.encode() if config.publish_token is not None else None
+        )
+
+    def authorize(self, action: Action, topic: str, credentials: Credentials) -> Grant:
+        """Return the :class:`Grant` for ``action`` on ``topic``, or raise :class:`AuthError`."""
+        config = self.config
+        if config.is_open:
+            return Grant()
+        token = self._token_of(action, credentials)
+        if token is None:
+            if action is Action.SUBSCRIBE and not config.subscribe_requires_token:
+                return Grant()
+            raise AuthError(401, f"{action.value} needs a bearer token")
+        if self._publish_token is not None and hmac.compare_digest(
+            token.encode(), self._publish_token
+        ):
+            if action is Action.PUBLISH:
+                return Grant()
+            raise AuthError(403, "the publish token does not allow subscribing")
+        if self.config.jwt_key is None:
+            raise AuthError(401, "invalid token")
+        claims = self._decode(token)
+        patterns = claims.get(CLAIM, {})
+        allowed = patterns.get(action.value, []) if isinstance(patterns, Mapping) else []
+        if not isinstance(allowed, list) or not any(_matches(p, topic) for p in allowed):
+            raise AuthError(403, f"the token does not allow {action.value} on topic {topic!r}")
+        exp = claims.get("exp")
+        return Grant(expires_at=float(exp) if isinstance(exp, int | float) else None)
+
+    def _token_of(self, action: Action, credentials: Credentials) -> str | None:
+        if credentials.authorization is not None:
+            scheme, _, token = credentials.authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthError(401, "the Authorization header must be 'Bearer <token>'")
+            return token.strip()
+        if action is Action.SUBSCRIBE and credentials.cookie:
+            return credentials.cookie
+        return credentials.query or None
+
+    def _decode(self, token: str) -> Mapping[str, Any]:
+        key = self.config.jwt_key
+        assert key is not None
+        try:
+            claims: Mapping[str, Any] = jwt.decode(
+                token, key, algorithms=list(self.config.jwt_algorithms)
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "the token has expired") from None
+        except jwt.PyJWTError as exc:  # malformed, bad signature, wrong key type, ...
+            raise AuthError(401, f"invalid token: {exc}") from None
+        return claims
