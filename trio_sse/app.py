@@ -25,10 +25,28 @@ import quart
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError, InvalidTopicError
+from ._errors import (
+    AuthError,
+    BrokerClosedError,
+    BrokerUnavailableError,
+    InvalidEventError,
+    InvalidTopicError,
+)
 from .broker import Broker, MemoryBroker, validate_topic
 from .protocol import ServerSentEvent
-from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, event_stream, last_event_id_of
+from .web import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_IP,
+    DEFAULT_MIN_WRITE_INTERVAL,
+    Action,
+    AuthConfig,
+    Authorizer,
+    Credentials,
+    StreamLimiter,
+    event_stream,
+    last_event_id_of,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
 
@@ -50,6 +68,8 @@ class AppState:
     heartbeat: float
     retry: int | None
     min_write_interval: float
+    authorizer: Authorizer
+    limiter: StreamLimiter
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -119,6 +139,9 @@ def create_app(
     retry: int | None = DEFAULT_RETRY,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
+    auth: AuthConfig | None = None,
+    max_streams: int = DEFAULT_MAX_STREAMS,
+    max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -130,6 +153,10 @@ def create_app(
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
         min_write_interval: Seconds a stream waits after a write before the next, so
             that events published meanwhile share one write; 0 disables.
+        auth: Who may publish and subscribe (:class:`~trio_sse.web.AuthConfig`);
+            everything is open if omitted.
+        max_streams: Streams open at once; more get 503 with ``Retry-After``. 0: no cap.
+        max_streams_per_ip: The same, per client address. 0: no cap.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
@@ -145,17 +172,39 @@ def create_app(
     # Werkzeug answers "/events//news" with a 308 to "/events/news"; an API client
     # is better told plainly that the path is wrong (404) than silently redirected.
     app.url_map.merge_slashes = False
+    auth_config = auth if auth is not None else AuthConfig()
+    limiter = StreamLimiter(
+        app.asgi_app, max_streams=max_streams, max_streams_per_ip=max_streams_per_ip
+    )
+    app.asgi_app = limiter  # type: ignore[method-assign]
     state = AppState(
         broker=broker if broker is not None else MemoryBroker(),
         heartbeat=heartbeat,
         retry=retry,
         min_write_interval=min_write_interval,
+        authorizer=Authorizer(auth_config),
+        limiter=limiter,
     )
     app.extensions["trio_sse"] = state
+
+    def authorize(action: Action, topic: str) -> float | None:
+        """Check the request's token; return when its permission expires, if ever."""
+        request = quart.request
+        credentials = Credentials(
+            authorization=request.headers.get("Authorization"),
+            cookie=request.cookies.get(auth_config.cookie_name),
+            query=request.args.get(auth_config.query_parameter),
+        )
+        return state.authorizer.authorize(action, topic, credentials).expires_at
 
     @app.errorhandler(_BadRequestError)
     async def bad_request(exc: _BadRequestError) -> quart.ResponseReturnValue:
         return _error(str(exc), exc.status)
+
+    @app.errorhandler(AuthError)
+    async def not_allowed(exc: AuthError) -> quart.ResponseReturnValue:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return {"error": str(exc)}, exc.status, headers
 
     @app.errorhandler(InvalidTopicError)
     async def bad_topic(exc: InvalidTopicError) -> quart.ResponseReturnValue:
@@ -178,6 +227,8 @@ def create_app(
 
     @app.get("/events/<topic>")
     async def stream(topic: str) -> quart.ResponseReturnValue:
+        validate_topic(topic)
+        authorize(Action.SUBSCRIBE, topic)
         return event_stream(
             state.broker,
             topic,
@@ -191,6 +242,7 @@ def create_app(
     async def publish(topic: str) -> quart.ResponseReturnValue:
         # Check the topic before reading the body: no work for a request we refuse.
         validate_topic(topic)
+        authorize(Action.PUBLISH, topic)
         body = await quart.request.get_data(cache=False)
         assert isinstance(body, bytes)
         event = _event_from_body(body)

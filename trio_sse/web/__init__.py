@@ -6,6 +6,9 @@ from ._auth import AuthConfig as AuthConfig
 from ._auth import Authorizer as Authorizer
 from ._auth import Credentials as Credentials
 from ._auth import Grant as Grant
+from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
+from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
+from ._limits import StreamLimiter as StreamLimiter
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
@@ -15,6 +18,8 @@ from ._stream import last_event_id_of as last_event_id_of
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_STREAMS",
+    "DEFAULT_MAX_STREAMS_PER_IP",
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "Action",
@@ -24,6 +29,7 @@ __all__ = [
     "Credentials",
     "EventStreamBody",
     "Grant",
+    "StreamLimiter",
     "event_stream",
     "last_event_id_of",
 ]
