@@ -7,6 +7,7 @@ Routes:
 * ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
   answers 202 ``{"id": "..."}``.
 * ``GET /stats``: broker counters as JSON.
+* ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /healthz``: 200 while serving, 503 while draining.
 
 Every error answer is JSON: ``{"error": "<what was wrong>"}`` with a 4xx or 503 status.
@@ -43,10 +44,12 @@ from .web import (
     AuthConfig,
     Authorizer,
     Credentials,
+    Metrics,
     StreamLimiter,
     event_stream,
     last_event_id_of,
 )
+from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
 
@@ -70,6 +73,7 @@ class AppState:
     min_write_interval: float
     authorizer: Authorizer
     limiter: StreamLimiter
+    metrics: Metrics
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -177,13 +181,15 @@ def create_app(
         app.asgi_app, max_streams=max_streams, max_streams_per_ip=max_streams_per_ip
     )
     app.asgi_app = limiter  # type: ignore[method-assign]
+    broker = broker if broker is not None else MemoryBroker()
     state = AppState(
-        broker=broker if broker is not None else MemoryBroker(),
+        broker=broker,
         heartbeat=heartbeat,
         retry=retry,
         min_write_interval=min_write_interval,
         authorizer=Authorizer(auth_config),
         limiter=limiter,
+        metrics=Metrics(broker, refused=lambda: limiter.refused),
     )
     app.extensions["trio_sse"] = state
 
@@ -260,6 +266,10 @@ def create_app(
             "dropped": snapshot.dropped,
             "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
         }
+
+    @app.get("/metrics")
+    async def metrics() -> quart.ResponseReturnValue:
+        return state.metrics.render(), 200, {"Content-Type": METRICS_CONTENT_TYPE}
 
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:

@@ -9,6 +9,7 @@ from ._auth import Grant as Grant
 from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
 from ._limits import StreamLimiter as StreamLimiter
+from ._metrics import Metrics as Metrics
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
@@ -29,6 +30,7 @@ __all__ = [
     "Credentials",
     "EventStreamBody",
     "Grant",
+    "Metrics",
     "StreamLimiter",
     "event_stream",
     "last_event_id_of",
