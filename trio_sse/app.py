@@ -6,8 +6,9 @@ Routes:
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
 * ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
   answers 202 ``{"id": "..."}``.
-* ``GET /stats``: broker counters as JSON.
-* ``GET /healthz``: 200 while serving, 503 while draining.
+* ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
+* ``GET /healthz``: readiness. 200 while this instance can take publishes and new
+  streams; 503 while draining, or while the backplane (Redis) does not answer.
 
 Every error answer is JSON: ``{"error": "<what was wrong>"}`` with a 4xx or 503 status.
 
@@ -160,7 +161,13 @@ def create_app(
 
     @app.errorhandler(BrokerUnavailableError)
     async def unavailable(exc: BrokerUnavailableError) -> quart.ResponseReturnValue:
-        return _error(f"the broker is unavailable; nothing was published: {exc}", 503)
+        return _error(f"the broker is unavailable: {exc}", 503)
+
+    @app.errorhandler(InvalidEventError)
+    async def bad_event(exc: InvalidEventError) -> quart.ResponseReturnValue:
+        # The broker refused a field the protocol allows, e.g. an id that is not a
+        # Redis stream id.
+        return _error(str(exc), 400)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> quart.ResponseReturnValue:
@@ -193,6 +200,7 @@ def create_app(
     @app.get("/stats")
     async def stats() -> quart.ResponseReturnValue:
         snapshot = state.broker.statistics()
+        backplane = snapshot.backplane
         return {
             "subscribers": snapshot.subscribers,
             "topics": snapshot.topics,
@@ -200,12 +208,29 @@ def create_app(
             "delivered": snapshot.delivered,
             "dropped": snapshot.dropped,
             "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
+            "backplane": None
+            if backplane is None
+            else {
+                "kind": backplane.kind,
+                "connected": backplane.is_connected,
+                "readers": backplane.readers,
+                "reconnects": backplane.reconnects,
+                "last_error": backplane.last_error,
+            },
         }
 
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:
+        # Readiness, for a load balancer: can this instance take a publish now?
+        # Open streams are unaffected either way; they wait out a backplane outage.
         if state.broker.is_closed:
             return {"status": "draining"}, 503
+        try:
+            await state.broker.ping()
+        except BrokerClosedError:
+            return {"status": "draining"}, 503
+        except BrokerUnavailableError as exc:
+            return {"status": "unavailable", "error": str(exc)}, 503
         return {"status": "ok"}
 
     return app
