@@ -40,8 +40,9 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; ``restart()`` keeps its port and its AOF directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
         self.binary = require_redis_server()
+        self.appendfsync = appendfsync
         self.directory = directory
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -60,12 +61,12 @@ class RedisServer:
             "127.0.0.1",
             "--save",
             "",
-            # appendfsync always: every acknowledged write is on disk, so a restart
-            # (even a SIGKILL) loses nothing that publish() returned for.
+            # appendfsync always (the default here): every acknowledged write is on
+            # disk, so a restart (even a SIGKILL) loses nothing publish() returned for.
             "--appendonly",
             "yes",
             "--appendfsync",
-            "always",
+            self.appendfsync,
             "--dir",
             str(self.directory),
             "--logfile",

@@ -24,7 +24,7 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
 @asynccontextmanager
 async def listening_process(
-    command: list[str],
+    command: list[str], *, startup_timeout: float = TIMEOUT
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
     """Start a server process and wait until it logs the address it listens on.
 
@@ -34,7 +34,7 @@ async def listening_process(
     with tempfile.TemporaryFile() as log:
         process = await trio.lowlevel.open_process(command, stderr=log)
         try:
-            with trio.fail_after(TIMEOUT):
+            with trio.fail_after(startup_timeout):
                 # A file gives no readiness events; re-read it on a short beat.
                 while (
                     found := re.search(rb"Running on http://([\d.]+):(\d+)", _read(log))

@@ -18,6 +18,10 @@ from tests.test_cli import SERVE, listening_process, serve_process, signal_and_t
 from tests.wire import TIMEOUT, SSEConnection, running_server, wait_for_remote_subscribers
 from trio_sse.redis import open_redis_broker
 
+# A parent that checks Redis, then two workers that each import the whole stack: on
+# a busy 2-core machine that can take several seconds.
+WORKERS_START = 30.0
+
 
 def children_of(pid: int) -> list[int]:
     """Process ids whose parent is ``pid`` (from /proc: no psutil needed)."""
@@ -86,7 +90,7 @@ async def test_workers_share_one_port_and_every_subscriber_gets_each_event(
 ) -> None:
     topic = f"t{uuid.uuid4().hex[:8]}"
     command = [*SERVE, "--port", "0", "--broker", redis_server.url, "--workers", "2"]
-    async with listening_process(command) as (parent, address):
+    async with listening_process(command, startup_timeout=WORKERS_START) as (parent, address):
         conns = [await SSEConnection.open(address, f"/events/{topic}") for _ in range(12)]
         # Each /stats answer comes from one worker; keep asking until both were seen
         # with their share of the subscribers.
@@ -109,7 +113,7 @@ async def test_workers_share_one_port_and_every_subscriber_gets_each_event(
 
 async def test_workers_stop_when_their_parent_is_killed(redis_server: RedisServer) -> None:
     command = [*SERVE, "--port", "0", "--broker", redis_server.url, "--workers", "2"]
-    async with listening_process(command) as (parent, _):
+    async with listening_process(command, startup_timeout=WORKERS_START) as (parent, _):
         with trio.fail_after(TIMEOUT):
             while len(workers := children_of(parent.pid)) != 2:  # noqa: ASYNC110
                 await trio.sleep(0.02)
