@@ -2,10 +2,11 @@
 
     PYTHONPATH=. python benchmarks/latency.py [--samples 500] [--appendfsync everysec]
 
-Starts a redis-server of its own (AOF on, ``--appendfsync`` as given) and real
-Hypercorn servers in this process. Each sample POSTs one event and times until a
-raw-socket SSE client has it; the next sample starts only then, so the figures are
-latency, not throughput. Three set-ups:
+Starts a redis-server of its own (AOF on, ``--appendfsync`` as given). First the
+brokers alone: ``publish()`` until a subscription in the same process has the event.
+Then end to end, with real Hypercorn servers in this process: each sample POSTs one
+event and times until a raw-socket SSE client has it. The next sample starts only
+then, so the figures are latency, not throughput. Three set-ups:
 
 * memory: one server with the in-memory broker;
 * redis, same server: the POST and the stream on one server with a Redis broker
@@ -29,6 +30,7 @@ import trio
 
 from tests.redis_server import RedisServer
 from tests.wire import Server, SSEConnection, running_server
+from trio_sse import Broker, MemoryBroker, ServerSentEvent
 from trio_sse.redis import open_redis_broker
 
 
@@ -55,6 +57,19 @@ async def measure(publisher: Server, subscriber: Server, samples: int) -> list[f
     return latencies
 
 
+async def measure_broker(publisher: Broker, subscriber: Broker, samples: int) -> list[float]:
+    topic = f"lat{uuid.uuid4().hex[:8]}"
+    latencies = []
+    async with subscriber.subscribe(topic) as subscription:
+        for i in range(samples + 20):
+            start = trio.current_time()
+            await publisher.publish(topic, ServerSentEvent(str(i)))
+            await subscription.receive_batch()
+            if i >= 20:  # the first ones warm up connections and code paths
+                latencies.append((trio.current_time() - start) * 1e3)
+    return latencies
+
+
 def report(name: str, latencies: list[float]) -> None:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * len(ordered)) - 1)]
@@ -76,19 +91,26 @@ async def redis_server_running(appendfsync: str) -> AsyncIterator[RedisServer]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"POST -> SSE client, one event at a time, {args.samples} samples each")
-    async with running_server() as server:
-        report("memory", await measure(server, server, args.samples))
     async with redis_server_running(args.appendfsync) as redis, AsyncExitStack() as stack:
         prefix = f"bench:{uuid.uuid4().hex}:"
-        servers = []
-        for _ in range(2):
-            broker = await stack.enter_async_context(
-                open_redis_broker(redis.url, key_prefix=prefix)
-            )
-            servers.append(await stack.enter_async_context(running_server(broker=broker)))
-        one, two = servers
-        report(f"redis (AOF {args.appendfsync})", await measure(one, one, args.samples))
+        brokers = [
+            await stack.enter_async_context(open_redis_broker(redis.url, key_prefix=prefix))
+            for _ in range(2)
+        ]
+        memory = MemoryBroker()
+        redis_name = f"redis (AOF {args.appendfsync})"
+        print(f"publish() -> subscription, one event at a time, {args.samples} samples each")
+        report("memory", await measure_broker(memory, memory, args.samples))
+        report(redis_name, await measure_broker(brokers[0], brokers[0], args.samples))
+        report("redis, across brokers", await measure_broker(brokers[0], brokers[1], args.samples))
+
+        print(f"POST -> SSE client, one event at a time, {args.samples} samples each")
+        async with running_server(broker=memory) as server:
+            report("memory", await measure(server, server, args.samples))
+        one, two = [
+            await stack.enter_async_context(running_server(broker=broker)) for broker in brokers
+        ]
+        report(redis_name, await measure(one, one, args.samples))
         report("redis, across servers", await measure(one, two, args.samples))
 
 
