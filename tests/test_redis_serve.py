@@ -85,6 +85,37 @@ async def test_two_servers_share_a_topic_and_replay_across_each_other(
             await conn.close_fin()
 
 
+async def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(
+    own_redis_server: RedisServer,
+) -> None:
+    broker = ["--broker", own_redis_server.url]
+    acknowledged: list[str] = []
+    async with serve_process(*broker) as (_, one), serve_process(*broker) as (_, two):
+        conns = [await SSEConnection.open(address, "/events/t") for address in (one, two)]
+        async with httpx.AsyncClient(base_url=f"http://{one[0]}:{one[1]}") as http:
+            for address in (one, two):
+                async with httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as c:
+                    await wait_for_remote_subscribers(c, 1)
+            restarted = False
+            with trio.fail_after(TIMEOUT * 4):
+                while len(acknowledged) < 100:
+                    response = await http.post("/events/t", json={"data": "x"})
+                    if response.status_code == 202:
+                        acknowledged.append(response.json()["id"])
+                    else:
+                        assert response.status_code == 503, response.text
+                        await trio.sleep(0.01)
+                    if len(acknowledged) == 50 and not restarted:
+                        restarted = True
+                        # SIGKILL: AOF with appendfsync always has every XADD on disk.
+                        await trio.to_thread.run_sync(lambda: own_redis_server.restart(kill=True))
+        for conn in conns:
+            events = await conn.read_events(100, timeout=TIMEOUT * 2)
+            assert [e.last_event_id for e in events] == acknowledged
+            assert not conn.ended_cleanly
+            await conn.close_fin()
+
+
 async def test_workers_share_one_port_and_every_subscriber_gets_each_event(
     redis_server: RedisServer,
 ) -> None:

@@ -28,6 +28,8 @@ import trio
 __all__ = ["run_workers", "until_signal_or_orphaned"]
 
 logger = logging.getLogger("trio_sse.workers")
+# A worker logs its own shutdown as any single server does.
+_server_logger = logging.getLogger("trio_sse.server")
 
 # After this, a worker that has not exited is killed: its own shutdown takes about
 # a second, but a client that stopped reading can hold it up to TCP_USER_TIMEOUT.
@@ -39,9 +41,9 @@ async def _then(wait: Callable[[], Awaitable[object]], done: Callable[[], None])
     done()
 
 
-async def _first_signal(signals: AsyncIterator[int]) -> None:
+async def _first_signal(signals: AsyncIterator[int], log: logging.Logger) -> None:
     async for signum in signals:
-        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        log.info("received %s, shutting down", signal.Signals(signum).name)
         return
 
 
@@ -81,7 +83,7 @@ async def run_workers(
 
                 async def on_signal() -> None:
                     nonlocal signalled
-                    await _first_signal(signals)
+                    await _first_signal(signals, logger)
                     signalled = True
                     stop()
 
@@ -137,7 +139,7 @@ async def until_signal_or_orphaned(lifeline_fd: int | None) -> None:
 
         async def signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-                await _first_signal(received)
+                await _first_signal(received, _server_logger)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(signals)

@@ -77,7 +77,7 @@ _READ_COUNT: Final = 256
 # Reconnect back-off: the first retry is quick (a restart takes about a second),
 # later ones settle at a rate that costs Redis nothing while it recovers.
 _RETRY_MIN: Final = 0.05
-_RETRY_MAX: Final = 2.0
+_RETRY_MAX: Final = 1.0
 
 # What a Redis command raises when Redis is down, stuck or refuses: coredis wraps
 # socket errors in its ConnectionError (a RedisError); our deadlines raise TooSlowError.
