@@ -8,8 +8,8 @@ from ._broker import DEFAULT_KEY_PREFIX as DEFAULT_KEY_PREFIX
 from ._broker import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
 from ._broker import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._broker import RedisBroker as RedisBroker
-from ._broker import open_redis_broker as open_redis_broker
 from ._ids import parse_stream_id as parse_stream_id
+from ._open import open_redis_broker as open_redis_broker
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",

@@ -18,22 +18,18 @@ registered in the same step as it reads ``position``, so it gets every entry aft
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
-from urllib.parse import urlsplit
 
 import coredis
 import trio
 from coredis.exceptions import RedisError, ResponseError
 from coredis.response.types import StreamEntry
-from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..broker import (
-    DEFAULT_HISTORY,
-    DEFAULT_QUEUE_SIZE,
     BackplaneStatistics,
     BrokerStatistics,
     CloseReason,
@@ -43,15 +39,10 @@ from ..broker import (
 from ..broker._fanout import LocalFanout
 from ..broker._interface import reset_event
 from ..protocol import ServerSentEvent
+from ._entries import entry_frame, fields_of
 from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id
 
-__all__ = [
-    "DEFAULT_KEY_PREFIX",
-    "DEFAULT_MAX_TOPICS",
-    "DEFAULT_TIMEOUT",
-    "RedisBroker",
-    "open_redis_broker",
-]
+__all__ = ["DEFAULT_KEY_PREFIX", "DEFAULT_MAX_TOPICS", "DEFAULT_TIMEOUT", "RedisBroker"]
 
 logger = logging.getLogger("trio_sse.redis")
 
@@ -112,38 +103,6 @@ class _TopicReader:
         self.cancel_scope = trio.CancelScope()
         self.users = 0  # subscribe() contexts that depend on this reader
         self.retry_delay = 0.0  # the back-off after the next failure; 0 while reading
-
-
-def _entry_frame(entry: StreamEntry) -> tuple[StreamId, bytes | None]:
-    """The id and the encoded event of one stream entry (``None`` if it is not ours)."""
-    raw_id = entry.identifier
-    text_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-    stream_id = parse_stream_id(text_id)
-    assert stream_id is not None, f"Redis returned a malformed stream id {text_id!r}"
-    fields: Mapping[bytes, bytes] = entry.field_values  # type: ignore[assignment]
-    try:
-        retry = fields.get(b"retry")
-        event = fields.get(b"event")
-        frame = ServerSentEvent(
-            fields[b"data"].decode(),
-            event=event.decode() if event is not None else None,
-            id=text_id,
-            retry=int(retry) if retry is not None else None,
-        ).encode()
-    except (KeyError, ValueError):  # InvalidEventError and UnicodeDecodeError too
-        # Someone else wrote to our key; skip the entry rather than stop the topic.
-        logger.warning("skipped stream entry %s: not a trio_sse event", text_id)
-        return stream_id, None
-    return stream_id, frame
-
-
-def _fields_of(event: ServerSentEvent) -> dict[str, str]:
-    fields = {"data": event.data}
-    if event.event is not None:
-        fields["event"] = event.event
-    if event.retry is not None:
-        fields["retry"] = str(event.retry)
-    return fields
 
 
 def _describe(exc: BaseException) -> str:
@@ -237,7 +196,7 @@ class RedisBroker:
             with trio.fail_after(self._timeout):
                 reply = await self._commands.xadd(
                     self._key(topic),
-                    _fields_of(event),
+                    fields_of(event),
                     identifier=identifier,
                     trim_strategy=PureToken.MAXLEN,
                     threshold=self._history,
@@ -332,7 +291,7 @@ class RedisBroker:
             # `wanted` is trimmed now, nothing was when the XRANGE ran.
             info = await self._stream_info(reader.key)
             if info is not None and info.first_entry is not None and info.first_entry <= wanted:
-                backlog.extend(frame for _, frame in map(_entry_frame, entries) if frame)
+                backlog.extend(frame for _, frame in map(entry_frame, entries) if frame)
                 return
         resume = format_stream_id(position) if position != ZERO_ID else None
         backlog.append(reset_event(last_event_id, resume_id=resume).encode())
@@ -374,7 +333,7 @@ class RedisBroker:
         generated = info["last-generated-id"]
         last = parse_stream_id(generated.decode() if isinstance(generated, bytes) else generated)
         assert last is not None, f"malformed last-generated-id {generated!r}"
-        return _StreamInfo(_entry_frame(first)[0] if first is not None else None, last)
+        return _StreamInfo(entry_frame(first)[0] if first is not None else None, last)
 
     # Readers
 
@@ -421,7 +380,7 @@ class RedisBroker:
         if not reader.ready.is_set():
             with trio.fail_after(self._timeout):
                 newest = await self._commands.xrevrange(reader.key, count=1)
-            reader.position = _entry_frame(newest[0])[0] if newest else ZERO_ID
+            reader.position = entry_frame(newest[0])[0] if newest else ZERO_ID
             reader.ready.set()
         key = reader.key.encode()
         while True:
@@ -449,7 +408,7 @@ class RedisBroker:
         deliver = self._fanout.deliver
         topic = reader.topic
         for entry in entries:
-            stream_id, frame = _entry_frame(entry)
+            stream_id, frame = entry_frame(entry)
             if frame is not None:
                 deliver(topic, frame)
             reader.position = stream_id
@@ -517,105 +476,3 @@ class RedisBroker:
         """
         self._close_now()
         await trio.lowlevel.checkpoint()
-
-
-def _where(url: str) -> str:
-    """``host:port/db`` of a Redis URL, for messages (never the password)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, got {url!r}")
-    if parts.scheme == "unix":
-        return parts.path
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise ValueError(f"bad port in Redis URL {url!r}") from None
-    database = parts.path.lstrip("/") or "0"
-    if not database.isdigit():
-        raise ValueError(f"the database in a Redis URL is a number, got {database!r}")
-    return f"{parts.hostname or 'localhost'}:{port}/{database}"
-
-
-@asynccontextmanager
-async def open_redis_broker(
-    url: str,
-    *,
-    history: int = DEFAULT_HISTORY,
-    queue_size: int = DEFAULT_QUEUE_SIZE,
-    key_prefix: str = DEFAULT_KEY_PREFIX,
-    command_timeout: float = DEFAULT_TIMEOUT,
-    max_topics: int = DEFAULT_MAX_TOPICS,
-) -> AsyncIterator[RedisBroker]:
-    """Connect to Redis and run a :class:`RedisBroker` for the duration of the block.
-
-    The reader tasks live in a nursery that this block owns; leaving the block
-    closes the broker, cancels them and closes every connection. Enter it around
-    :func:`trio_sse.serve`, not inside a request.
-
-    Args:
-        url: ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or ``unix://...``.
-        history: Entries kept per topic stream for replay, approximately: Redis trims
-            whole internal nodes, so a little more is kept. At least 1, since live
-            delivery reads from the stream.
-        queue_size: Frames a subscriber may have queued before it is dropped as slow.
-        key_prefix: Prepended to each topic to make its stream key.
-        command_timeout: Seconds to wait for Redis in a publish, a replay or a ping.
-        max_topics: Topics this process may read at once (one connection each).
-
-    Raises:
-        ValueError: A bad URL or option.
-        BrokerUnavailableError: Redis does not answer a ``PING`` at start.
-    """
-    where = _where(url)
-    if history < 1:
-        raise ValueError(f"history must be >= 1 with Redis, got {history}")
-    if queue_size < 1:
-        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-    if not command_timeout > 0:
-        raise ValueError(f"command_timeout must be > 0 seconds, got {command_timeout}")
-    if max_topics < 1:
-        raise ValueError(f"max_topics must be >= 1, got {max_topics}")
-    # No automatic retries: a retried XADD whose first attempt reached Redis would
-    # store the event twice. Readers retry in their own loop, from their position.
-    commands = coredis.Redis.from_url(
-        url, retry_policy=NoRetryPolicy(), connect_timeout=command_timeout
-    )
-    # Blocked XREADs hold their connection, so they get a pool of their own and can
-    # never starve publishes (the default pool has 64 connections).
-    readers = coredis.Redis.from_url(
-        url,
-        retry_policy=NoRetryPolicy(),
-        connect_timeout=command_timeout,
-        max_connections=max_topics,
-    )
-    try:
-        async with commands, readers, trio.open_nursery() as nursery:
-            broker = RedisBroker(
-                commands=commands,
-                readers=readers,
-                nursery=nursery,
-                where=where,
-                history=history,
-                queue_size=queue_size,
-                key_prefix=key_prefix,
-                timeout=command_timeout,
-                max_topics=max_topics,
-            )
-            try:
-                await broker.ping()
-                yield broker
-            finally:
-                broker._close_now()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Our nursery and coredis's task groups each wrap whatever the block raised
-        # (readers never raise). Give the caller its own exception back, as if there
-        # were no task groups.
-        raise _sole_exception(group) from None
-
-
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
