@@ -33,7 +33,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The figures in the README: fan-out throughput, disconnect cleanup, shutdown time.
+    """The figures in the README: fan-out, disconnect cleanup, shutdown time, latency.
 
     Each script in benchmarks/ takes options of its own (see its --help); run one as
     ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root (they reuse
@@ -47,6 +47,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/fanout.py", "--write-interval", "0.25", env=env)
     session.run("python", "benchmarks/disconnect.py", env=env)
     session.run("python", "benchmarks/shutdown.py", env=env)
+    # Needs redis-server on the PATH.
+    session.run("python", "benchmarks/latency.py", env=env)
 
 
 @nox.session

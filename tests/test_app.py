@@ -146,6 +146,7 @@ async def test_stats_counts_streams_topics_and_events() -> None:
             "delivered": 2,
             "dropped": 0,
             "subscribers_per_topic": {"a": 2, "b": 1},
+            "backplane": None,  # the memory broker has none
         }
         for conn in conns:
             await conn.close_fin()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
 @asynccontextmanager
 async def listening_process(
-    command: list[str],
+    command: list[str], *, startup_timeout: float = TIMEOUT
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
     """Start a server process and wait until it logs the address it listens on.
 
@@ -33,7 +34,7 @@ async def listening_process(
     with tempfile.TemporaryFile() as log:
         process = await trio.lowlevel.open_process(command, stderr=log)
         try:
-            with trio.fail_after(TIMEOUT):
+            with trio.fail_after(startup_timeout):
                 # A file gives no readiness events; re-read it on a short beat.
                 while (
                     found := re.search(rb"Running on http://([\d.]+):(\d+)", _read(log))
@@ -108,6 +109,9 @@ async def test_signal_ends_every_stream_cleanly_and_exits_within_2s(signum: int)
         (["--queue-size", "0"], "must be >= 1"),
         (["--write-interval", "-0.5"], "must be >= 0"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--workers", "2"], "--workers > 1 needs a shared broker"),
+        (["--workers", "0"], "must be >= 1"),
+        (["--broker", "http://127.0.0.1:6379"], "expected 'memory' or a Redis URL"),
     ],
 )
 def test_bad_arguments_exit_non_zero_with_a_message(args: list[str], message: str) -> None:
@@ -127,6 +131,20 @@ async def test_port_in_use_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_an_unreachable_redis_is_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+        for workers in ["1", "2"]:
+            command = [*SERVE, "--port", "0", "--broker", url, "--workers", workers]
+            result = await trio.to_thread.run_sync(
+                partial(subprocess.run, command, capture_output=True, text=True, timeout=30)
+            )
+            assert result.returncode == 1
+            assert f"cannot use the broker {url}" in result.stderr
+            assert "Traceback" not in result.stderr
 
 
 async def test_the_hypercorn_cli_serves_the_reference_app() -> None:

@@ -40,6 +40,14 @@ def modules_after_import(module: str) -> set[str]:
             "trio_sse.client",
             ["quart", "quart_trio", "hypercorn", "coredis", "trio_sse.broker", "trio_sse.web"],
         ),
+        # The backplane builds on the broker only; the web layer never sees it.
+        (
+            "trio_sse.redis",
+            ["quart", "quart_trio", "hypercorn", "httpx", "trio_sse.web", "trio_sse.app"],
+        ),
+        # coredis loads only when a Redis broker is asked for.
+        ("trio_sse.app", ["coredis", "trio_sse.redis"]),
+        ("trio_sse.cli", ["coredis", "trio_sse.redis"]),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> None:
@@ -51,7 +59,14 @@ def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> No
 
 @pytest.mark.parametrize(
     "package",
-    ["trio_sse", "trio_sse.protocol", "trio_sse.broker", "trio_sse.web", "trio_sse.client"],
+    [
+        "trio_sse",
+        "trio_sse.protocol",
+        "trio_sse.broker",
+        "trio_sse.web",
+        "trio_sse.client",
+        "trio_sse.redis",
+    ],
 )
 def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
     module = importlib.import_module(package)

@@ -20,7 +20,7 @@ import httpx
 import trio
 from quart_trio import QuartTrio
 
-from trio_sse import MemoryBroker, create_app, serve
+from trio_sse import Broker, MemoryBroker, create_app, serve
 from trio_sse.protocol import Decoder, MessageEvent
 
 # Every network wait in the tests is bounded by this, so a regression fails fast
@@ -32,7 +32,7 @@ TIMEOUT = 5.0
 class Server:
     url: str
     app: QuartTrio
-    broker: MemoryBroker
+    broker: Broker
     stop: trio.Event
     http: httpx.AsyncClient
 
@@ -71,7 +71,7 @@ class Server:
 @asynccontextmanager
 async def running_server(
     *,
-    broker: MemoryBroker | None = None,
+    broker: Broker | None = None,
     app: QuartTrio | None = None,
     graceful_timeout: float = 0.2,
     tcp_user_timeout: float = 30.0,

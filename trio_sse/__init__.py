@@ -7,6 +7,8 @@ Layers, each importing only the ones before it:
 * :mod:`trio_sse.web`: SSE responses for Quart-Trio
 * :mod:`trio_sse.client`: an ``EventSource`` for Trio, on httpx (beside broker and web,
   never importing them)
+* :mod:`trio_sse.redis`: a Redis Streams broker shared by processes and hosts (on the
+  broker layer; needs the ``redis`` extra, and is never imported from here)
 * :mod:`trio_sse.app`, :mod:`trio_sse.server`, :mod:`trio_sse.cli`: the reference app,
   Hypercorn serving, and the ``trio-sse`` command
 

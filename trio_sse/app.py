@@ -6,9 +6,10 @@ Routes:
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
 * ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
   answers 202 ``{"id": "..."}``.
-* ``GET /stats``: broker counters as JSON.
+* ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
-* ``GET /healthz``: 200 while serving, 503 while draining.
+* ``GET /healthz``: readiness. 200 while this instance can take publishes and new
+  streams; 503 while draining, or while the backplane (Redis) does not answer.
 
 Every error answer is JSON: ``{"error": "<what was wrong>"}`` with a 4xx or 503 status.
 
@@ -136,6 +137,56 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
         _reject(str(exc))
 
 
+def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
+    """Answer every error the routes raise with a JSON body and the right status."""
+
+    @app.errorhandler(_BadRequestError)
+    async def bad_request(exc: _BadRequestError) -> quart.ResponseReturnValue:
+        return _error(str(exc), exc.status)
+
+    @app.errorhandler(AuthError)
+    async def not_allowed(exc: AuthError) -> quart.ResponseReturnValue:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return {"error": str(exc)}, exc.status, headers
+
+    @app.errorhandler(InvalidTopicError)
+    async def bad_topic(exc: InvalidTopicError) -> quart.ResponseReturnValue:
+        return _error(str(exc), 400)
+
+    @app.errorhandler(BrokerClosedError)
+    async def closed(exc: BrokerClosedError) -> quart.ResponseReturnValue:
+        return _error("the server is shutting down; retry on another instance", 503)
+
+    @app.errorhandler(BrokerUnavailableError)
+    async def unavailable(exc: BrokerUnavailableError) -> quart.ResponseReturnValue:
+        return _error(f"the broker is unavailable: {exc}", 503)
+
+    @app.errorhandler(InvalidEventError)
+    async def bad_event(exc: InvalidEventError) -> quart.ResponseReturnValue:
+        # The broker refused a field the protocol allows, e.g. an id that is not a
+        # Redis stream id.
+        return _error(str(exc), 400)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> quart.ResponseReturnValue:
+        status = exc.code or 500
+        if status == 413:
+            return _error(f"body larger than the {max_body_size}-byte limit", 413)
+        return _error(exc.description or exc.name, status)
+
+
+def _authorize(state: AppState, action: Action, topic: str) -> float | None:
+    """Check the request's token; return when its permission expires, if ever."""
+    request = quart.request
+    config = state.authorizer.config
+    credentials = Credentials(
+        authorization=request.headers.get("Authorization"),
+        cookie=request.cookies.get(config.cookie_name),
+        query=request.args.get(config.query_parameter),
+    )
+    return state.authorizer.authorize(action, topic, credentials).expires_at
+
+
 def create_app(
     *,
     broker: Broker | None = None,
@@ -176,65 +227,33 @@ def create_app(
     # Werkzeug answers "/events//news" with a 308 to "/events/news"; an API client
     # is better told plainly that the path is wrong (404) than silently redirected.
     app.url_map.merge_slashes = False
-    auth_config = auth if auth is not None else AuthConfig()
     limiter = StreamLimiter(
         app.asgi_app, max_streams=max_streams, max_streams_per_ip=max_streams_per_ip
     )
     app.asgi_app = limiter  # type: ignore[method-assign]
     broker = broker if broker is not None else MemoryBroker()
+
+    def backplane_up() -> bool:
+        backplane = broker.statistics().backplane
+        return backplane is None or backplane.is_connected
+
     state = AppState(
         broker=broker,
         heartbeat=heartbeat,
         retry=retry,
         min_write_interval=min_write_interval,
-        authorizer=Authorizer(auth_config),
+        authorizer=Authorizer(auth if auth is not None else AuthConfig()),
         limiter=limiter,
-        metrics=Metrics(broker, refused=lambda: limiter.refused),
+        metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
     )
     app.extensions["trio_sse"] = state
 
-    def authorize(action: Action, topic: str) -> float | None:
-        """Check the request's token; return when its permission expires, if ever."""
-        request = quart.request
-        credentials = Credentials(
-            authorization=request.headers.get("Authorization"),
-            cookie=request.cookies.get(auth_config.cookie_name),
-            query=request.args.get(auth_config.query_parameter),
-        )
-        return state.authorizer.authorize(action, topic, credentials).expires_at
-
-    @app.errorhandler(_BadRequestError)
-    async def bad_request(exc: _BadRequestError) -> quart.ResponseReturnValue:
-        return _error(str(exc), exc.status)
-
-    @app.errorhandler(AuthError)
-    async def not_allowed(exc: AuthError) -> quart.ResponseReturnValue:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        return {"error": str(exc)}, exc.status, headers
-
-    @app.errorhandler(InvalidTopicError)
-    async def bad_topic(exc: InvalidTopicError) -> quart.ResponseReturnValue:
-        return _error(str(exc), 400)
-
-    @app.errorhandler(BrokerClosedError)
-    async def closed(exc: BrokerClosedError) -> quart.ResponseReturnValue:
-        return _error("the server is shutting down; retry on another instance", 503)
-
-    @app.errorhandler(BrokerUnavailableError)
-    async def unavailable(exc: BrokerUnavailableError) -> quart.ResponseReturnValue:
-        return _error(f"the broker is unavailable; nothing was published: {exc}", 503)
-
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> quart.ResponseReturnValue:
-        status = exc.code or 500
-        if status == 413:
-            return _error(f"body larger than the {max_body_size}-byte limit", 413)
-        return _error(exc.description or exc.name, status)
+    _install_error_handlers(app, max_body_size)
 
     @app.get("/events/<topic>")
     async def stream(topic: str) -> quart.ResponseReturnValue:
         validate_topic(topic)
-        authorize(Action.SUBSCRIBE, topic)
+        _authorize(state, Action.SUBSCRIBE, topic)
         return event_stream(
             state.broker,
             topic,
@@ -248,7 +267,7 @@ def create_app(
     async def publish(topic: str) -> quart.ResponseReturnValue:
         # Check the topic before reading the body: no work for a request we refuse.
         validate_topic(topic)
-        authorize(Action.PUBLISH, topic)
+        _authorize(state, Action.PUBLISH, topic)
         body = await quart.request.get_data(cache=False)
         assert isinstance(body, bytes)
         event = _event_from_body(body)
@@ -258,6 +277,7 @@ def create_app(
     @app.get("/stats")
     async def stats() -> quart.ResponseReturnValue:
         snapshot = state.broker.statistics()
+        backplane = snapshot.backplane
         return {
             "subscribers": snapshot.subscribers,
             "topics": snapshot.topics,
@@ -265,6 +285,15 @@ def create_app(
             "delivered": snapshot.delivered,
             "dropped": snapshot.dropped,
             "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
+            "backplane": None
+            if backplane is None
+            else {
+                "kind": backplane.kind,
+                "connected": backplane.is_connected,
+                "readers": backplane.readers,
+                "reconnects": backplane.reconnects,
+                "last_error": backplane.last_error,
+            },
         }
 
     @app.get("/metrics")
@@ -273,8 +302,16 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:
+        # Readiness, for a load balancer: can this instance take a publish now?
+        # Open streams are unaffected either way; they wait out a backplane outage.
         if state.broker.is_closed:
             return {"status": "draining"}, 503
+        try:
+            await state.broker.ping()
+        except BrokerClosedError:
+            return {"status": "draining"}, 503
+        except BrokerUnavailableError as exc:
+            return {"status": "unavailable", "error": str(exc)}, 503
         return {"status": "ok"}
 
     return app

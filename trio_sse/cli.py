@@ -13,19 +13,25 @@ import functools
 import logging
 import math
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 
 from ._cli_listen import listen, parse_headers
 from ._cli_publish import publish
+from ._errors import BrokerUnavailableError
+from ._workers import run_workers, until_signal_or_orphaned
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY, create_app
-from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE, MemoryBroker
+from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE, Broker, MemoryBroker
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_TCP_USER_TIMEOUT,
+    listen_socket,
     serve,
 )
 from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL
@@ -65,6 +71,20 @@ def _port(text: str) -> int:
     return port
 
 
+_MEMORY = "memory"
+
+
+def _broker_url(text: str) -> str:
+    if text == _MEMORY:
+        return text
+    scheme = urlsplit(text).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError(
+            f"expected 'memory' or a Redis URL (redis://host:port/db), got {text!r}"
+        )
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-sse", description="Server-Sent Events on Trio: serve, publish and stream."
@@ -73,12 +93,34 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = commands.add_parser(
         "serve",
-        help="run the reference SSE server (in-memory broker)",
-        description="Run the reference app under Hypercorn's trio worker.",
+        help="run the reference SSE server",
+        description=(
+            "Run the reference app under Hypercorn's trio worker. With --broker redis://..., "
+            "every process and host using that Redis shares topics, ids and replay."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_cmd.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
+    serve_cmd.add_argument(
+        "--broker",
+        type=_broker_url,
+        default=_MEMORY,
+        metavar="URL",
+        help="'memory' (this process only) or a Redis URL, redis://[:password@]host:port/db "
+        "(needs the redis extra: pip install 'trio-sse[redis]')",
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=_count(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the listening socket; more than 1 needs --broker redis://",
+    )
+    # Set by the parent of --workers N for each worker: the shared socket, and the
+    # pipe whose EOF tells a worker that the parent is gone.
+    serve_cmd.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.add_argument(
         "--heartbeat", type=_seconds(), default=DEFAULT_HEARTBEAT, help="seconds; 0 disables"
     )
@@ -126,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_listen(commands)
     _add_publish(commands)
+    parser.set_defaults(serve_parser=serve_cmd)
     return parser
 
 
@@ -197,25 +240,93 @@ def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
+class _StartupError(Exception):
+    """A reason ``serve`` cannot start, told to the user in one line."""
+
+
+@asynccontextmanager
+async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
+    history, queue_size = int(args.history), int(args.queue_size)
+    if args.broker == _MEMORY:
+        yield MemoryBroker(history=history, queue_size=queue_size)
+        return
+    try:
+        from .redis import open_redis_broker  # noqa: PLC0415 - coredis is an optional extra
+    except ImportError as exc:
+        raise _StartupError(
+            f"--broker {args.broker} needs the redis extra (pip install 'trio-sse[redis]'): {exc}"
+        ) from None
+    async with AsyncExitStack() as stack:
+        try:
+            broker = await stack.enter_async_context(
+                open_redis_broker(args.broker, history=history, queue_size=queue_size)
+            )
+        except (ValueError, BrokerUnavailableError) as exc:
+            raise _StartupError(f"cannot use the broker {args.broker}: {exc}") from None
+        yield broker
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    broker = MemoryBroker(history=int(args.history), queue_size=int(args.queue_size))
-    app = create_app(
-        broker=broker,
-        heartbeat=args.heartbeat,
-        retry=int(args.retry),
-        max_body_size=int(args.max_body),
-        min_write_interval=args.write_interval,
-    )
-    await serve(
-        app,
-        host=args.host,
-        port=args.port,
-        backlog=int(args.backlog),
-        tcp_user_timeout=args.tcp_user_timeout,
-        graceful_timeout=args.graceful_timeout,
-        access_log=args.access_log,
-        on_shutdown=broker.aclose,
-    )
+    sock = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
+    async with _open_broker(args) as broker:
+        app = create_app(
+            broker=broker,
+            heartbeat=args.heartbeat,
+            retry=int(args.retry),
+            max_body_size=int(args.max_body),
+            min_write_interval=args.write_interval,
+        )
+        await serve(
+            app,
+            host=args.host,
+            port=args.port,
+            backlog=int(args.backlog),
+            tcp_user_timeout=args.tcp_user_timeout,
+            graceful_timeout=args.graceful_timeout,
+            access_log=args.access_log,
+            on_shutdown=broker.aclose,
+            shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
+            sock=sock,
+        )
+
+
+def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
+    """``trio-sse serve`` with the same options, as one worker on ``listen_fd``."""
+    command = [sys.executable, "-m", "trio_sse.cli", "serve"]
+    parser: argparse.ArgumentParser = args.serve_parser
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "workers", "listen_fd"):
+            continue
+        if action.dest == "lifeline_fd" or value is None or value is False:
+            continue
+        option = action.option_strings[-1]
+        command += [option] if value is True else [option, str(value)]
+    return [*command, "--listen-fd", str(listen_fd)]
+
+
+async def _check_broker(args: argparse.Namespace) -> None:
+    async with _open_broker(args):
+        pass
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    # One clear error here rather than the same one from every worker.
+    trio.run(_check_broker, args)
+    sock = listen_socket(args.host, args.port, tcp_user_timeout=args.tcp_user_timeout)
+    with sock:
+        command = _worker_command(args, sock.fileno())
+        # Workers must not outlast a stalled client's TCP_USER_TIMEOUT by much.
+        stop_timeout = args.graceful_timeout + args.tcp_user_timeout + 2.0
+        return trio.run(
+            functools.partial(
+                run_workers,
+                command,
+                count=int(args.workers),
+                listen_fd=sock.fileno(),
+                stop_timeout=stop_timeout,
+            )
+        )
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -275,8 +386,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "serve":
+        if args.workers > 1 and args.broker == _MEMORY:
+            args.serve_parser.error(
+                "--workers > 1 needs a shared broker (--broker redis://host:port/db): with the "
+                "in-memory broker each worker has its own topics, and a publish would reach "
+                "only the subscribers of the worker that took it"
+            )
         try:
+            if args.workers > 1:
+                return _serve_workers(args)
             trio.run(_serve, args)
+        except _StartupError as exc:
+            print(f"trio-sse serve: {exc}", file=sys.stderr)
+            return 1
         except OSError as exc:
             print(
                 f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr

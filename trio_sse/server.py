@@ -104,6 +104,7 @@ async def serve(
     access_log: bool = False,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (or ``shutdown_trigger``), then shut down fast.
@@ -120,9 +121,13 @@ async def serve(
             streams here (e.g. ``broker.aclose``) so they close cleanly.
         shutdown_trigger: Returns when the server should stop. Defaults to the first
             SIGINT or SIGTERM, which requires the main thread.
+        sock: A bound socket to serve on instead of ``host`` and ``port`` (made by
+            :func:`listen_socket`), e.g. one that several worker processes share.
+            Its ownership passes to the server.
         task_status: Receives the bound URLs, e.g. ``["http://127.0.0.1:41234"]``.
     """
-    sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
+    if sock is None:
+        sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
     config = Config()
     # Hypercorn takes the socket over through its file descriptor.
     config.bind = [f"fd://{sock.detach()}"]

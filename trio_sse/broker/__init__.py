@@ -1,6 +1,7 @@
 """Brokers: topics, fan-out to subscribers, and replay history. Depends on Trio only."""
 
 from ._interface import RESET_EVENT_TYPE as RESET_EVENT_TYPE
+from ._interface import BackplaneStatistics as BackplaneStatistics
 from ._interface import Broker as Broker
 from ._interface import BrokerStatistics as BrokerStatistics
 from ._interface import validate_topic as validate_topic
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_QUEUE_SIZE",
     "RESET_EVENT_TYPE",
+    "BackplaneStatistics",
     "Broker",
     "BrokerStatistics",
     "CloseReason",

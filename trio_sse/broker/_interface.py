@@ -20,6 +20,7 @@ from ._subscription import Subscription
 
 __all__ = [
     "RESET_EVENT_TYPE",
+    "BackplaneStatistics",
     "Broker",
     "BrokerStatistics",
     "reset_event",
@@ -68,6 +69,26 @@ def reset_event(last_event_id: str, *, resume_id: str | None) -> ServerSentEvent
 
 
 @dataclass(frozen=True, slots=True)
+class BackplaneStatistics:
+    """The state of a broker's link to a shared store, as last observed.
+
+    Attributes:
+        kind: The store, e.g. ``"redis"``.
+        is_connected: Whether the last command (publish, read or ping) got an answer.
+        readers: Reader tasks running in this process (one per topic with local
+            subscribers).
+        reconnects: Times a reader got its link back after losing it.
+        last_error: The last failure seen, or ``None`` if there was none.
+    """
+
+    kind: str
+    is_connected: bool
+    readers: int
+    reconnects: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerStatistics:
     """An immutable snapshot of a broker's counters, from :meth:`Broker.statistics`.
 
@@ -78,6 +99,7 @@ class BrokerStatistics:
         published: Events accepted by ``publish()``.
         delivered: Frames queued to subscribers (one per event per subscriber).
         dropped: Subscriptions closed because their queue was full.
+        backplane: The link to a shared store, or ``None`` for a broker without one.
     """
 
     subscribers: int
@@ -86,6 +108,7 @@ class BrokerStatistics:
     published: int
     delivered: int
     dropped: int
+    backplane: BackplaneStatistics | None = None
 
 
 class Broker(Protocol):
@@ -98,10 +121,14 @@ class Broker(Protocol):
         one whose queue is full is disconnected instead.
 
         Returns:
-            The event's id.
+            The event's id. Ids a broker assigns increase with every publish to a
+            topic; compare them with the broker's own order, not as strings (a
+            Redis stream id is ``"<ms>-<seq>"``).
 
         Raises:
             InvalidTopicError: Bad topic name. Nothing is published.
+            InvalidEventError: ``event.id`` is one this broker cannot store (a
+                Redis broker takes only stream ids above the topic's newest).
             BrokerClosedError: The broker is closed. Nothing is published.
             BrokerUnavailableError: The backing store is down. Nothing is published.
         """
@@ -121,11 +148,22 @@ class Broker(Protocol):
         Raises:
             InvalidTopicError: Bad topic name.
             BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: The backing store is needed to place
+                ``last_event_id`` (or to start reading the topic) and does not answer.
         """
         ...
 
     def statistics(self) -> BrokerStatistics:
         """Return a snapshot of the broker's counters."""
+        ...
+
+    async def ping(self) -> None:
+        """Check that the broker can take a publish now (a readiness probe).
+
+        Raises:
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: The backing store does not answer.
+        """
         ...
 
     @property

@@ -163,6 +163,12 @@ class MemoryBroker:
             dropped=fanout.dropped,
         )
 
+    async def ping(self) -> None:
+        """Raise :class:`BrokerClosedError` once closed; memory is always there otherwise."""
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+
     async def aclose(self) -> None:
         """End every subscription (reason ``SHUTDOWN``) and refuse new work. Idempotent."""
         self._is_closed = True

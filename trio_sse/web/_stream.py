@@ -30,7 +30,7 @@ import quart
 import trio
 from quart.wrappers.response import ResponseBody
 
-from .._errors import BrokerClosedError
+from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..broker import Broker, CloseReason, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 
@@ -100,6 +100,7 @@ class EventStreamBody(ResponseBody):
         self._prelude_events = prelude_events
         self._stack = AsyncExitStack()
         self._subscription: Subscription | None = None
+        self._refused = CloseReason.SHUTDOWN.value  # why there is no subscription
         self._opened_at = 0.0
         self.events_sent = 0
 
@@ -113,6 +114,14 @@ class EventStreamBody(ResponseBody):
             # Shutting down between the handler and here: end at once, cleanly, and
             # the client reconnects (to another worker, behind a load balancer).
             self._subscription = None
+        except BrokerUnavailableError as exc:
+            # The backplane is down and this stream needs it (a replay, or a topic
+            # not read here yet). The headers are sent, so a 503 is no longer
+            # possible, and EventSource would not retry one anyway: end cleanly, and
+            # the client retries after `retry` with the same Last-Event-ID.
+            logger.warning("stream refused: topic=%s: %s", self._topic, exc)
+            self._subscription = None
+            self._refused = "unavailable"
         return self
 
     async def __aexit__(
@@ -167,7 +176,7 @@ class EventStreamBody(ResponseBody):
         if subscription is not None and subscription.close_reason is not None:
             reason = subscription.close_reason.value
         elif subscription is None:
-            reason = CloseReason.SHUTDOWN.value
+            reason = self._refused
         elif isinstance(exc, trio.Cancelled):
             reason = "client_closed"
         elif exc is not None:

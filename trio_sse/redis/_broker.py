@@ -1,0 +1,478 @@
+"""The Redis Streams broker: topics shared by every process and host that use one Redis.
+
+Each topic is a Redis stream. A publish is one ``XADD`` (trimmed to about
+``history`` entries), and the stream id Redis assigns is the event id, so
+``Last-Event-ID`` means the same on every worker. In each process, one reader task
+per topic with local subscribers blocks in ``XREAD`` and fans what it reads out to
+those subscribers through :class:`~trio_sse.broker._fanout.LocalFanout`, exactly as
+the memory broker does from ``publish()``. No subscriber ever holds a Redis
+connection of its own.
+
+The hand-over from replay to live, without a gap or a duplicate, rests on one
+invariant: a reader's ``position`` is the id of the last entry it fanned out, and
+it changes only in the same synchronous step as that fan-out. A subscriber is
+registered in the same step as it reads ``position``, so it gets every entry after
+``position`` live, and ``XRANGE (last_event_id, position]`` is the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final, NamedTuple
+
+import coredis
+import trio
+from coredis.exceptions import RedisError, ResponseError
+from coredis.response.types import StreamEntry
+from coredis.tokens import PureToken
+
+from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
+from ..broker import (
+    BackplaneStatistics,
+    BrokerStatistics,
+    CloseReason,
+    Subscription,
+    validate_topic,
+)
+from ..broker._fanout import LocalFanout
+from ..broker._interface import reset_event
+from ..protocol import ServerSentEvent
+from ._entries import entry_frame, fields_of
+from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id
+
+__all__ = ["DEFAULT_KEY_PREFIX", "DEFAULT_MAX_TOPICS", "DEFAULT_TIMEOUT", "RedisBroker"]
+
+logger = logging.getLogger("trio_sse.redis")
+
+# Topic names are already safe in a key ([A-Za-z0-9._~-]); the prefix keeps them
+# apart from the application's own keys in a shared database.
+DEFAULT_KEY_PREFIX: Final = "trio_sse:topic:"
+
+# Redis answers in well under a millisecond on a LAN; five seconds without an answer
+# means it is down or stuck, and a publisher is better told so than left waiting.
+DEFAULT_TIMEOUT: Final = 5.0
+
+# Each topic with local subscribers has its own reader and so its own blocked Redis
+# connection. Redis allows 10,000 clients by default, shared by every worker.
+DEFAULT_MAX_TOPICS: Final = 1000
+
+# A blocked XREAD returns at least this often (milliseconds), so that a Redis that
+# vanished without closing the connection is noticed by the socket deadline below.
+_BLOCK_MS: Final = 10_000
+
+# Entries per XREAD: bounds the time one fan-out round runs without a checkpoint.
+_READ_COUNT: Final = 256
+
+# Reconnect back-off: the first retry is quick (a restart takes about a second),
+# later ones settle at a rate that costs Redis nothing while it recovers.
+_RETRY_MIN: Final = 0.05
+_RETRY_MAX: Final = 1.0
+
+# What a Redis command raises when Redis is down, stuck or refuses: coredis wraps
+# socket errors in its ConnectionError (a RedisError); our deadlines raise TooSlowError.
+_FAILURES: Final = (RedisError, TimeoutError, OSError, trio.TooSlowError)
+
+
+class _StreamInfo(NamedTuple):
+    first_entry: StreamId | None
+    last_generated: StreamId
+
+
+class _TopicReader:
+    """The state of one topic's reader task; see the module docs for ``position``."""
+
+    __slots__ = (
+        "advanced",
+        "cancel_scope",
+        "key",
+        "position",
+        "ready",
+        "retry_delay",
+        "topic",
+        "users",
+    )
+
+    def __init__(self, topic: str, key: str) -> None:
+        self.topic: Final = topic
+        self.key: Final = key
+        self.position: StreamId = ZERO_ID
+        self.ready = trio.Event()  # set once position holds the stream's newest id
+        self.advanced = trio.Event()  # set (and replaced) each time position moves
+        self.cancel_scope = trio.CancelScope()
+        self.users = 0  # subscribe() contexts that depend on this reader
+        self.retry_delay = 0.0  # the back-off after the next failure; 0 while reading
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class RedisBroker:
+    """A :class:`~trio_sse.broker.Broker` on Redis Streams; make one with :func:`open_redis_broker`.
+
+    Ids are Redis stream ids (``"1732400000000-0"``). An event published with an id
+    of its own keeps it only if that id is a stream id above the topic's newest.
+
+    Guarantees:
+
+    * ``publish()`` returns after Redis acknowledged the ``XADD``. If Redis is down
+      it raises :class:`~trio_sse.BrokerUnavailableError`, and the event is in no
+      stream and reaches no subscriber. Only when the connection breaks or the
+      timeout expires *after* the command was sent is the outcome unknown (the error
+      says so); the same holds for a publish cancelled after its first checkpoint.
+    * While Redis is away, open subscriptions stay open; each reader retries with
+      back-off and resumes after the last id it delivered, so no acknowledged event
+      is skipped. What Redis itself keeps across a restart depends on its
+      persistence settings (see the README).
+    """
+
+    def __init__(
+        self,
+        *,
+        commands: coredis.Redis[bytes],
+        readers: coredis.Redis[bytes],
+        nursery: trio.Nursery,
+        where: str,
+        history: int,
+        queue_size: int,
+        key_prefix: str,
+        timeout: float,
+        max_topics: int,
+    ) -> None:
+        self._commands = commands
+        self._readers_client = readers
+        self._nursery = nursery
+        self._where = where
+        self._history = history
+        self._queue_size = queue_size
+        self._key_prefix = key_prefix
+        self._timeout = timeout
+        self._max_topics = max_topics
+        self._fanout = LocalFanout()
+        self._readers: dict[str, _TopicReader] = {}
+        self._published = 0
+        self._is_closed = False
+        self._is_connected = True
+        self._reconnects = 0
+        self._last_error: str | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closed
+
+    def _key(self, topic: str) -> str:
+        return self._key_prefix + topic
+
+    # Publishing
+
+    async def publish(self, topic: str, event: ServerSentEvent) -> str:
+        """Append ``event`` to the topic's stream; see :meth:`trio_sse.broker.Broker.publish`.
+
+        Returns:
+            The Redis stream id, once Redis has acknowledged the event.
+
+        Raises:
+            InvalidTopicError: Bad topic name.
+            InvalidEventError: ``event.id`` is not a stream id above the topic's newest.
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: Redis did not acknowledge the event in time.
+
+        Cancellation: a publish cancelled at its first checkpoint publishes nothing;
+        one cancelled while Redis works on it may or may not be stored.
+        """
+        validate_topic(topic)
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        identifier = event.id
+        if identifier is not None and parse_stream_id(identifier) in (None, ZERO_ID):
+            raise InvalidEventError(
+                "with the Redis broker an event id must be a Redis stream id above 0-0, "
+                f"like 1732400000000-0, got {identifier!r}"
+            )
+        try:
+            with trio.fail_after(self._timeout):
+                reply = await self._commands.xadd(
+                    self._key(topic),
+                    fields_of(event),
+                    identifier=identifier,
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=self._history,
+                    trim_operator=PureToken.APPROXIMATELY,
+                )
+        except ResponseError as exc:
+            if identifier is not None and "equal or smaller" in str(exc):
+                raise InvalidEventError(
+                    f"event id {identifier} is not above the newest id of topic {topic!r}; "
+                    "Redis stream ids must increase"
+                ) from None
+            raise self._unavailable(f"refused the event ({exc})", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable(
+                "did not acknowledge the event (if the connection broke after sending it, "
+                "it may still have been stored)",
+                exc,
+            ) from exc
+        self._mark_connected()
+        self._published += 1
+        assert reply is not None  # only NOMKSTREAM makes XADD answer nil
+        return reply.decode()
+
+    # Subscribing
+
+    @asynccontextmanager
+    async def subscribe(
+        self, topic: str, *, last_event_id: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to ``topic``; see :meth:`trio_sse.broker.Broker.subscribe`.
+
+        Without ``last_event_id``, and with one this process has already delivered,
+        this needs Redis only to start the topic's reader; a replay needs it for an
+        ``XRANGE``.
+
+        Raises:
+            InvalidTopicError: Bad topic name.
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: Redis is needed and does not answer in time, or
+                this process already reads ``max_topics`` topics.
+        """
+        validate_topic(topic)
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        reader = self._acquire_reader(topic)
+        # The backlog list is the subscription's own: the replay is added to it after
+        # registration, before anyone can read the subscription.
+        backlog: list[bytes] = []
+        subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
+        try:
+            with trio.move_on_after(self._timeout):
+                await reader.ready.wait()
+            if not reader.ready.is_set():
+                raise BrokerUnavailableError(
+                    f"Redis at {self._where} did not answer in {self._timeout} s "
+                    f"(starting to read topic {topic!r}): {self._last_error}"
+                )
+            await self._hand_over(reader, subscription, backlog, last_event_id)
+            yield subscription
+        finally:
+            self._fanout.remove(subscription)
+            self._release_reader(reader)
+
+    async def _hand_over(
+        self,
+        reader: _TopicReader,
+        subscription: Subscription,
+        backlog: list[bytes],
+        last_event_id: str | None,
+    ) -> None:
+        """Register ``subscription`` and queue its replay, with no gap and no duplicate."""
+        if last_event_id is None:
+            self._fanout.add(subscription)
+            return
+        wanted = parse_stream_id(last_event_id)
+        if wanted is not None and wanted > reader.position:
+            # The client saw an event this reader has not fanned out yet (another
+            # worker was ahead), or one Redis no longer knows (it lost data).
+            info = await self._stream_info(reader.key)
+            if info is None or wanted > info.last_generated:
+                wanted = None
+            else:
+                await self._wait_for_position(reader, wanted)
+        position = reader.position
+        self._fanout.add(subscription)
+        if wanted == position:
+            return
+        if wanted is not None:
+            entries = await self._replay(reader.key, wanted, position)
+            # After the XRANGE: the first entry only moves forward, so if nothing after
+            # `wanted` is trimmed now, nothing was when the XRANGE ran.
+            info = await self._stream_info(reader.key)
+            if info is not None and info.first_entry is not None and info.first_entry <= wanted:
+                backlog.extend(frame for _, frame in map(entry_frame, entries) if frame)
+                return
+        resume = format_stream_id(position) if position != ZERO_ID else None
+        backlog.append(reset_event(last_event_id, resume_id=resume).encode())
+
+    async def _wait_for_position(self, reader: _TopicReader, wanted: StreamId) -> None:
+        with trio.move_on_after(self._timeout):
+            while reader.position < wanted:
+                await reader.advanced.wait()
+            return
+        raise BrokerUnavailableError(
+            f"the reader of topic {reader.topic!r} did not reach id "
+            f"{format_stream_id(wanted)} within {self._timeout} s: {self._last_error}"
+        )
+
+    async def _replay(self, key: str, after: StreamId, until: StreamId) -> tuple[StreamEntry, ...]:
+        try:
+            with trio.fail_after(self._timeout):
+                entries = await self._commands.xrange(
+                    key, f"({format_stream_id(after)}", format_stream_id(until)
+                )
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer the replay (XRANGE)", exc) from exc
+        self._mark_connected()
+        return entries
+
+    async def _stream_info(self, key: str) -> _StreamInfo | None:
+        """The stream's first entry and newest id ever generated; ``None`` if no stream."""
+        try:
+            with trio.fail_after(self._timeout):
+                info = await self._commands.xinfo_stream(key)
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return None
+            raise self._unavailable(f"refused XINFO ({exc})", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer XINFO", exc) from exc
+        self._mark_connected()
+        first = info["first-entry"]
+        generated = info["last-generated-id"]
+        last = parse_stream_id(generated.decode() if isinstance(generated, bytes) else generated)
+        assert last is not None, f"malformed last-generated-id {generated!r}"
+        return _StreamInfo(entry_frame(first)[0] if first is not None else None, last)
+
+    # Readers
+
+    def _acquire_reader(self, topic: str) -> _TopicReader:
+        reader = self._readers.get(topic)
+        if reader is None:
+            if len(self._readers) >= self._max_topics:
+                raise BrokerUnavailableError(
+                    f"this process already reads {self._max_topics} topics (max_topics)"
+                )
+            reader = self._readers[topic] = _TopicReader(topic, self._key(topic))
+            self._nursery.start_soon(self._read_topic, reader, name=f"trio_sse.redis:{topic}")
+        reader.users += 1
+        return reader
+
+    def _release_reader(self, reader: _TopicReader) -> None:
+        reader.users -= 1
+        if reader.users == 0:
+            reader.cancel_scope.cancel()
+            if self._readers.get(reader.topic) is reader:
+                del self._readers[reader.topic]
+
+    async def _read_topic(self, reader: _TopicReader) -> None:
+        """Fan the topic's new entries out until cancelled; retry whatever Redis does."""
+        with reader.cancel_scope:
+            while True:
+                try:
+                    await self._read_until_failure(reader)
+                except _FAILURES as exc:
+                    self._lost(exc)
+                    delay = reader.retry_delay = min(
+                        reader.retry_delay * 2 or _RETRY_MIN, _RETRY_MAX
+                    )
+                    logger.warning(
+                        "reading topic %s from Redis at %s failed (%s); retrying in %.2f s",
+                        reader.topic,
+                        self._where,
+                        _describe(exc),
+                        delay,
+                    )
+                    await trio.sleep(delay)
+
+    async def _read_until_failure(self, reader: _TopicReader) -> None:
+        if not reader.ready.is_set():
+            with trio.fail_after(self._timeout):
+                newest = await self._commands.xrevrange(reader.key, count=1)
+            reader.position = entry_frame(newest[0])[0] if newest else ZERO_ID
+            reader.ready.set()
+        key = reader.key.encode()
+        while True:
+            # The deadline outlasts BLOCK: it fires only if Redis went silent.
+            with trio.fail_after(_BLOCK_MS / 1000 + self._timeout):
+                reply = await self._readers_client.xread(
+                    {reader.key: format_stream_id(reader.position)},
+                    count=_READ_COUNT,
+                    block=_BLOCK_MS,
+                )
+            if reader.retry_delay:
+                reader.retry_delay = 0.0
+                self._reconnects += 1
+                logger.info(
+                    "reading topic %s again after id %s",
+                    reader.topic,
+                    format_stream_id(reader.position),
+                )
+            self._mark_connected()
+            if reply:
+                self._deliver(reader, reply.get(key, ()))
+
+    def _deliver(self, reader: _TopicReader, entries: tuple[StreamEntry, ...]) -> None:
+        # No checkpoint from here to the end: the position and the fan-out move together.
+        deliver = self._fanout.deliver
+        topic = reader.topic
+        for entry in entries:
+            stream_id, frame = entry_frame(entry)
+            if frame is not None:
+                deliver(topic, frame)
+            reader.position = stream_id
+        advanced, reader.advanced = reader.advanced, trio.Event()
+        advanced.set()
+
+    # Health
+
+    def _mark_connected(self) -> None:
+        self._is_connected = True
+
+    def _lost(self, exc: BaseException) -> None:
+        self._is_connected = False
+        self._last_error = _describe(exc)
+
+    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailableError:
+        self._lost(exc)
+        return BrokerUnavailableError(f"Redis at {self._where} {what}: {_describe(exc)}")
+
+    async def ping(self) -> None:
+        """Check that Redis answers a ``PING`` within the timeout.
+
+        Raises:
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: Redis did not answer.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        try:
+            with trio.fail_after(self._timeout):
+                await self._commands.ping()
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer PING", exc) from exc
+        self._mark_connected()
+
+    def statistics(self) -> BrokerStatistics:
+        """Return a snapshot of the counters, with the state of the link to Redis."""
+        fanout = self._fanout
+        return BrokerStatistics(
+            subscribers=fanout.subscriber_count,
+            subscribers_per_topic=fanout.per_topic(),
+            topics=len(self._readers.keys() | fanout.topics()),
+            published=self._published,
+            delivered=fanout.delivered,
+            dropped=fanout.dropped,
+            backplane=BackplaneStatistics(
+                kind="redis",
+                is_connected=self._is_connected,
+                readers=len(self._readers),
+                reconnects=self._reconnects,
+                last_error=self._last_error,
+            ),
+        )
+
+    def _close_now(self) -> None:
+        self._is_closed = True
+        self._fanout.close_all(CloseReason.SHUTDOWN)
+
+    async def aclose(self) -> None:
+        """End every subscription (reason ``SHUTDOWN``) and refuse new work. Idempotent.
+
+        Readers stop as their subscribers leave; :func:`open_redis_broker` cancels
+        any that are left when its block exits.
+        """
+        self._close_now()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,118 @@
+"""Opening a Redis broker: the URL, the two coredis clients, the readers' nursery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import coredis
+import trio
+from coredis.retry import NoRetryPolicy
+
+from ..broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
+from ._broker import DEFAULT_KEY_PREFIX, DEFAULT_MAX_TOPICS, DEFAULT_TIMEOUT, RedisBroker
+
+__all__ = ["open_redis_broker"]
+
+
+def _where(url: str) -> str:
+    """``host:port/db`` of a Redis URL, for messages (never the password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, got {url!r}")
+    if parts.scheme == "unix":
+        return parts.path
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"bad port in Redis URL {url!r}") from None
+    database = parts.path.lstrip("/") or "0"
+    if not database.isdigit():
+        raise ValueError(f"the database in a Redis URL is a number, got {database!r}")
+    return f"{parts.hostname or 'localhost'}:{port}/{database}"
+
+
+@asynccontextmanager
+async def open_redis_broker(
+    url: str,
+    *,
+    history: int = DEFAULT_HISTORY,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+    command_timeout: float = DEFAULT_TIMEOUT,
+    max_topics: int = DEFAULT_MAX_TOPICS,
+) -> AsyncIterator[RedisBroker]:
+    """Connect to Redis and run a :class:`RedisBroker` for the duration of the block.
+
+    The reader tasks live in a nursery that this block owns; leaving the block
+    closes the broker, cancels them and closes every connection. Enter it around
+    :func:`trio_sse.serve`, not inside a request.
+
+    Args:
+        url: ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or ``unix://...``.
+        history: Entries kept per topic stream for replay, approximately: Redis trims
+            whole internal nodes, so a little more is kept. At least 1, since live
+            delivery reads from the stream.
+        queue_size: Frames a subscriber may have queued before it is dropped as slow.
+        key_prefix: Prepended to each topic to make its stream key.
+        command_timeout: Seconds to wait for Redis in a publish, a replay or a ping.
+        max_topics: Topics this process may read at once (one connection each).
+
+    Raises:
+        ValueError: A bad URL or option.
+        BrokerUnavailableError: Redis does not answer a ``PING`` at start.
+    """
+    where = _where(url)
+    if history < 1:
+        raise ValueError(f"history must be >= 1 with Redis, got {history}")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    if not command_timeout > 0:
+        raise ValueError(f"command_timeout must be > 0 seconds, got {command_timeout}")
+    if max_topics < 1:
+        raise ValueError(f"max_topics must be >= 1, got {max_topics}")
+    # No automatic retries: a retried XADD whose first attempt reached Redis would
+    # store the event twice. Readers retry in their own loop, from their position.
+    commands = coredis.Redis.from_url(
+        url, retry_policy=NoRetryPolicy(), connect_timeout=command_timeout
+    )
+    # Blocked XREADs hold their connection, so they get a pool of their own and can
+    # never starve publishes (the default pool has 64 connections).
+    readers = coredis.Redis.from_url(
+        url,
+        retry_policy=NoRetryPolicy(),
+        connect_timeout=command_timeout,
+        max_connections=max_topics,
+    )
+    try:
+        async with commands, readers, trio.open_nursery() as nursery:
+            broker = RedisBroker(
+                commands=commands,
+                readers=readers,
+                nursery=nursery,
+                where=where,
+                history=history,
+                queue_size=queue_size,
+                key_prefix=key_prefix,
+                timeout=command_timeout,
+                max_topics=max_topics,
+            )
+            try:
+                await broker.ping()
+                yield broker
+            finally:
+                broker._close_now()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our nursery and coredis's task groups each wrap whatever the block raised
+        # (readers never raise). Give the caller its own exception back, as if there
+        # were no task groups.
+        raise _sole_exception(group) from None
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
