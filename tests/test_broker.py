@@ -12,6 +12,7 @@ import trio.testing
 
 from trio_sse import (
     BrokerClosedError,
+    BrokerUnavailableError,
     CloseReason,
     MemoryBroker,
     ServerSentEvent,
@@ -137,3 +138,36 @@ async def test_heartbeat_free_waiting_uses_no_clock(autojump_clock: trio.testing
 
         nursery.start_soon(later)
         assert len(await sub.receive_batch()) == 1
+
+
+async def test_memory_broker_caps_the_number_of_topics() -> None:
+    broker = MemoryBroker(max_topics=2)
+    await broker.publish("a", ServerSentEvent("x"))
+    async with broker.subscribe("b"):
+        with pytest.raises(BrokerUnavailableError, match="already holds 2 topics"):
+            await broker.publish("c", ServerSentEvent("x"))
+        with pytest.raises(BrokerUnavailableError, match="max_topics"):
+            async with broker.subscribe("c"):
+                pass
+        # Known topics stay usable at the cap.
+        await broker.publish("a", ServerSentEvent("y"))
+        await broker.publish("b", ServerSentEvent("y"))
+        async with broker.subscribe("a"):
+            pass
+    assert broker.statistics().topics == 2
+    await broker.aclose()
+
+
+async def test_memory_broker_frees_the_slot_of_a_topic_that_only_had_subscribers() -> None:
+    broker = MemoryBroker(max_topics=1)
+    async with broker.subscribe("a"):
+        assert broker.statistics().topics == 1
+    # Nothing was published to "a", so nothing of it remains once its subscriber left.
+    async with broker.subscribe("b"):
+        assert broker.statistics().topics == 1
+    await broker.aclose()
+
+
+def test_memory_broker_rejects_bad_max_topics() -> None:
+    with pytest.raises(ValueError, match="max_topics"):
+        MemoryBroker(max_topics=0)

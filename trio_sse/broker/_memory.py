@@ -11,17 +11,21 @@ from typing import Final, NamedTuple
 
 import trio
 
-from .._errors import BrokerClosedError
+from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..protocol import ServerSentEvent
 from ._fanout import LocalFanout
 from ._interface import BrokerStatistics, reset_event, validate_topic
 from ._subscription import DEFAULT_QUEUE_SIZE, CloseReason, Subscription
 
-__all__ = ["DEFAULT_HISTORY", "MemoryBroker"]
+__all__ = ["DEFAULT_HISTORY", "DEFAULT_MAX_TOPICS", "MemoryBroker"]
 
 # Enough to cover a reconnect (3 s by default) at a few hundred events per second,
 # while a full topic holds only a thousand shared frames.
 DEFAULT_HISTORY: Final = 1000
+
+# Topics keep their history after their last subscriber leaves, so without a cap a
+# client publishing to made-up names would grow the process without bound.
+DEFAULT_MAX_TOPICS: Final = 10_000
 
 
 class _Entry(NamedTuple):
@@ -79,15 +83,25 @@ class MemoryBroker:
     Args:
         history: Events retained per topic for ``Last-Event-ID`` replay. 0 disables replay.
         queue_size: Frames a subscriber may have queued before it is dropped as slow.
+        max_topics: Topics (with history or subscribers) held at once; a publish or
+            subscribe that would add one more raises ``BrokerUnavailableError``.
+            Memory is bounded by about ``max_topics * history`` frames.
     """
 
     def __init__(
-        self, *, history: int = DEFAULT_HISTORY, queue_size: int = DEFAULT_QUEUE_SIZE
+        self,
+        *,
+        history: int = DEFAULT_HISTORY,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
         if history < 0:
             raise ValueError(f"history must be >= 0, got {history}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if max_topics < 1:
+            raise ValueError(f"max_topics must be >= 1, got {max_topics}")
+        self._max_topics = max_topics
         self._history_size = history
         self._queue_size = queue_size
         self._histories: dict[str, _TopicHistory] = {}
@@ -115,10 +129,11 @@ class MemoryBroker:
             self._last_id += 1
             event_id = str(self._last_id)
             event = replace(event, id=event_id)
-        frame = event.encode()
         history = self._histories.get(topic)
         if history is None:
+            self._check_new_topic(topic)
             history = self._histories[topic] = _TopicHistory(self._history_size)
+        frame = event.encode()
         history.append(event_id, frame)
         self._published += 1
         self._fanout.deliver(topic, frame)
@@ -133,6 +148,8 @@ class MemoryBroker:
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
+        if topic not in self._histories:
+            self._check_new_topic(topic)
         # From here to add() nothing checkpoints, so no publish can slip between the
         # replay snapshot and the registration: no gap and no duplicate.
         backlog: list[bytes] = []
@@ -150,6 +167,15 @@ class MemoryBroker:
             yield subscription
         finally:
             self._fanout.remove(subscription)
+
+    def _check_new_topic(self, topic: str) -> None:
+        # Called only for a topic without history; it may still have subscribers.
+        if topic in self._fanout.topics():
+            return
+        if len(self._histories.keys() | self._fanout.topics()) >= self._max_topics:
+            raise BrokerUnavailableError(
+                f"this process already holds {self._max_topics} topics (max_topics)"
+            )
 
     def statistics(self) -> BrokerStatistics:
         """Return a snapshot of the counters; see :class:`~trio_sse.broker.BrokerStatistics`."""
