@@ -178,6 +178,8 @@ async def test_streams_stay_open_with_heartbeats_while_redis_is_down(
         stats = await server.stats()
         assert stats["backplane"]["connected"] is False
         assert stats["backplane"]["last_error"]
+        assert "trio_sse_backplane_up 0.0" in (await server.http.get("/metrics")).text
+        assert (await server.http.get("/livez")).status_code == 200
         # The stream stays open, and heartbeats keep coming.
         heartbeats = conn.body.count(b": heartbeat\n")
         await conn.read_until(lambda c: c.body.count(b": heartbeat\n") >= heartbeats + 2)

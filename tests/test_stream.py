@@ -189,6 +189,9 @@ async def test_healthz_reports_draining_during_shutdown() -> None:
         response = await server.http.get("/healthz")
         assert response.status_code == 503
         assert response.json() == {"status": "draining"}
+        # Draining is not death: liveness stays up.
+        response = await server.http.get("/livez")
+        assert (response.status_code, response.json()) == (200, {"status": "alive"})
         response = await server.http.get("/events/t")
         assert response.status_code == 503
         assert "shutting down" in response.json()["error"]

@@ -8,6 +8,7 @@ Routes:
   answers 202 ``{"id": "..."}``.
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
+* ``GET /livez``: liveness: 200 whenever the process answers.
 * ``GET /healthz``: readiness. 200 while this instance can take publishes and new
   streams; 503 while draining, or while the backplane (Redis) does not answer.
 
@@ -299,6 +300,13 @@ def create_app(
     @app.get("/metrics")
     async def metrics() -> quart.ResponseReturnValue:
         return state.metrics.render(), 200, {"Content-Type": METRICS_CONTENT_TYPE}
+
+    @app.get("/livez")
+    async def livez() -> quart.ResponseReturnValue:
+        # Liveness: the event loop answers. Never tied to the backplane or to
+        # draining, so an orchestrator does not restart a process that is merely
+        # waiting for Redis or finishing its streams.
+        return {"status": "alive"}
 
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:
