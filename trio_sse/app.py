@@ -9,6 +9,9 @@ Routes:
 * ``GET /stats``: broker counters as JSON.
 * ``GET /healthz``: 200 while serving, 503 while draining.
 
+Other origins' pages may use these routes only if ``create_app(cors=...)`` allows them
+(``trio-sse serve --cors-origin``); preflight ``OPTIONS`` requests are answered then.
+
 Every error answer is JSON: ``{"error": "<what was wrong>"}`` with a 4xx or 503 status.
 
 Run it with ``trio-sse serve``, or under the Hypercorn CLI as ``trio_sse.app:app``.
@@ -28,7 +31,14 @@ from werkzeug.exceptions import HTTPException
 from ._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError, InvalidTopicError
 from .broker import Broker, MemoryBroker, validate_topic
 from .protocol import ServerSentEvent
-from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, event_stream, last_event_id_of
+from .web import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_MIN_WRITE_INTERVAL,
+    CorsPolicy,
+    enable_cors,
+    event_stream,
+    last_event_id_of,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
 
@@ -115,6 +125,7 @@ def create_app(
     retry: int | None = DEFAULT_RETRY,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
+    cors: CorsPolicy | None = None,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -126,6 +137,8 @@ def create_app(
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
         min_write_interval: Seconds a stream waits after a write before the next, so
             that events published meanwhile share one write; 0 disables.
+        cors: Which other origins' pages may stream and publish (see
+            :class:`~trio_sse.web.CorsPolicy`); ``None`` allows the app's own origin only.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
@@ -133,7 +146,9 @@ def create_app(
         raise ValueError(f"min_write_interval must be >= 0 seconds, got {min_write_interval}")
     if max_body_size < 1:
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
-    app = QuartTrio(__name__)
+    # No static folder: the reference app serves no files, and apps built on it (the
+    # monitor example) may mount their own /static.
+    app = QuartTrio(__name__, static_folder=None)
     # Quart cuts any response after RESPONSE_TIMEOUT (60 s); streams opt out one by
     # one in event_stream(), and this covers routes a user adds to this app.
     app.config["RESPONSE_TIMEOUT"] = None
@@ -145,6 +160,8 @@ def create_app(
         min_write_interval=min_write_interval,
     )
     app.extensions["trio_sse"] = state
+    if cors is not None:
+        enable_cors(app, cors)
 
     @app.errorhandler(_BadRequestError)
     async def bad_request(exc: _BadRequestError) -> quart.ResponseReturnValue:

@@ -28,7 +28,7 @@ from .server import (
     DEFAULT_TCP_USER_TIMEOUT,
     serve,
 )
-from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL
+from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, CorsPolicy
 
 __all__ = ["main"]
 
@@ -120,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_GRACEFUL_TIMEOUT,
         help="seconds connections get to finish on shutdown",
     )
+    serve_cmd.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (e.g. https://app.example.com, or * for any) stream "
+        "and publish; repeatable; default: same origin only",
+    )
+    serve_cmd.add_argument(
+        "--cors-credentials",
+        action="store_true",
+        help="let those pages send cookies and HTTP auth (not with *)",
+    )
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -205,6 +218,7 @@ async def _serve(args: argparse.Namespace) -> None:
         retry=int(args.retry),
         max_body_size=int(args.max_body),
         min_write_interval=args.write_interval,
+        cors=args.cors,
     )
     await serve(
         app,
@@ -216,6 +230,17 @@ async def _serve(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         on_shutdown=broker.aclose,
     )
+
+
+def _cors_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorsPolicy | None:
+    if not args.cors_origin:
+        if args.cors_credentials:
+            parser.error("--cors-credentials needs at least one --cors-origin")
+        return None
+    try:
+        return CorsPolicy.allowing(args.cors_origin, allow_credentials=args.cors_credentials)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -256,7 +281,10 @@ def _listen(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-sse`` command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        args.cors = _cors_policy(parser, args)
     if args.command == "listen":
         return _listen(args)
     if args.command == "publish":

@@ -1,5 +1,8 @@
 """The web layer: SSE responses for Quart-Trio apps under Hypercorn."""
 
+from ._cors import CORS_MAX_AGE as CORS_MAX_AGE
+from ._cors import CorsPolicy as CorsPolicy
+from ._cors import enable_cors as enable_cors
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
@@ -8,10 +11,13 @@ from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
 
 __all__ = [
+    "CORS_MAX_AGE",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
+    "CorsPolicy",
     "EventStreamBody",
+    "enable_cors",
     "event_stream",
     "last_event_id_of",
 ]
