@@ -244,6 +244,7 @@ def test_dashboard_charts_grow_with_new_samples_in_a_rolling_window(pages: Pages
         # Samples are at least 0.1 s apart: at most 21 fit in 2 s (a little slack for
         # the wall clock the server stamps them with).
         assert points(short, "cpu") <= 23
+        screenshot(short, "dashboard-rolling-window")
 
 
 def test_dashboard_survives_a_server_restart(pages: Pages) -> None:

@@ -40,6 +40,7 @@ import trio
 from quart_trio import QuartTrio
 
 import trio_sse
+from trio_sse.broker import DEFAULT_HISTORY
 
 TOPIC: Final = "metrics"
 EVENT_TYPE: Final = "sample"
@@ -49,7 +50,11 @@ WINDOW: Final = 60
 # Dashboards reconnect after a second: a longer outage shows as a gap in the charts.
 RETRY: Final = 1000
 STATIC: Final = Path(__file__).resolve().parent / "static"
-PAGE_CSP: Final = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+# The page runs its own script only, whatever arrives in a sample.
+PAGE_CSP: Final = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 class MetricsSampler:
@@ -136,8 +141,8 @@ def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> Quar
 
 
 async def main(host: str, port: int, interval: float) -> None:
-    # History holds the replay window of samples, and some for other topics' clients.
-    broker = trio_sse.MemoryBroker(history=max(WINDOW, 1000))
+    # Per-topic history must hold the window that /metrics replays to a new page.
+    broker = trio_sse.MemoryBroker(history=max(WINDOW, DEFAULT_HISTORY))
     sampler = MetricsSampler(broker)
     app = create_monitor_app(broker, sampler)
     async with trio.open_nursery() as nursery:

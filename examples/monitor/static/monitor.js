@@ -108,11 +108,6 @@
         item.append(swatch, label, value);
         legend.appendChild(item);
       }
-      if (chart.note) {
-        const note = document.createElement("li");
-        note.className = "note";
-        legend.appendChild(note);
-      }
     }
   }
 
@@ -173,7 +168,7 @@
       for (const series of chart.series) {
         card.querySelector(`.value[data-key="${series.key}"]`).textContent = chart.format(valueOf(last, series));
       }
-      if (chart.note) card.querySelector(".note").textContent = chart.note(last);
+      if (chart.note) card.querySelector(".card-head .note").textContent = chart.note(last);
     }
   }
 
@@ -230,6 +225,7 @@
     });
   }
 
+  if (WINDOW_S !== 60) document.getElementById("window").textContent = `the last ${WINDOW_S} s`;
   setUpLegends();
   drawAll();
   window.addEventListener("resize", drawAll);
