@@ -19,7 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.browser import (
     CHROMIUM_ARGS,
@@ -80,11 +87,11 @@ class Pages:
     browser: Browser
     errors: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
-    _contexts: list[object] = field(default_factory=list)
+    contexts: list[BrowserContext] = field(default_factory=list)
 
     def open(self, url: str) -> Page:
         context = self.browser.new_context(viewport={"width": 1000, "height": 680})
-        self._contexts.append(context)
+        self.contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
@@ -100,8 +107,8 @@ class Pages:
 def pages(browser: Browser) -> Iterator[Pages]:
     pages = Pages(browser)
     yield pages
-    for context in pages._contexts:
-        context.close()  # type: ignore[attr-defined]
+    for context in pages.contexts:
+        context.close()
     # A script error anywhere fails the test that caused it.
     assert pages.errors == []
 

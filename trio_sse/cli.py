@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--cors-origin",
         action="append",
-        default=[],
+        # Absent unless given, so the help shows no "(default: [])".
+        default=argparse.SUPPRESS,
         metavar="ORIGIN",
         help="let pages from ORIGIN (e.g. https://app.example.com, or * for any) stream "
         "and publish; repeatable; default: same origin only",
@@ -137,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    serve_cmd.set_defaults(command_parser=serve_cmd)
     _add_listen(commands)
     _add_publish(commands)
     return parser
@@ -233,12 +235,13 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def _cors_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorsPolicy | None:
-    if not args.cors_origin:
+    origins: list[str] = getattr(args, "cors_origin", [])
+    if not origins:
         if args.cors_credentials:
             parser.error("--cors-credentials needs at least one --cors-origin")
         return None
     try:
-        return CorsPolicy.allowing(args.cors_origin, allow_credentials=args.cors_credentials)
+        return CorsPolicy.allowing(origins, allow_credentials=args.cors_credentials)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -281,10 +284,9 @@ def _listen(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-sse`` command line; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "serve":
-        args.cors = _cors_policy(parser, args)
+        args.cors = _cors_policy(args.command_parser, args)
     if args.command == "listen":
         return _listen(args)
     if args.command == "publish":

@@ -157,7 +157,7 @@
       textInput.focus();
       return;
     }
-    localStorage.setItem("chat-name", user);
+    remember(user);
     sendButton.disabled = true;
     formError.textContent = "";
     try {
@@ -183,7 +183,16 @@
     }
   }
 
-  nameInput.value = localStorage.getItem("chat-name") ?? "";
+  // The name is remembered for the next visit, where storage is allowed.
+  function remember(user) {
+    try {
+      localStorage.setItem("chat-name", user);
+    } catch {}
+  }
+
+  try {
+    nameInput.value = localStorage.getItem("chat-name") ?? "";
+  } catch {}
   form.addEventListener("submit", send);
   (nameInput.value ? textInput : nameInput).focus();
   connect();
