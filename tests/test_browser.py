@@ -34,11 +34,14 @@ from tests.browser import (
     ServerProcess,
     chromium_executable,
     example,
+    in_process_server,
     reference_server,
     screenshot,
     server_process,
     stop,
 )
+from tests.examples import load_example
+from trio_sse import ServerSentEvent
 
 # Generous: the machine is small and shared, and a page reconnects after 3 s.
 WAIT_MS = 15_000
@@ -204,6 +207,32 @@ def test_chat_page_reconnects_by_itself_after_a_server_restart(pages: Pages) -> 
             ["before the restart", "after the restart", "me too"]
         )
         screenshot(page, "chat-after-restart")
+
+
+def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pages) -> None:
+    chat = load_example("chat/server.py", "chat_server")
+    with in_process_server(chat.create_chat_app) as server:
+        page = pages.open(server.url + "/")
+        is_open(page)
+        say(page, "ana", "before the outage")
+        server.stop()
+        expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        # Published while nothing listens on the port; the broker's history keeps it.
+        during = json.dumps({"user": "ben", "text": "during the outage"})
+        server.publish(chat.TOPIC, ServerSentEvent(during, event="message"))
+        server.start()
+        is_open(page)
+        # The browser resumed with Last-Event-ID: the missed message is replayed, and
+        # there is no `reset` notice since nothing was lost.
+        expect(page.locator(".message .text")).to_have_text(
+            ["before the outage", "during the outage"]
+        )
+        expect(page.locator(".notice.warn")).to_have_text(["Connection lost. Reconnecting…"])
+        say(page, "ana", "after the outage")
+        expect(page.locator(".message .text")).to_have_text(
+            ["before the outage", "during the outage", "after the outage"]
+        )
+        screenshot(page, "chat-after-outage")
 
 
 def points(page: Page, chart: str) -> int:
