@@ -27,6 +27,7 @@
   let isDown = false; // between losing the stream and getting it back
   let lastEventId = "";
   let backoff = 1000;
+  let hasResetNotice = false;
   const seen = new Set(); // message ids already shown: a replay never shows one twice
 
   function setState(state) {
@@ -131,6 +132,7 @@
 
     source.addEventListener("message", (event) => {
       if (event.lastEventId) lastEventId = event.lastEventId;
+      hasResetNotice = false;
       const message = parse(event);
       if (message === null) return;
       showMessage(event.lastEventId, String(message.user ?? "?"), String(message.text ?? ""));
@@ -140,6 +142,10 @@
       // The server could not replay from our last id (it restarted, or the gap was
       // longer than its history): say that something may be missing, carry on.
       if (event.lastEventId) lastEventId = event.lastEventId;
+      // An empty room's reset carries no id, so each reconnect until the next message
+      // brings another: say it once.
+      if (hasResetNotice) return;
+      hasResetNotice = true;
       notice("Some messages sent while you were disconnected may be missing.", "warn");
     });
   }
