@@ -32,6 +32,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """Only the tests in a real headless Chromium (also part of `tests`).
+
+    Screenshots of each page are saved under tests/artifacts/ (or $TRIO_SSE_ARTIFACTS).
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_browser.py", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """The figures in the README: fan-out, disconnect cleanup, shutdown time, latency.
 

@@ -68,3 +68,21 @@ async def test_chat_rejects_bad_messages(body: bytes, problem: str) -> None:
         assert response.status_code == 400
         assert problem in response.json()["error"]
         assert broker.statistics().published == 0
+
+
+async def test_chat_serves_its_page_with_a_strict_content_security_policy() -> None:
+    broker = MemoryBroker()
+    async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
+        page = await server.http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        # No inline script may run, whatever ends up in the page.
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert '<script src="/static/chat.js"' in page.text
+        for name, kind in (("chat.js", "javascript"), ("chat.css", "text/css")):
+            asset = await server.http.get(f"/static/{name}")
+            assert asset.status_code == 200
+            assert kind in asset.headers["content-type"]
+        assert (await server.http.get("/static/..%2Fserver.py")).status_code == 404

@@ -12,6 +12,9 @@ Routes:
 * ``GET /healthz``: readiness. 200 while this instance can take publishes and new
   streams; 503 while draining, or while the backplane (Redis) does not answer.
 
+Other origins' pages may use these routes only if ``create_app(cors=...)`` allows them
+(``trio-sse serve --cors-origin``); preflight ``OPTIONS`` requests are answered then.
+
 Every error answer is JSON: ``{"error": "<what was wrong>"}`` with a 4xx or 503 status.
 
 Run it with ``trio-sse serve``, or under the Hypercorn CLI as ``trio_sse.app:app``.
@@ -45,9 +48,11 @@ from .web import (
     Action,
     AuthConfig,
     Authorizer,
+    CorsPolicy,
     Credentials,
     Metrics,
     StreamLimiter,
+    enable_cors,
     event_stream,
     last_event_id_of,
 )
@@ -198,6 +203,7 @@ def create_app(
     auth: AuthConfig | None = None,
     max_streams: int = DEFAULT_MAX_STREAMS,
     max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
+    cors: CorsPolicy | None = None,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -213,6 +219,8 @@ def create_app(
             everything is open if omitted.
         max_streams: Streams open at once; more get 503 with ``Retry-After``. 0: no cap.
         max_streams_per_ip: The same, per client address. 0: no cap.
+        cors: Which other origins' pages may stream and publish (see
+            :class:`~trio_sse.web.CorsPolicy`); ``None`` allows the app's own origin only.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
@@ -220,7 +228,9 @@ def create_app(
         raise ValueError(f"min_write_interval must be >= 0 seconds, got {min_write_interval}")
     if max_body_size < 1:
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
-    app = QuartTrio(__name__)
+    # No static folder: the reference app serves no files, and apps built on it (the
+    # monitor example) may mount their own /static.
+    app = QuartTrio(__name__, static_folder=None)
     # Quart cuts any response after RESPONSE_TIMEOUT (60 s); streams opt out one by
     # one in event_stream(), and this covers routes a user adds to this app.
     app.config["RESPONSE_TIMEOUT"] = None
@@ -248,6 +258,8 @@ def create_app(
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
     )
     app.extensions["trio_sse"] = state
+    if cors is not None:
+        enable_cors(app, cors)
 
     _install_error_handlers(app, max_body_size)
 

@@ -34,7 +34,7 @@ from .server import (
     listen_socket,
     serve,
 )
-from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL
+from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, CorsPolicy
 
 __all__ = ["main"]
 
@@ -162,6 +162,20 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_GRACEFUL_TIMEOUT,
         help="seconds connections get to finish on shutdown",
     )
+    serve_cmd.add_argument(
+        "--cors-origin",
+        action="append",
+        # Absent unless given, so the help shows no "(default: [])".
+        default=argparse.SUPPRESS,
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (e.g. https://app.example.com, or * for any) stream "
+        "and publish; repeatable; default: same origin only",
+    )
+    serve_cmd.add_argument(
+        "--cors-credentials",
+        action="store_true",
+        help="let those pages send cookies and HTTP auth (not with *)",
+    )
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -275,6 +289,7 @@ async def _serve(args: argparse.Namespace) -> None:
             retry=int(args.retry),
             max_body_size=int(args.max_body),
             min_write_interval=args.write_interval,
+            cors=args.cors,
         )
         await serve(
             app,
@@ -301,7 +316,13 @@ def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
         if action.dest == "lifeline_fd" or value is None or value is False:
             continue
         option = action.option_strings[-1]
-        command += [option] if value is True else [option, str(value)]
+        if value is True:
+            command.append(option)
+        elif isinstance(value, list):  # a repeatable option: repeat it
+            for item in value:
+                command += [option, str(item)]
+        else:
+            command += [option, str(value)]
     return [*command, "--listen-fd", str(listen_fd)]
 
 
@@ -327,6 +348,18 @@ def _serve_workers(args: argparse.Namespace) -> int:
                 stop_timeout=stop_timeout,
             )
         )
+
+
+def _cors_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorsPolicy | None:
+    origins: list[str] = getattr(args, "cors_origin", [])
+    if not origins:
+        if args.cors_credentials:
+            parser.error("--cors-credentials needs at least one --cors-origin")
+        return None
+    try:
+        return CorsPolicy.allowing(origins, allow_credentials=args.cors_credentials)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -368,6 +401,8 @@ def _listen(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-sse`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        args.cors = _cors_policy(args.serve_parser, args)
     if args.command == "listen":
         return _listen(args)
     if args.command == "publish":

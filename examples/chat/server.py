@@ -2,6 +2,10 @@
 
     python examples/chat/server.py [--host 127.0.0.1] [--port 8000]
 
+Then open http://127.0.0.1:8000/ in a browser: the chat page (``static/``: plain HTML,
+CSS and JavaScript on the browser's own ``EventSource``, nothing fetched from elsewhere).
+
+* ``GET /`` is that page.
 * ``GET /chat`` streams the room. Each new subscriber, and only that one, is greeted
   with an ``event: hello``; then every chat message follows as ``event: message``.
 * ``POST /chat`` with ``{"user": "...", "text": "..."}`` sends a message.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import Any, Final
 
 import quart
@@ -34,6 +39,14 @@ TOPIC: Final = "chat"
 # Long enough for a paragraph, short enough that a screen shows several messages.
 MAX_TEXT: Final = 2000
 MAX_USER: Final = 64
+STATIC: Final = Path(__file__).resolve().parent / "static"
+# The page's own scripts and styles only: even if a message slipped into the page as
+# markup, the browser would run none of its inline code (defence in depth: the page
+# renders messages as text).
+PAGE_CSP: Final = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 def _json(event_type: str, **fields: Any) -> trio_sse.ServerSentEvent:
@@ -51,8 +64,15 @@ def _field(body: dict[str, Any], name: str, limit: int) -> str:
 
 def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
     """The chat app, publishing to and streaming from ``broker``."""
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+
+    @app.get("/")
+    async def page() -> quart.ResponseReturnValue:
+        response = await app.send_static_file("index.html")
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> quart.ResponseReturnValue:

@@ -6,6 +6,9 @@ from ._auth import AuthConfig as AuthConfig
 from ._auth import Authorizer as Authorizer
 from ._auth import Credentials as Credentials
 from ._auth import Grant as Grant
+from ._cors import CORS_MAX_AGE as CORS_MAX_AGE
+from ._cors import CorsPolicy as CorsPolicy
+from ._cors import enable_cors as enable_cors
 from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
 from ._limits import StreamLimiter as StreamLimiter
@@ -18,6 +21,7 @@ from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
 
 __all__ = [
+    "CORS_MAX_AGE",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_STREAMS_PER_IP",
@@ -27,11 +31,13 @@ __all__ = [
     "AuthConfig",
     "AuthError",
     "Authorizer",
+    "CorsPolicy",
     "Credentials",
     "EventStreamBody",
     "Grant",
     "Metrics",
     "StreamLimiter",
+    "enable_cors",
     "event_stream",
     "last_event_id_of",
 ]

@@ -1,0 +1,205 @@
+// The chat page: one EventSource on GET /chat, messages sent with POST /chat.
+//
+// Everything other people wrote (names and messages) goes into the page through
+// textContent, never innerHTML: it is shown as text and can run nothing.
+"use strict";
+
+(() => {
+  const STREAM_URL = "/chat";
+  // Used only when the browser gives up on its EventSource (an HTTP error, a wrong
+  // Content-Type); network errors and clean ends are retried by the browser itself.
+  const MAX_BACKOFF_MS = 30000;
+
+  const statusEl = document.getElementById("status");
+  const statusText = document.getElementById("status-text");
+  const onlineEl = document.getElementById("online");
+  const logEl = document.getElementById("log");
+  const list = document.getElementById("messages");
+  const emptyEl = document.getElementById("empty");
+  const form = document.getElementById("composer");
+  const nameInput = document.getElementById("name");
+  const textInput = document.getElementById("text");
+  const sendButton = document.getElementById("send");
+  const formError = document.getElementById("form-error");
+
+  let source = null;
+  let hasBeenOpen = false;
+  let isDown = false; // between losing the stream and getting it back
+  let lastEventId = "";
+  let backoff = 1000;
+  let hasResetNotice = false;
+  const seen = new Set(); // message ids already shown: a replay never shows one twice
+
+  function setState(state) {
+    statusEl.dataset.state = state;
+    statusText.textContent = state;
+  }
+
+  function isScrolledDown() {
+    return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 40;
+  }
+
+  function append(item) {
+    const stick = isScrolledDown();
+    list.appendChild(item);
+    emptyEl.hidden = list.querySelector(".message") !== null;
+    if (stick) logEl.scrollTop = logEl.scrollHeight;
+  }
+
+  function timeOf(date) {
+    const time = document.createElement("time");
+    time.dateTime = date.toISOString();
+    time.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return time;
+  }
+
+  function notice(text, kind) {
+    const item = document.createElement("li");
+    item.className = `notice ${kind}`;
+    item.textContent = text;
+    append(item);
+  }
+
+  function showMessage(id, user, text) {
+    if (id && seen.has(id)) return;
+    if (id) seen.add(id);
+    const item = document.createElement("li");
+    item.className = "message";
+    if (user === nameInput.value.trim()) item.classList.add("mine");
+    const head = document.createElement("div");
+    head.className = "meta";
+    const who = document.createElement("span");
+    who.className = "user";
+    who.textContent = user;
+    head.append(who, timeOf(new Date()));
+    const body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text;
+    item.append(head, body);
+    append(item);
+  }
+
+  function parse(event) {
+    try {
+      const value = JSON.parse(event.data);
+      return value !== null && typeof value === "object" ? value : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function connect() {
+    setState(hasBeenOpen ? "reconnecting" : "connecting");
+    // A new EventSource sends no Last-Event-ID header; the server reads the query
+    // parameter instead, so a manual reconnect resumes like an automatic one.
+    const url = lastEventId
+      ? `${STREAM_URL}?lastEventId=${encodeURIComponent(lastEventId)}`
+      : STREAM_URL;
+    source = new EventSource(url);
+
+    source.onopen = () => {
+      backoff = 1000;
+      setState("open");
+      if (isDown) notice("Reconnected.", "good");
+      isDown = false;
+      hasBeenOpen = true;
+    };
+
+    source.onerror = () => {
+      if (!isDown && hasBeenOpen) notice("Connection lost. Reconnecting…", "warn");
+      isDown = true;
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser will not retry this one: start a new one, backing off.
+        setState("reconnecting");
+        source.close();
+        setTimeout(connect, backoff);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      } else {
+        setState(hasBeenOpen ? "reconnecting" : "connecting");
+      }
+    };
+
+    source.addEventListener("hello", (event) => {
+      const hello = parse(event);
+      if (hello === null) return;
+      if (typeof hello.online === "number") {
+        onlineEl.textContent = `${hello.online} online`;
+        onlineEl.hidden = false;
+      }
+      // Greet once; every reconnect gets a fresh hello from the server.
+      if (!list.querySelector(".welcome")) notice(String(hello.text ?? "Welcome!"), "welcome");
+    });
+
+    source.addEventListener("message", (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      hasResetNotice = false;
+      const message = parse(event);
+      if (message === null) return;
+      showMessage(event.lastEventId, String(message.user ?? "?"), String(message.text ?? ""));
+    });
+
+    source.addEventListener("reset", (event) => {
+      // The server could not replay from our last id (it restarted, or the gap was
+      // longer than its history): say that something may be missing, carry on.
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      // An empty room's reset carries no id, so each reconnect until the next message
+      // brings another: say it once.
+      if (hasResetNotice) return;
+      hasResetNotice = true;
+      notice("Some messages sent while you were disconnected may be missing.", "warn");
+    });
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const user = nameInput.value.trim();
+    const text = textInput.value.trim();
+    if (!user) {
+      nameInput.focus();
+      formError.textContent = "Please enter your name.";
+      return;
+    }
+    if (!text) {
+      textInput.focus();
+      return;
+    }
+    remember(user);
+    sendButton.disabled = true;
+    formError.textContent = "";
+    try {
+      const response = await fetch(STREAM_URL, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ user, text }),
+      });
+      if (!response.ok) {
+        let reason = `${response.status} ${response.statusText}`;
+        try {
+          reason = (await response.json()).error ?? reason;
+        } catch {}
+        formError.textContent = `Not sent: ${reason}`;
+        return;
+      }
+      textInput.value = "";
+    } catch {
+      formError.textContent = "Not sent: the server cannot be reached. Try again.";
+    } finally {
+      sendButton.disabled = false;
+      textInput.focus();
+    }
+  }
+
+  // The name is remembered for the next visit, where storage is allowed.
+  function remember(user) {
+    try {
+      localStorage.setItem("chat-name", user);
+    } catch {}
+  }
+
+  try {
+    nameInput.value = localStorage.getItem("chat-name") ?? "";
+  } catch {}
+  form.addEventListener("submit", send);
+  (nameInput.value ? textInput : nameInput).focus();
+  connect();
+})();

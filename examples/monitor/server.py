@@ -1,0 +1,172 @@
+"""A live monitoring dashboard over SSE: the server's own CPU, memory, connections and traffic.
+
+    python examples/monitor/server.py [--host 127.0.0.1] [--port 8001] [--interval 1.0]
+
+Then open http://127.0.0.1:8001/ in a browser. The page (``static/``: plain HTML, CSS
+and JavaScript, charts drawn in SVG by the page itself, nothing fetched from
+elsewhere) shows the last minute and moves on every second.
+
+* Every ``--interval`` seconds the server samples process and system CPU and memory
+  (psutil) and the broker's counters (open SSE connections, events published and
+  delivered per second), and publishes the sample as an ``event: sample`` on the
+  ``metrics`` topic.
+* ``GET /samples`` streams the samples: a new subscriber first gets the samples of
+  the last minute (replayed from the broker's history), so its charts start full; a
+  reconnecting one gets exactly those it missed (``Last-Event-ID``).
+* ``GET /`` is the dashboard. Every route of the reference app is here too
+  (``/events/<topic>``, ``/stats``, ``/healthz``), so there is traffic to watch:
+
+      trio-sse listen http://127.0.0.1:8001/events/news
+      trio-sse publish http://127.0.0.1:8001/events/news --data hello
+
+Only trio_sse's public API is used, plus psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Final
+
+import psutil
+import quart
+import trio
+from quart_trio import QuartTrio
+
+import trio_sse
+from trio_sse.broker import DEFAULT_HISTORY
+
+TOPIC: Final = "metrics"
+EVENT_TYPE: Final = "sample"
+DEFAULT_INTERVAL: Final = 1.0
+# The dashboard draws one minute; at the default interval that is 60 samples.
+WINDOW: Final = 60
+# Dashboards reconnect after a second: a longer outage shows as a gap in the charts.
+RETRY: Final = 1000
+STATIC: Final = Path(__file__).resolve().parent / "static"
+# The page runs its own script only, whatever arrives in a sample.
+PAGE_CSP: Final = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+class MetricsSampler:
+    """Reads the numbers of one sample; each covers the time since the previous one.
+
+    Args:
+        broker: The broker whose connections and traffic are reported.
+    """
+
+    def __init__(self, broker: trio_sse.Broker) -> None:
+        self._broker = broker
+        self._process = psutil.Process()
+        # psutil's CPU percentages compare with the previous call; this is the first.
+        self._process.cpu_percent(None)
+        psutil.cpu_percent(None)
+        self._then = time.monotonic()
+        self._before = broker.statistics()
+        self.recent_ids: collections.deque[str] = collections.deque(maxlen=WINDOW)
+        """Ids of the samples published in the last window, oldest first."""
+
+    def sample(self) -> dict[str, float]:
+        """Read a sample: CPU in percent, memory in bytes, rates per second."""
+        now = time.monotonic()
+        stats = self._broker.statistics()
+        elapsed = max(now - self._then, 1e-6)
+        memory = psutil.virtual_memory()
+        sample = {
+            "time": round(time.time(), 3),
+            "process_cpu": self._process.cpu_percent(None),
+            "system_cpu": psutil.cpu_percent(None),
+            "process_rss": self._process.memory_info().rss,
+            "system_memory_used": memory.total - memory.available,
+            "system_memory_total": memory.total,
+            "connections": stats.subscribers,
+            "published_per_second": round((stats.published - self._before.published) / elapsed, 2),
+            "delivered_per_second": round((stats.delivered - self._before.delivered) / elapsed, 2),
+        }
+        self._then, self._before = now, stats
+        return sample
+
+
+async def publish_samples(
+    broker: trio_sse.Broker, sampler: MetricsSampler, *, interval: float = DEFAULT_INTERVAL
+) -> None:
+    """Publish a sample every ``interval`` seconds until cancelled or the broker closes."""
+    next_at = trio.current_time()
+    while True:
+        # A late wake-up (a busy loop) starts a new beat instead of a burst.
+        next_at = max(next_at + interval, trio.current_time())
+        await trio.sleep_until(next_at)
+        event = trio_sse.ServerSentEvent(json.dumps(sampler.sample()), event=EVENT_TYPE)
+        try:
+            event_id = await broker.publish(TOPIC, event)
+        except trio_sse.BrokerClosedError:
+            return  # shutting down: the streams are ending, nobody is left to tell
+        sampler.recent_ids.append(event_id)
+
+
+def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> QuartTrio:
+    """The reference app on ``broker``, plus the dashboard and its ``/samples`` stream."""
+    app = trio_sse.create_app(broker=broker)
+
+    @app.get("/")
+    async def page() -> quart.ResponseReturnValue:
+        response = await quart.send_from_directory(STATIC, "index.html")
+        response.headers["Content-Security-Policy"] = PAGE_CSP
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/static/<path:name>")
+    async def static_file(name: str) -> quart.ResponseReturnValue:
+        return await quart.send_from_directory(STATIC, name)
+
+    @app.get("/samples")
+    async def samples() -> quart.ResponseReturnValue:
+        last_event_id = trio_sse.last_event_id_of(quart.request)
+        if last_event_id is None and sampler.recent_ids:
+            # A new dashboard starts with the last window, replayed by the broker
+            # together with the subscription: no sample is missed or sent twice.
+            last_event_id = sampler.recent_ids[0]
+        return trio_sse.event_stream(broker, TOPIC, last_event_id=last_event_id, retry=RETRY)
+
+    return app
+
+
+async def main(host: str, port: int, interval: float) -> None:
+    # Per-topic history must hold the window that /samples replays to a new page.
+    broker = trio_sse.MemoryBroker(history=max(WINDOW, DEFAULT_HISTORY))
+    sampler = MetricsSampler(broker)
+    app = create_monitor_app(broker, sampler)
+    async with trio.open_nursery() as nursery:
+        # The sampler belongs to this nursery, beside the server: it stops when the
+        # broker closes at shutdown, or is cancelled below once the server is down.
+        nursery.start_soon(partial(publish_samples, broker, sampler, interval=interval))
+        await trio_sse.serve(app, host=host, port=port, on_shutdown=broker.aclose)
+        nursery.cancel_scope.cancel()
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument(
+        "--interval", type=_interval, default=DEFAULT_INTERVAL, help="seconds between samples"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    trio.run(main, args.host, args.port, args.interval)

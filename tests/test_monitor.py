@@ -1,0 +1,129 @@
+"""The monitoring example (examples/monitor/server.py): its sampler, its stream, its page.
+
+The page itself, in a real browser, is in tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from types import ModuleType
+
+import pytest
+import trio
+
+from tests.examples import load_example
+from tests.wire import TIMEOUT, SSEConnection, running_server
+from trio_sse import MemoryBroker, ServerSentEvent
+from trio_sse.protocol import Decoder, MessageEvent
+
+FIELDS = {
+    "time",
+    "process_cpu",
+    "system_cpu",
+    "process_rss",
+    "system_memory_used",
+    "system_memory_total",
+    "connections",
+    "published_per_second",
+    "delivered_per_second",
+}
+
+
+def load_monitor() -> ModuleType:
+    return load_example("monitor/server.py", "monitor_server")
+
+
+async def test_sampler_reads_cpu_memory_and_the_brokers_connections_and_rates() -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    async with broker.subscribe("news"), broker.subscribe("news"):
+        for _ in range(10):
+            await broker.publish("news", ServerSentEvent("x"))
+        sample = sampler.sample()
+    assert set(sample) == FIELDS
+    assert all(isinstance(value, int | float) for value in sample.values())
+    assert sample["connections"] == 2
+    assert sample["published_per_second"] > 0
+    # Each event went to both subscribers.
+    assert sample["delivered_per_second"] == pytest.approx(
+        2 * sample["published_per_second"], rel=1e-3
+    )
+    assert 0 < sample["process_rss"] < sample["system_memory_total"]
+    assert 0 < sample["system_memory_used"] <= sample["system_memory_total"]
+    # Rates cover the time since the previous sample: nothing happened since.
+    assert sampler.sample()["published_per_second"] == 0
+
+
+async def test_publish_samples_beats_every_interval_and_stops_when_the_broker_closes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    decoder = Decoder()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            async with broker.subscribe(monitor.TOPIC) as subscription:
+                nursery.start_soon(partial(monitor.publish_samples, broker, sampler, interval=1))
+                start = trio.current_time()
+                events: list[MessageEvent] = []
+                while len(events) < 3:
+                    for frame in await subscription.receive_batch():
+                        events += decoder.feed(frame)
+                assert trio.current_time() - start == pytest.approx(3)
+            await broker.aclose()
+            # The nursery now exits only if the sampler returns by itself.
+    assert [event.type for event in events] == ["sample"] * 3
+    assert all(set(json.loads(event.data)) == FIELDS for event in events)
+    assert list(sampler.recent_ids) == [event.last_event_id for event in events]
+
+
+async def test_metrics_stream_replays_the_last_window_then_resumes_by_id() -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    app = monitor.create_monitor_app(broker, sampler)
+    async with running_server(app=app, broker=broker) as server:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                async with broker.subscribe(monitor.TOPIC) as subscription:
+                    nursery.start_soon(
+                        partial(monitor.publish_samples, broker, sampler, interval=0.01)
+                    )
+                    seen = 0
+                    while seen < 5:
+                        seen += len(await subscription.receive_batch())
+                nursery.cancel_scope.cancel()
+        ids = list(sampler.recent_ids)
+        assert len(ids) >= 5
+        # A new dashboard gets the window at once, oldest first, with no live wait.
+        fresh = await SSEConnection.open(server, "/samples")
+        window = await fresh.read_events(len(ids) - 1)
+        assert [event.last_event_id for event in window] == ids[1:]
+        assert {event.type for event in window} == {"sample"}
+        # A reconnecting one gets only what it missed.
+        again = await SSEConnection.open(server, "/samples", headers=[("Last-Event-ID", ids[2])])
+        await again.read_events(len(ids) - 3)
+        assert [event.last_event_id for event in again.events] == ids[3:]
+        for conn in (fresh, again):
+            await conn.close_fin()
+
+
+async def test_monitor_serves_its_page_and_the_reference_routes() -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    app = monitor.create_monitor_app(broker, monitor.MetricsSampler(broker))
+    async with running_server(app=app, broker=broker) as server:
+        page = await server.http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert '<script src="/static/monitor.js"' in page.text
+        for name, kind in (("monitor.js", "javascript"), ("monitor.css", "text/css")):
+            asset = await server.http.get(f"/static/{name}")
+            assert asset.status_code == 200
+            assert kind in asset.headers["content-type"]
+        assert (await server.http.get("/static/..%2Fserver.py")).status_code == 404
+        assert (await server.http.get("/stats")).json()["published"] == 0
