@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import trio
 
+from tests.test_cli import serve_process
 from tests.wire import SSEConnection, running_server
 from trio_sse.app import create_app
+from trio_sse.cli import main
 from trio_sse.web import AuthConfig
 
 SECRET = "k" * 32
@@ -134,3 +137,54 @@ async def test_per_ip_cap_counts_each_address_apart() -> None:
 async def test_negative_limits_are_refused(total: int, per_ip: int) -> None:
     with pytest.raises(ValueError, match="limits must be >= 0"):
         create_app(max_streams=total, max_streams_per_ip=per_ip)
+
+
+async def test_serve_reads_the_publish_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRIO_SSE_PUBLISH_TOKEN", PUBLISH_TOKEN)
+    async with (
+        serve_process("--max-streams-per-ip", "1") as (_, (host, port)),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}") as http,
+    ):
+        assert (await http.post("/events/t", json={"data": "x"})).status_code == 401
+        authorized = {"Authorization": f"Bearer {PUBLISH_TOKEN}"}
+        assert (
+            await http.post("/events/t", json={"data": "x"}, headers=authorized)
+        ).status_code == 202
+        first = await SSEConnection.open((host, port), "/events/t")
+        second = await SSEConnection.open((host, port), "/events/t")
+        assert (first.status, second.status) == (200, 503)
+        await first.close_fin()
+        await second.close_fin()
+
+
+def test_serve_help_never_shows_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRIO_SSE_PUBLISH_TOKEN", PUBLISH_TOKEN)
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "--publish-token" in out
+    assert PUBLISH_TOKEN not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--publish-token", "short"], "at least 16 characters"),
+        (["--subscribe-auth"], "needs jwt_key"),
+        (["--jwt-key-file", "/nonexistent/key.pem"], "cannot read /nonexistent/key.pem"),
+        (["--jwt-key", SECRET, "--jwt-key-file", "/x"], "not both"),
+        (["--jwt-algorithm", "none"], "invalid choice"),
+        (["--max-streams", "-1"], "--max-streams"),
+    ],
+)
+def test_serve_refuses_bad_security_options(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *argv])
+    assert exited.value.code == 2
+    assert problem in capsys.readouterr().err

@@ -26,7 +26,7 @@ from ._cli_publish import publish
 from ._errors import BrokerUnavailableError
 from ._workers import run_workers, until_signal_or_orphaned
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY, create_app
-from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE, Broker, MemoryBroker
+from .broker import DEFAULT_HISTORY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_SIZE, Broker, MemoryBroker
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -34,7 +34,15 @@ from .server import (
     listen_socket,
     serve,
 )
-from .web import DEFAULT_HEARTBEAT, DEFAULT_MIN_WRITE_INTERVAL, CorsPolicy
+from .web import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_IP,
+    DEFAULT_MIN_WRITE_INTERVAL,
+    AuthConfig,
+    CorsPolicy,
+)
+from .web._auth import JWT_ALGORITHMS
 
 __all__ = ["main"]
 
@@ -72,6 +80,8 @@ def _port(text: str) -> int:
 
 
 _MEMORY = "memory"
+_PUBLISH_TOKEN_ENV = "TRIO_SSE_PUBLISH_TOKEN"  # noqa: S105 - a variable name, not a secret
+_JWT_KEY_ENV = "TRIO_SSE_JWT_KEY"
 
 
 def _broker_url(text: str) -> str:
@@ -176,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let those pages send cookies and HTTP auth (not with *)",
     )
+    _add_security_options(serve_cmd)
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -184,6 +195,84 @@ def _parser() -> argparse.ArgumentParser:
     _add_publish(commands)
     parser.set_defaults(serve_parser=serve_cmd)
     return parser
+
+
+def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
+    group = serve_cmd.add_argument_group(
+        "authorization and limits",
+        "Secrets are better passed in the environment (TRIO_SSE_PUBLISH_TOKEN, "
+        "TRIO_SSE_JWT_KEY) than as arguments, which any local user can read in ps.",
+    )
+    # Secrets default to None here and are read from the environment later, so that
+    # --help never prints them.
+    group.add_argument(
+        "--publish-token",
+        metavar="TOKEN",
+        default=None,
+        help="publishing needs 'Authorization: Bearer TOKEN' (16 characters or more); "
+        f"default: ${_PUBLISH_TOKEN_ENV}",
+    )
+    group.add_argument(
+        "--jwt-key",
+        metavar="KEY",
+        default=None,
+        help="accept JWTs signed with this HS* secret, their trio_sse claim saying which "
+        f"topics they may publish or subscribe to; default: ${_JWT_KEY_ENV}",
+    )
+    group.add_argument(
+        "--jwt-key-file",
+        metavar="PATH",
+        default=None,
+        help="read the JWT key from PATH instead (an RS* public key in PEM, or a secret)",
+    )
+    group.add_argument("--jwt-algorithm", choices=sorted(JWT_ALGORITHMS), default="HS256")
+    group.add_argument(
+        "--subscribe-auth",
+        action="store_true",
+        help="streams need a JWT too (header, trio_sse_token cookie or access_token query "
+        "parameter); without it streams are public",
+    )
+    group.add_argument(
+        "--max-streams",
+        type=_count(0),
+        default=DEFAULT_MAX_STREAMS,
+        help="streams open at once; more get 503 + Retry-After; 0: no cap",
+    )
+    group.add_argument(
+        "--max-streams-per-ip",
+        type=_count(0),
+        default=DEFAULT_MAX_STREAMS_PER_IP,
+        help="the same, per client address (behind a proxy: the proxy's); 0: no cap",
+    )
+    group.add_argument(
+        "--max-topics",
+        type=_count(1),
+        default=None,
+        help="topics one process holds at once; default: 10000 in memory, 1000 with Redis "
+        "(one reader connection each)",
+    )
+
+
+def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AuthConfig:
+    publish_token = args.publish_token or os.environ.get(_PUBLISH_TOKEN_ENV) or None
+    jwt_key: str | bytes | None = args.jwt_key or os.environ.get(_JWT_KEY_ENV) or None
+    if args.jwt_key_file is not None:
+        if args.jwt_key is not None:
+            parser.error("give --jwt-key or --jwt-key-file, not both")
+        try:
+            with open(args.jwt_key_file, "rb") as key_file:
+                jwt_key = key_file.read().strip()
+        except OSError as exc:
+            parser.error(f"--jwt-key-file: cannot read {args.jwt_key_file}: {exc.strerror}")
+    try:
+        return AuthConfig(
+            publish_token=publish_token,
+            jwt_key=jwt_key,
+            jwt_algorithms=(args.jwt_algorithm,),
+            subscribe_requires_token=args.subscribe_auth,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -262,9 +351,11 @@ class _StartupError(Exception):
 async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
     history, queue_size = int(args.history), int(args.queue_size)
     if args.broker == _MEMORY:
-        yield MemoryBroker(history=history, queue_size=queue_size)
+        max_topics = DEFAULT_MAX_TOPICS if args.max_topics is None else int(args.max_topics)
+        yield MemoryBroker(history=history, queue_size=queue_size, max_topics=max_topics)
         return
     try:
+        from .redis import DEFAULT_MAX_TOPICS as DEFAULT_REDIS_TOPICS  # noqa: PLC0415
         from .redis import open_redis_broker  # noqa: PLC0415 - coredis is an optional extra
     except ImportError as exc:
         raise _StartupError(
@@ -273,7 +364,12 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
     async with AsyncExitStack() as stack:
         try:
             broker = await stack.enter_async_context(
-                open_redis_broker(args.broker, history=history, queue_size=queue_size)
+                open_redis_broker(
+                    args.broker,
+                    history=history,
+                    queue_size=queue_size,
+                    max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
+                )
             )
         except (ValueError, BrokerUnavailableError) as exc:
             raise _StartupError(f"cannot use the broker {args.broker}: {exc}") from None
@@ -290,6 +386,9 @@ async def _serve(args: argparse.Namespace) -> None:
             max_body_size=int(args.max_body),
             min_write_interval=args.write_interval,
             cors=args.cors,
+            auth=args.auth,
+            max_streams=int(args.max_streams),
+            max_streams_per_ip=int(args.max_streams_per_ip),
         )
         await serve(
             app,
@@ -403,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         args.cors = _cors_policy(args.serve_parser, args)
+        args.auth = _auth_config(args.serve_parser, args)
     if args.command == "listen":
         return _listen(args)
     if args.command == "publish":

@@ -6,6 +6,7 @@ from ._interface import Broker as Broker
 from ._interface import BrokerStatistics as BrokerStatistics
 from ._interface import validate_topic as validate_topic
 from ._memory import DEFAULT_HISTORY as DEFAULT_HISTORY
+from ._memory import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
 from ._memory import MemoryBroker as MemoryBroker
 from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
 from ._subscription import CloseReason as CloseReason
@@ -13,6 +14,7 @@ from ._subscription import Subscription as Subscription
 
 __all__ = [
     "DEFAULT_HISTORY",
+    "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
     "RESET_EVENT_TYPE",
     "BackplaneStatistics",

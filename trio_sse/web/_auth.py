@@ -44,6 +44,7 @@ __all__ = [
     "CLAIM",
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_QUERY_PARAMETER",
+    "JWT_ALGORITHMS",
     "Action",
     "AuthConfig",
     "AuthError",
@@ -55,7 +56,7 @@ __all__ = [
 CLAIM: Final = "trio_sse"
 DEFAULT_COOKIE_NAME: Final = "trio_sse_token"
 DEFAULT_QUERY_PARAMETER: Final = "access_token"
-_SUPPORTED_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
+JWT_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
 
 
 class Action(enum.Enum):
@@ -87,10 +88,10 @@ class AuthConfig:
     def __post_init__(self) -> None:
         if self.publish_token is not None and len(self.publish_token) < 16:
             raise ValueError("publish_token must be at least 16 characters")
-        unknown = set(self.jwt_algorithms) - _SUPPORTED_ALGORITHMS
+        unknown = set(self.jwt_algorithms) - JWT_ALGORITHMS
         if unknown or not self.jwt_algorithms:
             raise ValueError(
-                f"jwt_algorithms must be some of {', '.join(sorted(_SUPPORTED_ALGORITHMS))}; "
+                f"jwt_algorithms must be some of {', '.join(sorted(JWT_ALGORITHMS))}; "
                 f"got {list(self.jwt_algorithms)!r}"
             )
         if self.subscribe_requires_token and self.jwt_key is None:
