@@ -9,6 +9,7 @@ built-in, the error also derives from it (an invalid event is a ``ValueError``):
     ├── InvalidTopicError (ValueError)    a topic name outside [A-Za-z0-9._~-]{1,128}
     ├── ProtocolError                     the peer sent something the decoder refuses
     │   └── EventTooLargeError            a line or event over the decoder's limit
+    ├── LoadTestError                     trio-sse loadtest cannot start (fds, URL, /stats)
     ├── BrokerError
     │   ├── BrokerClosedError             subscribe or publish after the broker closed
     │   └── BrokerUnavailableError        the backplane (e.g. Redis) cannot be reached
@@ -32,6 +33,7 @@ __all__ = [
     "EventTooLargeError",
     "InvalidEventError",
     "InvalidTopicError",
+    "LoadTestError",
     "ProtocolError",
     "RetriesExhaustedError",
     "SSEError",
@@ -61,6 +63,12 @@ class ProtocolError(SSEError):
 
 class EventTooLargeError(ProtocolError):
     """A line or an event grew past the decoder's configured maximum size."""
+
+
+class LoadTestError(SSEError):
+    """A load test (:mod:`trio_sse.loadtest`) cannot start: a URL it cannot use, a server
+    or ``/stats`` that does not answer, or too few file descriptors. The message says
+    what to do."""
 
 
 class BrokerError(SSEError):

@@ -1,9 +1,9 @@
-"""The ``trio-sse`` command: ``serve``, ``listen`` and ``publish``.
+"""The ``trio-sse`` command: ``serve``, ``listen``, ``publish`` and ``loadtest``.
 
-``listen`` and ``publish`` live in their own modules (``_cli_listen``,
-``_cli_publish``); this one parses arguments and maps outcomes to exit statuses:
-0 for success, 1 for an error told in one line on stderr, 2 for bad usage (argparse),
-130 for Ctrl-C in ``listen``.
+``listen``, ``publish`` and ``loadtest`` live in their own modules (``_cli_listen``,
+``_cli_publish``, ``_cli_loadtest``); this one parses arguments and maps outcomes to
+exit statuses: 0 for success, 1 for an error told in one line on stderr, 2 for bad
+usage (argparse), 3 for a leaking server (``loadtest``), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from ._cli_listen import listen, parse_headers
+from ._cli_loadtest import loadtest, parse_drop
 from ._cli_publish import publish
+from ._limits import raise_open_file_limit
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY, create_app
 from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE, MemoryBroker
+from .loadtest import DropMethod, LoadTestOptions
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -126,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_listen(commands)
     _add_publish(commands)
+    _add_loadtest(commands)
     return parser
 
 
@@ -197,6 +202,111 @@ def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
+def _drop_methods(text: str) -> tuple[DropMethod, ...]:
+    try:
+        return parse_drop(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser(
+        "loadtest",
+        help="load-test an SSE server: many streams, churn, latency and a leak verdict",
+        description=(
+            "Hold N SSE connections to URL, publish timestamped events to it, drop and "
+            "resume connections, then check that the server's GET /stats returns to its "
+            "subscriber count from before the run. Prints a summary table. Exits 0 for a "
+            "clean server, 3 for a leaking one, 1 on an error."
+        ),
+    )
+    cmd.add_argument(
+        "url", metavar="URL", help="the stream, e.g. http://127.0.0.1:8000/events/load"
+    )
+    option = cmd.add_argument
+    option("--connections", type=_count(1), default=100, metavar="N", help="default: %(default)s")
+    option("--duration", type=_seconds(), default=10.0, metavar="S", help="after the ramp (10)")
+    option("--ramp", type=_positive_seconds, default=500.0, metavar="R", help="connects/s (500)")
+    option("--publish-rate", type=_seconds(), default=1.0, metavar="E", help="events/s (1)")
+    option("--publish-url", metavar="URL", help="where events are POSTed (default: URL)")
+    option("--payload", type=_count(0), default=64, metavar="BYTES", help="event data size (64)")
+    option("--churn", type=_seconds(), default=0.0, metavar="R", help="drops per second (0)")
+    option(
+        "--drop",
+        type=_drop_methods,
+        default="fin",
+        metavar="fin,rst,stall,mix",
+        help="how churned connections are dropped, in turn; mix = all three (fin)",
+    )
+    option(
+        "--stall-for",
+        type=_seconds(),
+        default=5.0,
+        metavar="S",
+        help="how long a stalled socket is held open, unread, before it is closed (5)",
+    )
+    option(
+        "--drain-timeout",
+        type=_seconds(),
+        default=5.0,
+        metavar="S",
+        help="how long to wait after the last publish for every event to arrive (5)",
+    )
+    option(
+        "--clean-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="how long the server gets, after the close, to drop back to its subscriber "
+        "count from before the run; past it the server is leaking (10)",
+    )
+    option(
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="from connect() to the response head (30)",
+    )
+    option("--stats-url", metavar="URL", help="default: /stats on URL's server")
+    option("--report", type=Path, metavar="OUT.json", help="write the JSON report")
+    option("--chart", type=Path, metavar="OUT.html|png", help="draw connections and latency")
+    option("--quiet", action="store_true", help="no live progress (also off if not a TTY)")
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    try:
+        options = LoadTestOptions(
+            url=args.url,
+            connections=int(args.connections),
+            duration=args.duration,
+            ramp=args.ramp,
+            publish_rate=args.publish_rate,
+            publish_url=args.publish_url,
+            payload=int(args.payload),
+            churn=args.churn,
+            drop=args.drop,
+            stall_for=args.stall_for,
+            drain_timeout=args.drain_timeout,
+            clean_timeout=args.clean_timeout,
+            connect_timeout=args.connect_timeout,
+            stats_url=args.stats_url,
+        )
+    except ValueError as exc:
+        print(f"trio-sse loadtest: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return loadtest(
+            options,
+            out=sys.stdout,
+            err=sys.stderr,
+            report_path=args.report,
+            chart_path=args.chart,
+            is_quiet=args.quiet,
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
 async def _serve(args: argparse.Namespace) -> None:
     broker = MemoryBroker(history=int(args.history), queue_size=int(args.queue_size))
     app = create_app(
@@ -259,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "listen":
         return _listen(args)
+    if args.command == "loadtest":
+        return _loadtest(args)
     if args.command == "publish":
         return publish(
             args.url,
@@ -275,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "serve":
+        # Every stream is a file descriptor; 1024 (a common default soft limit) is far
+        # too few. Raising the soft limit up to the hard one needs no privilege.
+        limit = raise_open_file_limit()
+        logging.getLogger("trio_sse.server").info(
+            "open file limit: %s (hard %s)", limit.soft, limit.hard
+        )
         try:
             trio.run(_serve, args)
         except OSError as exc:
