@@ -267,6 +267,13 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="S",
         help="from connect() to the response head (30)",
     )
+    option(
+        "--max-connecting",
+        type=_count(1),
+        default=200,
+        metavar="N",
+        help="connects in flight at most, so a ramp paces itself to the server (200)",
+    )
     option("--stats-url", metavar="URL", help="default: /stats on URL's server")
     option("--report", type=Path, metavar="OUT.json", help="write the JSON report")
     option("--chart", type=Path, metavar="OUT.html|png", help="draw connections and latency")
@@ -289,6 +296,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             clean_timeout=args.clean_timeout,
             connect_timeout=args.connect_timeout,
+            max_connecting=int(args.max_connecting),
             stats_url=args.stats_url,
         )
     except ValueError as exc:

@@ -68,7 +68,9 @@ class StreamFailureError(Exception):
     Attributes:
         kind: A short name the report counts by: ``connect``, ``timeout``, ``status``,
             ``content_type``, ``protocol``, ``reset``, ``closed`` (the server closed
-            the connection) or ``ended`` (the server ended the response).
+            the connection) or ``ended`` (the server ended the response);
+            ``reset_before_head`` and ``closed_before_head`` when it happened before
+            the response head.
     """
 
     def __init__(self, kind: str, message: str, *, is_before_response: bool = False) -> None:
@@ -143,9 +145,15 @@ class StreamConnection:
             headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
             if last_event_id:
                 headers.append(("Last-Event-ID", last_event_id))
-            await send_all(sock, request_bytes("GET", target, headers=headers))
             buffer = bytearray()
-            head = await read_head(sock, buffer)
+            try:
+                await send_all(sock, request_bytes("GET", target, headers=headers))
+                head = await read_head(sock, buffer)
+            except StreamFailureError as exc:
+                # Tells an overflowing accept queue (reset or closed before any
+                # answer) apart from streams that break later.
+                exc.kind += "_before_head"
+                raise
             if head.status != 200:
                 reason = f" {head.reason}" if head.reason else ""
                 raise StreamFailureError(

@@ -46,6 +46,8 @@ _ERROR_MEANINGS: Final = {
     "protocol": "malformed HTTP or SSE",
     "reset": "reset by the server",
     "closed": "closed by the server mid-response",
+    "reset_before_head": "reset before the response head",
+    "closed_before_head": "closed before the response head",
     "ended": "the server ended the response",
 }
 

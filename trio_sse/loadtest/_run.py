@@ -7,11 +7,14 @@ The phases, and the task tree that runs them::
         └── nursery "streams": one task per subscriber, plus one per stalled socket held
             └── nursery "load": the publisher, the ramp, the churn
 
-1. **ramp**: subscriber tasks start at ``ramp`` per second; each connects, reads,
-   and reconnects with ``Last-Event-ID`` whenever its connection drops or fails.
-2. **steady**: ``duration`` seconds of publishing, and of churn: ``churn`` times a
-   second a random open connection is dropped (FIN, RST or stall, in turn) by
-   cancelling its read scope; its task drops the socket that way and reconnects.
+1. **ramp**: subscriber tasks start at ``ramp`` per second, with at most
+   ``max_connecting`` connects in flight; each connects, reads, and reconnects with
+   ``Last-Event-ID`` whenever its connection drops or fails. The ramp ends when every
+   subscriber has tried once.
+2. **steady**: ``duration`` seconds of publishing (``publish_rate`` events/s), and
+   of churn: ``churn`` times a second a random open connection is dropped (FIN, RST
+   or stall, in turn) by cancelling its read scope; its task drops the socket that
+   way and reconnects.
 3. **drain**: publishing stops; wait (at most ``drain_timeout``) until every
    subscriber has every event it should have.
 4. **close**: the streams nursery is cancelled: every socket closes (FIN).
@@ -89,6 +92,7 @@ class LoadTestOptions:
     drain_timeout: float = 5.0
     clean_timeout: float = 10.0
     connect_timeout: float = 30.0
+    max_connecting: int = 200
     stats_url: str | None = None
 
     def __post_init__(self) -> None:
@@ -100,6 +104,8 @@ class LoadTestOptions:
         for name in ("ramp", "clean_timeout", "connect_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_connecting < 1:
+            raise ValueError(f"max_connecting must be >= 1, got {self.max_connecting}")
         if self.payload < 0:
             raise ValueError(f"payload must be >= 0, got {self.payload}")
         if not self.drop:
@@ -107,11 +113,6 @@ class LoadTestOptions:
         for url in (self.url, self.publish_url, self.stats_url):
             if url is not None:
                 parse_url(url)
-
-    @property
-    def ramp_time(self) -> float:
-        """Seconds until the last subscriber is started."""
-        return self.connections / self.ramp
 
     def stats_target(self) -> Target:
         """``stats_url``, or ``/stats`` on the stream's server."""
@@ -234,6 +235,9 @@ class _Run:
         self.caught_up_count = 0
         self.all_caught_up = trio.Event()
         self.draining_last: int | None = None
+        self.connecting = trio.CapacityLimiter(options.max_connecting)
+        self.first_attempts = 0
+        self.ramp_done = trio.Event()
         self.open = _OpenSet()
         self.rng = random.Random()  # noqa: S311 - picks connections to drop, not secrets
         self.phase = "ramp"
@@ -307,27 +311,18 @@ class _Run:
         failures = 0
         has_connected = False
         while True:
-            started = trio.current_time()
-            try:
-                with trio.fail_after(self.o.connect_timeout):
-                    conn = await StreamConnection.open(
-                        self.address, self.target, last_event_id=last_event_id
-                    )
-            except StreamFailureError as exc:
-                self.error(exc.kind, str(exc))
+            conn = await self.connect(last_event_id)
+            if not has_connected:
+                self.first_attempt_done()
+            if conn is None:
                 failures += 1
                 await trio.sleep(self.backoff(failures))
                 continue
-            except trio.TooSlowError:
-                self.error("timeout", f"no response head within {self.o.connect_timeout:g} s")
-                failures += 1
-                await trio.sleep(self.backoff(failures))
-                continue
-            self.record.connect_time.record(trio.current_time() - started)
             self.record.connects += 1
             if has_connected:
                 self.record.reconnects += 1
             has_connected = True
+            opened_at = trio.current_time()
             try:
                 drop = await self.read(index, conn, ledger, is_resume=bool(last_event_id))
             except BaseException:
@@ -336,10 +331,8 @@ class _Run:
             last_event_id = conn.decoder.last_event_id
             if drop is None:  # the stream failed; the error is counted
                 conn.close_fin()
-                failures += 1
                 # A stream that ran a while before failing is retried at once.
-                if trio.current_time() - started > _BACKOFF_MAX:
-                    failures = 1
+                failures = 1 if trio.current_time() - opened_at > _BACKOFF_MAX else failures + 1
                 await trio.sleep(self.backoff(failures) if failures > 1 else 0)
                 continue
             failures = 0
@@ -349,6 +342,34 @@ class _Run:
                 conn.close_rst()
             else:
                 streams.start_soon(self.hold_stalled, conn.detach_socket())
+
+    async def connect(self, last_event_id: str) -> StreamConnection | None:
+        """Open a stream, or count the error and return None.
+
+        At most ``max_connecting`` attempts are in flight: beyond what the server
+        accepts, more would only overflow its accept queue (dropped SYNs, then resets),
+        and the connect time would measure the flood instead of the server.
+        """
+        async with self.connecting:
+            started = trio.current_time()
+            try:
+                with trio.fail_after(self.o.connect_timeout):
+                    conn = await StreamConnection.open(
+                        self.address, self.target, last_event_id=last_event_id
+                    )
+            except StreamFailureError as exc:
+                self.error(exc.kind, str(exc))
+                return None
+            except trio.TooSlowError:
+                self.error("timeout", f"no response head within {self.o.connect_timeout:g} s")
+                return None
+        self.record.connect_time.record(trio.current_time() - started)
+        return conn
+
+    def first_attempt_done(self) -> None:
+        self.first_attempts += 1
+        if self.first_attempts == self.o.connections:
+            self.ramp_done.set()
 
     def backoff(self, failures: int) -> float:
         delay = min(_BACKOFF_FIRST * 2.0 ** (failures - 1), _BACKOFF_MAX)
@@ -533,11 +554,14 @@ class _Run:
         o, record = self.o, self.record
         async with trio.open_nursery() as streams:
             async with trio.open_nursery() as load:
-                load.start_soon(self.publisher.run)
                 load.start_soon(self.ramp, streams)
-                await trio.sleep_until(self.start + o.ramp_time)
+                # The ramp ends when every subscriber has tried once, however long
+                # the server takes to accept them all. Publishing starts then, so
+                # that latency is measured under the steady load, not a connect storm.
+                await self.ramp_done.wait()
                 record.ramp_seconds = trio.current_time() - self.start
                 self.phase = "steady"
+                load.start_soon(self.publisher.run)
                 steady_start = trio.current_time()
                 with trio.move_on_after(o.duration):
                     await self.churn()
