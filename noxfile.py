@@ -47,3 +47,14 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/fanout.py", "--write-interval", "0.25", env=env)
     session.run("python", "benchmarks/disconnect.py", env=env)
     session.run("python", "benchmarks/shutdown.py", env=env)
+
+
+@nox.session
+def loadtest(session: nox.Session) -> None:
+    """`trio-sse loadtest`: 10,000 connections with churn against a local `trio-sse serve`.
+
+    A demonstration, not a test (minutes on a 2-core machine); options after ``--``
+    replace the defaults in benchmarks/loadtest_serve.py.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/loadtest_serve.py", *session.posargs, env={"PYTHONPATH": "."})

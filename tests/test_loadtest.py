@@ -176,8 +176,9 @@ def test_ledger_counts_delivered_lost_duplicated_and_gaps() -> None:
         ledger.receive(seq)
     assert (ledger.delivered, ledger.duplicated) == (5, 1)
     assert ledger.missing(10) == [6, 7, 9, 10]
-    assert ledger.gaps(10) == 2
-    assert ledger.lost(10, failed={9}) == 3
+    assert (ledger.lost(), ledger.undelivered(10), ledger.gaps()) == (2, 2, 1)
+    assert ledger.undelivered(10, failed={9}) == 1
+    assert (ledger.lost(failed={6}), ledger.gaps(failed={6})) == (1, 1)
     assert not ledger.has_caught_up(8)
     # A resume replays 6 and 7 (a duplicate 8 too), then goes live.
     ledger.start_stream(10, is_resume=True)
@@ -192,7 +193,7 @@ def test_ledger_restarts_a_subscriber_that_never_had_an_id_to_resume_from() -> N
     ledger.start_stream(3, is_resume=False)
     ledger.start_stream(6, is_resume=False)  # dropped before any event: no Last-Event-ID
     ledger.receive(7)
-    assert ledger.lost(7) == 0
+    assert ledger.missing(7) == []
     # Once it has events, a resume without an id does lose what it missed.
     ledger.start_stream(9, is_resume=False)
     ledger.receive(10)
@@ -254,13 +255,14 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
 def test_report_counts_and_summary_table() -> None:
     report = build_report(_record(clean_seconds=0.05, subscribers_after=0))
     events = report["events"]
-    assert (events["delivered"], events["lost"], events["duplicated"]) == (4, 2, 1)
-    assert report["churn"]["gaps"] == 1
+    # Subscriber 0 got 1, 2, 3; subscriber 1 got 1 twice: 2 and 3 never came.
+    assert (events["delivered"], events["undelivered"], events["duplicated"]) == (4, 2, 1)
+    assert (events["lost"], report["churn"]["gaps"]) == (0, 0)
     assert report["server"]["verdict"] == "clean"
     assert exit_status(report) == 0
     json.dumps(report)  # JSON-ready as it is
     summary = format_summary(report)
-    assert "lost 2; duplicated 1" in summary
+    assert "lost 0; undelivered at the close 2; duplicated 1" in summary
     assert "reset 1 (reset by the server)" in summary
     assert "back in 50.0 ms: CLEAN" in summary
 
@@ -376,7 +378,8 @@ async def test_each_drop_method_resumes_without_loss_and_the_server_is_clean(
     events = report["events"]
     assert events["published"] >= 5
     assert events["publish_failed"] == 0
-    assert (events["lost"], events["duplicated"], report["churn"]["gaps"]) == (0, 0, 0)
+    assert (events["lost"], events["undelivered"], events["duplicated"]) == (0, 0, 0)
+    assert report["churn"]["gaps"] == 0
     assert events["replayed"] > 0  # resumes were replayed from history
     # Every subscriber got every event published after it first subscribed.
     assert report["phases"]["is_drained"]
@@ -424,7 +427,7 @@ async def test_cli_against_trio_sse_serve_exits_0_and_writes_report_and_chart(
         assert row in stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["server"]["verdict"] == "clean"
-    assert report["events"]["lost"] == 0
+    assert (report["events"]["lost"], report["events"]["undelivered"]) == (0, 0)
     assert len(report["per_connection"]) == 100
     assert "<svg " in (tmp_path / "c.html").read_text()
 

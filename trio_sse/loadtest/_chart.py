@@ -120,7 +120,8 @@ def render_html(report: dict[str, Any]) -> str:
     events, latency = report["events"], report["latency"]
     facts = (
         f"{report['connections']['target']:,} connections · published {events['published']:,}"
-        f" · delivered {events['delivered']:,} · lost {events['lost']:,} · duplicated"
+        f" · delivered {events['delivered']:,} · lost {events['lost']:,} · undelivered"
+        f" {events['undelivered']:,} · duplicated"
         f" {events['duplicated']:,} · latency p50 {format_duration(latency['p50'])}, p99"
         f" {format_duration(latency['p99'])}, max {format_duration(latency['max'])} · {verdict}"
     )

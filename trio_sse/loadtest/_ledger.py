@@ -5,7 +5,10 @@ The load tester numbers its events 1, 2, 3... (``seq``, in the event data). A
 after a drop, each resuming with ``Last-Event-ID``. Its ledger answers, at the end:
 
 * **delivered**: distinct events received;
-* **lost**: events it should have received and never did;
+* **lost**: events it should have received and never did, though a later one
+  arrived (certainly lost);
+* **undelivered**: events it should have received after the last one that arrived
+  (late or lost: the run ended before anything told them apart);
 * **duplicated**: events received again (a resume that replays too much);
 * **gaps**: runs of consecutive lost events (a resume that replays too little
   leaves one gap, however many events it spans).
@@ -105,15 +108,21 @@ class Ledger:
         holes = sorted(s for s in self._holes if s not in failed)
         return holes + [s for s in range(self.high + 1, last + 1) if s not in failed]
 
-    def lost(self, last: int, failed: Container[int] = ()) -> int:
-        """How many events are :meth:`missing`."""
-        return len(self.missing(last, failed))
+    def lost(self, failed: Container[int] = ()) -> int:
+        """Missing events that a later event overtook: certainly lost, not late."""
+        return sum(1 for s in self._holes if s not in failed)
 
-    def gaps(self, last: int, failed: Container[int] = ()) -> int:
-        """Runs of consecutive :meth:`missing` events."""
-        missing = self.missing(last, failed)
-        return sum(1 for i, s in enumerate(missing) if i == 0 or missing[i - 1] != s - 1)
+    def undelivered(self, last: int, failed: Container[int] = ()) -> int:
+        """Missing events after the last one received: late, or lost; nothing tells."""
+        if self._floor < 0:
+            return 0
+        return sum(1 for s in range(self.high + 1, last + 1) if s not in failed)
+
+    def gaps(self, failed: Container[int] = ()) -> int:
+        """Runs of consecutive :meth:`lost` events."""
+        holes = sorted(s for s in self._holes if s not in failed)
+        return sum(1 for i, s in enumerate(holes) if i == 0 or holes[i - 1] != s - 1)
 
     def has_caught_up(self, last: int, failed: Container[int] = ()) -> bool:
         """Whether every event up to ``last`` that it must receive has arrived."""
-        return self._floor >= 0 and self.lost(last, failed) == 0
+        return self._floor >= 0 and not self.missing(last, failed)

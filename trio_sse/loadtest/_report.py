@@ -60,15 +60,17 @@ def build_report(record: RunRecord) -> dict[str, Any]:
     per_connection = [
         {
             "delivered": ledger.delivered,
-            "lost": ledger.lost(last, failed),
+            "lost": ledger.lost(failed),
+            "undelivered": ledger.undelivered(last, failed),
             "duplicated": ledger.duplicated,
-            "gaps": ledger.gaps(last, failed),
+            "gaps": ledger.gaps(failed),
             "connects": ledger.connects,
         }
         for ledger in record.ledgers
     ]
     delivered = [row["delivered"] for row in per_connection]
     lost = sum(row["lost"] for row in per_connection)
+    undelivered = sum(row["undelivered"] for row in per_connection)
     duplicated = sum(row["duplicated"] for row in per_connection)
     steady = record.steady_seconds
     return {
@@ -98,6 +100,7 @@ def build_report(record: RunRecord) -> dict[str, Any]:
             "publish_time": record.publish_latency.summary(),
             "delivered": sum(delivered),
             "lost": lost,
+            "undelivered": undelivered,
             "duplicated": duplicated,
             "replayed": sum(ledger.replayed for ledger in record.ledgers),
             "resets": record.resets,
@@ -107,6 +110,7 @@ def build_report(record: RunRecord) -> dict[str, Any]:
                 "delivered_median": statistics.median(delivered),
                 "delivered_max": max(delivered),
                 "with_loss": sum(1 for row in per_connection if row["lost"]),
+                "with_undelivered": sum(1 for row in per_connection if row["undelivered"]),
                 "with_duplicates": sum(1 for row in per_connection if row["duplicated"]),
             },
         },
@@ -219,14 +223,15 @@ def format_summary(report: dict[str, Any]) -> str:
         ),
         (
             "delivered",
-            f"{events['delivered']:,}; lost {events['lost']:,}; duplicated "
-            f"{events['duplicated']:,}; replayed {events['replayed']:,}; "
-            f"resets {events['resets']:,}",
+            f"{events['delivered']:,}; lost {events['lost']:,}; undelivered at the close "
+            f"{events['undelivered']:,}; duplicated {events['duplicated']:,}; replayed "
+            f"{events['replayed']:,}; resets {events['resets']:,}",
         ),
         (
             "per connection",
             f"delivered min {per['delivered_min']:,} / median {per['delivered_median']:,g} / "
             f"max {per['delivered_max']:,}; {per['with_loss']:,} with loss, "
+            f"{per['with_undelivered']:,} with undelivered, "
             f"{per['with_duplicates']:,} with duplicates",
         ),
         ("latency", _percentiles(report["latency"])),
