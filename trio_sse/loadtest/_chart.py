@@ -226,7 +226,8 @@ def _panel(
         f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
         'stroke="#bbb"/>'
     )
-    legend_x = _LEFT + 260.0
+    # Right-aligned, clear of the title on the left.
+    legend_x = _WIDTH - _RIGHT - sum(_legend_width(name) for name, _, _ in series)
     for name, colour, column in series:
         for run in _runs(times, column):
             points = " ".join(f"{x_of(t):.1f},{y_of(v):.1f}" for t, v in run)
@@ -242,9 +243,14 @@ def _panel(
             f'<rect x="{legend_x}" y="9" width="14" height="4" fill="{colour}"/>'
             f'<text x="{legend_x + 18}" y="15" font-size="11">{html.escape(name)}</text>'
         )
-        legend_x += 26 + 6.5 * len(name)
+        legend_x += _legend_width(name)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _legend_width(name: str) -> float:
+    # A colour swatch, then the name at about 6.5 px per character of 11 px text.
+    return 26 + 6.5 * len(name)
 
 
 def _runs(

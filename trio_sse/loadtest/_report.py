@@ -203,7 +203,8 @@ def format_summary(report: dict[str, Any]) -> str:
     phases, conns, events = report["phases"], report["connections"], report["events"]
     churn, errors = report["churn"], report["errors"]
     steady = phases["steady"]
-    rate = events["published"] / (phases["ramp"] + steady) if phases["ramp"] + steady else 0
+    # Publishing runs through the steady phase only.
+    rate = events["published"] / steady if steady else 0.0
     drain = f"drain {format_duration(phases['drain'])}"
     drain += " (all caught up)" if phases["is_drained"] else " (timed out: some never caught up)"
     per = events["per_connection"]

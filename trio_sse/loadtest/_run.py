@@ -475,6 +475,9 @@ class _Run:
                 try:
                     self.server_subscribers = await self.fetch_subscribers(requester)
                 except LoadTestError:
+                    # Unknown, not the last value: a server too busy to answer is a
+                    # finding, and the chart shows it as a gap.
+                    self.server_subscribers = None
                     self.record.stats_failures += 1
                 await trio.sleep(STATS_INTERVAL)
         finally:
