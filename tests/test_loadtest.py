@@ -7,6 +7,7 @@ connection run is a demonstration (`nox -s loadtest`), not a test.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import resource
 import subprocess
@@ -46,7 +47,7 @@ from trio_sse.loadtest._http import (
     request_bytes,
 )
 from trio_sse.loadtest._ledger import Ledger
-from trio_sse.loadtest._progress import format_progress
+from trio_sse.loadtest._progress import Progress, format_progress
 from trio_sse.loadtest._report import format_duration
 from trio_sse.loadtest._stats import Histogram
 
@@ -289,6 +290,21 @@ def test_format_duration_and_progress_line() -> None:
     assert "steady conns 1/2 (server 2)" in line
     assert "p50 - p99 -" in line
     assert "errors 1  drops 1" in line
+
+
+def test_progress_redraws_one_line_and_ends_it() -> None:
+    record = _record(clean_seconds=0.05, subscribers_after=0)
+    out = io.StringIO()
+    progress = Progress(out, connections=2)
+    progress.finish()
+    assert out.getvalue() == ""
+    for sample in record.samples:
+        progress(sample, record)
+    progress.finish()
+    lines = out.getvalue().split("\r\x1b[K")
+    assert len(lines) == 4
+    assert lines[1].startswith("    1 s ramp   conns 2/2")
+    assert lines[3].endswith("drops 1\n")
 
 
 def test_chart_is_self_contained_svg() -> None:

@@ -255,10 +255,10 @@ def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     option(
         "--clean-timeout",
         type=_positive_seconds,
-        default=10.0,
+        default=30.0,
         metavar="S",
         help="how long the server gets, after the close, to drop back to its subscriber "
-        "count from before the run; past it the server is leaking (10)",
+        "count from before the run; past it the server is leaking (30)",
     )
     option(
         "--connect-timeout",

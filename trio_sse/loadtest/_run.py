@@ -90,7 +90,7 @@ class LoadTestOptions:
     drop: tuple[DropMethod, ...] = (DropMethod.FIN,)
     stall_for: float = 5.0
     drain_timeout: float = 5.0
-    clean_timeout: float = 10.0
+    clean_timeout: float = 30.0
     connect_timeout: float = 30.0
     max_connecting: int = 200
     stats_url: str | None = None
@@ -410,7 +410,7 @@ class _Run:
         try:
             await trio.sleep(self.o.stall_for)
         finally:
-            # Unread data is queued on it, so Linux sends RST rather than FIN here.
+            # With unread data queued on it, Linux sends RST here rather than FIN.
             sock.close()
 
     async def ramp(self, streams: trio.Nursery) -> None:
@@ -509,15 +509,6 @@ class _Run:
 
     async def run(self) -> RunRecord:
         o, record = self.o, self.record
-        needed = o.file_descriptors_needed()
-        limit = raise_open_file_limit()
-        if limit.soft < needed:
-            raise LoadTestError(
-                f"{o.connections} connections need about {needed} file descriptors, but this "
-                f"process may open {limit.soft} (hard limit {limit.hard}). Raise the hard limit "
-                "(as root: `ulimit -Hn 65536` in the shell that starts it, LimitNOFILE= in a "
-                "systemd unit, or nofile in /etc/security/limits.conf), or lower --connections."
-            )
         try:
             self.address = await resolve(self.target)
             publish_address = await resolve(self.publish_target)
@@ -624,4 +615,14 @@ async def run_loadtest(
         LoadTestError: The run cannot start: too few file descriptors, a host that
             does not resolve, or a ``/stats`` that does not answer with a count.
     """
+    # Checked before anything is allocated per connection.
+    needed = options.file_descriptors_needed()
+    limit = raise_open_file_limit()
+    if limit.soft < needed:
+        raise LoadTestError(
+            f"{options.connections} connections need about {needed} file descriptors, but "
+            f"this process may open {limit.soft} (hard limit {limit.hard}). Raise the hard "
+            "limit (as root: `ulimit -Hn 65536` in the shell that starts it, LimitNOFILE= in "
+            "a systemd unit, or nofile in /etc/security/limits.conf), or lower --connections."
+        )
     return await _Run(options, on_sample).run()
