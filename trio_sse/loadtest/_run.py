@@ -16,7 +16,7 @@ The phases, and the task tree that runs them::
    or stall, in turn) by cancelling its read scope; its task drops the socket that
    way and reconnects.
 3. **drain**: publishing stops; wait (at most ``drain_timeout``) until every
-   subscriber has every event it should have.
+   subscriber is connected and has every event it should have.
 4. **close**: the streams nursery is cancelled: every socket closes (FIN).
 5. **clean**: poll the server's ``/stats`` until ``subscribers`` is back to its value
    before the run; if it is not within ``clean_timeout``, the server is leaking.
@@ -195,6 +195,9 @@ class _OpenSet:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, item: int) -> bool:
+        return item in self._positions
+
     def add(self, item: int) -> None:
         if item not in self._positions:
             self._positions[item] = len(self._items)
@@ -295,7 +298,7 @@ class _Run:
 
     def check_caught_up(self, index: int) -> None:
         last = self.draining_last
-        if last is None or self.caught_up[index]:
+        if last is None or self.caught_up[index] or index not in self.open:
             return
         if self.ledgers[index].has_caught_up(last, self.publisher.failed):
             self.caught_up[index] = 1
