@@ -13,14 +13,14 @@ from .._errors import LoadTestError as LoadTestError
 from ._chart import check_chart_path as check_chart_path
 from ._chart import write_chart as write_chart
 from ._connection import DropMethod as DropMethod
+from ._options import LoadTestOptions as LoadTestOptions
+from ._record import RunRecord as RunRecord
+from ._record import Sample as Sample
+from ._record import SampleCallback as SampleCallback
 from ._report import build_report as build_report
 from ._report import exit_status as exit_status
 from ._report import format_summary as format_summary
 from ._report import write_report as write_report
-from ._run import LoadTestOptions as LoadTestOptions
-from ._run import RunRecord as RunRecord
-from ._run import Sample as Sample
-from ._run import SampleCallback as SampleCallback
 from ._run import run_loadtest as run_loadtest
 
 __all__ = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from ._record import RunRecord, Sample
 from ._report import format_duration
-from ._run import RunRecord, Sample
 
 __all__ = ["Progress"]
 

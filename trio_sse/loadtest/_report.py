@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ._run import RunRecord
+from ._record import RunRecord
 
 __all__ = [
     "EXIT_CLEAN",

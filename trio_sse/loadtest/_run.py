@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -41,19 +39,15 @@ from .._errors import LoadTestError
 from .._limits import raise_open_file_limit
 from ..protocol import MessageEvent
 from ._connection import Address, DropMethod, StreamConnection, StreamFailureError, resolve
-from ._http import Target, parse_url
+from ._http import parse_url
 from ._ledger import Ledger
-from ._publisher import PUBLISH_WORKERS, Publisher
+from ._options import LoadTestOptions
+from ._publisher import Publisher
+from ._record import RunRecord, Sample, SampleCallback
 from ._requests import Requester
 from ._stats import Histogram
 
-__all__ = [
-    "LoadTestOptions",
-    "RunRecord",
-    "Sample",
-    "SampleCallback",
-    "run_loadtest",
-]
+__all__ = ["run_loadtest"]
 
 # One timeline row (and one progress line) per second.
 SAMPLE_INTERVAL: Final = 1.0
@@ -66,121 +60,6 @@ STATS_TIMEOUT: Final = 5.0
 # tries (with jitter), so a dead server is not hammered by 10,000 loops.
 _BACKOFF_FIRST: Final = 0.25
 _BACKOFF_MAX: Final = 5.0
-# File descriptors beside the streams: publisher and /stats sockets, stdio, the
-# Trio run's own (epoll, wakeup socketpair), the chart file; generous on purpose.
-_SPARE_FDS: Final = 64
-
-
-@dataclass(frozen=True, slots=True)
-class LoadTestOptions:
-    """What to run; the CLI's options (see ``trio-sse loadtest --help``).
-
-    Raises:
-        ValueError: An option out of range (in the constructor).
-    """
-
-    url: str
-    connections: int = 100
-    duration: float = 10.0
-    ramp: float = 500.0
-    publish_rate: float = 1.0
-    publish_url: str | None = None
-    payload: int = 64
-    churn: float = 0.0
-    drop: tuple[DropMethod, ...] = (DropMethod.FIN,)
-    stall_for: float = 5.0
-    drain_timeout: float = 5.0
-    clean_timeout: float = 30.0
-    connect_timeout: float = 30.0
-    max_connecting: int = 200
-    stats_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.connections < 1:
-            raise ValueError(f"connections must be >= 1, got {self.connections}")
-        for name in ("duration", "publish_rate", "churn", "stall_for", "drain_timeout"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("ramp", "clean_timeout", "connect_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_connecting < 1:
-            raise ValueError(f"max_connecting must be >= 1, got {self.max_connecting}")
-        if self.payload < 0:
-            raise ValueError(f"payload must be >= 0, got {self.payload}")
-        if not self.drop:
-            raise ValueError("drop needs at least one method")
-        for url in (self.url, self.publish_url, self.stats_url):
-            if url is not None:
-                parse_url(url)
-
-    def stats_target(self) -> Target:
-        """``stats_url``, or ``/stats`` on the stream's server."""
-        if self.stats_url is not None:
-            return parse_url(self.stats_url)
-        return parse_url(self.url).with_path("/stats")
-
-    def file_descriptors_needed(self) -> int:
-        """Sockets at the peak: streams, stalled sockets held, publishers, spares."""
-        stall_share = self.drop.count(DropMethod.STALL) / len(self.drop)
-        # A dropped connection may reconnect before its old socket's close completes.
-        held = math.ceil(self.churn * stall_share * self.stall_for) + math.ceil(self.churn)
-        return self.connections + held + PUBLISH_WORKERS + _SPARE_FDS
-
-
-@dataclass(slots=True)
-class Sample:
-    """One second of the run (one timeline row)."""
-
-    t: float  # seconds since the start, at the end of the window
-    phase: str
-    connections: int  # open at the end of the window
-    server_subscribers: int | None  # the last /stats answer
-    delivered: int  # events received in the window, replays included
-    events_per_s: float
-    latency_p50: float | None  # None: no live event in the window
-    latency_p99: float | None
-    latency_max: float | None
-    errors: int  # in the window
-    drops: int  # in the window
-
-
-@dataclass(slots=True)
-class RunRecord:
-    """Everything measured; :mod:`._report` turns it into the report."""
-
-    options: LoadTestOptions
-    started_at: float  # wall clock (time.time()) at the start
-    ledgers: list[Ledger]
-    latency: Histogram
-    connect_time: Histogram
-    publish_latency: Histogram
-    errors: Counter[str]
-    error_examples: dict[str, str]
-    drops: Counter[str]
-    samples: list[Sample]
-    published: int = 0  # seqs handed out
-    published_ok: int = 0
-    failed_seqs: set[int] = field(default_factory=set)
-    connects: int = 0
-    reconnects: int = 0
-    resets: int = 0  # "reset" events: a resume id the server no longer had
-    foreign: int = 0  # events whose data is not the load tester's JSON
-    peak_connections: int = 0
-    ramp_seconds: float = 0.0
-    steady_seconds: float = 0.0
-    drain_seconds: float = 0.0
-    is_drained: bool = False
-    baseline_subscribers: int = 0
-    subscribers_at_close: int | None = None
-    subscribers_after: int | None = None  # the last /stats answer after the close
-    clean_seconds: float | None = None  # None: not clean within clean_timeout
-    stats_failures: int = 0
-    max_rss_kib: int = 0
-
-
-SampleCallback = Callable[[Sample, RunRecord], None]
-"""Called with each one-second sample as it is taken, and the record so far."""
 
 
 class _OpenSet:
