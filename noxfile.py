@@ -67,3 +67,14 @@ def soak(session: nox.Session) -> None:
     the leak check: subscribers, Trio tasks and RSS back where they started."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.soak", "--cycles", "100000", *session.posargs)
+
+
+@nox.session
+def loadtest(session: nox.Session) -> None:
+    """`trio-sse loadtest`: 10,000 connections with churn against a local `trio-sse serve`.
+
+    A demonstration, not a test (minutes on a 2-core machine); options after ``--``
+    replace the defaults in benchmarks/loadtest_serve.py.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/loadtest_serve.py", *session.posargs, env={"PYTHONPATH": "."})

@@ -1,5 +1,7 @@
 """Dependencies point one way: protocol <- broker <- web <- app/server/cli.
 
+The client and the load tester sit beside broker and web, on the protocol layer.
+
 Each layer is imported alone in a fresh interpreter, and the modules it must not
 pull in are checked in sys.modules.
 """
@@ -48,6 +50,19 @@ def modules_after_import(module: str) -> set[str]:
         # coredis loads only when a Redis broker is asked for.
         ("trio_sse.app", ["coredis", "trio_sse.redis"]),
         ("trio_sse.cli", ["coredis", "trio_sse.redis"]),
+        # The load tester is on raw sockets and the protocol layer alone.
+        (
+            "trio_sse.loadtest",
+            [
+                *WEB_STACK,
+                "trio_sse.broker",
+                "trio_sse.web",
+                "trio_sse.client",
+                "trio_sse.app",
+                "trio_sse.server",
+            ],
+        ),
+        ("trio_sse._limits", ASYNC_STACK),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> None:
@@ -66,6 +81,7 @@ def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> No
         "trio_sse.web",
         "trio_sse.client",
         "trio_sse.redis",
+        "trio_sse.loadtest",
     ],
 )
 def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
@@ -82,7 +98,7 @@ def test_all_lists_every_public_name_and_each_resolves(package: str) -> None:
 
 def test_every_error_is_exported_at_top_level_under_one_root() -> None:
     errors = [getattr(trio_sse, name) for name in trio_sse.__all__ if name.endswith("Error")]
-    assert len(errors) == 13
+    assert len(errors) == 14
     assert all(issubclass(error, trio_sse.SSEError) for error in errors)
 
 

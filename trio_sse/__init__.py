@@ -31,6 +31,7 @@ from ._errors import EventSourceError as EventSourceError
 from ._errors import EventTooLargeError as EventTooLargeError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import InvalidTopicError as InvalidTopicError
+from ._errors import LoadTestError as LoadTestError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RetriesExhaustedError as RetriesExhaustedError
 from ._errors import SSEError as SSEError
@@ -86,6 +87,7 @@ __all__ = [
     "EventTooLargeError",
     "InvalidEventError",
     "InvalidTopicError",
+    "LoadTestError",
     "MemoryBroker",
     "ProtocolError",
     "ReadyState",

@@ -10,6 +10,7 @@ built-in, the error also derives from it (an invalid event is a ``ValueError``):
     ├── AuthError                         a request without the right token (401 or 403)
     ├── ProtocolError                     the peer sent something the decoder refuses
     │   └── EventTooLargeError            a line or event over the decoder's limit
+    ├── LoadTestError                     trio-sse loadtest cannot start (fds, URL, /stats)
     ├── BrokerError
     │   ├── BrokerClosedError             subscribe or publish after the broker closed
     │   └── BrokerUnavailableError        the backplane (e.g. Redis) cannot be reached
@@ -34,6 +35,7 @@ __all__ = [
     "EventTooLargeError",
     "InvalidEventError",
     "InvalidTopicError",
+    "LoadTestError",
     "ProtocolError",
     "RetriesExhaustedError",
     "SSEError",
@@ -76,6 +78,12 @@ class AuthError(SSEError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class LoadTestError(SSEError):
+    """A load test (:mod:`trio_sse.loadtest`) cannot start: a URL it cannot use, a server
+    or ``/stats`` that does not answer, or too few file descriptors. The message says
+    what to do."""
 
 
 class BrokerError(SSEError):

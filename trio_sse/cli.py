@@ -1,46 +1,41 @@
-"""The ``trio-sse`` command: ``serve``, ``listen`` and ``publish``.
+"""The ``trio-sse`` command: ``serve``, ``listen``, ``publish`` and ``loadtest``.
 
-``listen`` and ``publish`` live in their own modules (``_cli_listen``,
-``_cli_publish``); this one parses arguments and maps outcomes to exit statuses:
-0 for success, 1 for an error told in one line on stderr, 2 for bad usage (argparse),
-130 for Ctrl-C in ``listen``.
+Each command lives in a module of its own (``_cli_serve``, ``_cli_listen``,
+``_cli_publish``, ``_cli_loadtest``); this one parses arguments and maps outcomes to
+exit statuses: 0 for success, 1 for an error told in one line on stderr, 2 for bad
+usage (argparse), 3 for a leaking server (``loadtest``), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import math
 import os
-import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import trio
 
 from ._cli_listen import listen, parse_headers
+from ._cli_loadtest import loadtest, parse_drop
 from ._cli_publish import publish
-from ._errors import BrokerUnavailableError
-from ._workers import run_workers, until_signal_or_orphaned
-from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY, create_app
-from .broker import DEFAULT_HISTORY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_SIZE, Broker, MemoryBroker
+from ._cli_serve import JWT_KEY_ENV, MEMORY, PUBLISH_TOKEN_ENV, run_serve
+from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY
+from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
+from .loadtest import DropMethod, LoadTestOptions
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_TCP_USER_TIMEOUT,
-    listen_socket,
-    serve,
 )
 from .web import (
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_IP,
     DEFAULT_MIN_WRITE_INTERVAL,
-    AuthConfig,
-    CorsPolicy,
 )
 from .web._auth import JWT_ALGORITHMS
 
@@ -79,13 +74,8 @@ def _port(text: str) -> int:
     return port
 
 
-_MEMORY = "memory"
-_PUBLISH_TOKEN_ENV = "TRIO_SSE_PUBLISH_TOKEN"  # noqa: S105 - a variable name, not a secret
-_JWT_KEY_ENV = "TRIO_SSE_JWT_KEY"
-
-
 def _broker_url(text: str) -> str:
-    if text == _MEMORY:
+    if text == MEMORY:
         return text
     scheme = urlsplit(text).scheme
     if scheme not in ("redis", "rediss", "unix"):
@@ -115,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--broker",
         type=_broker_url,
-        default=_MEMORY,
+        default=MEMORY,
         metavar="URL",
         help="'memory' (this process only) or a Redis URL, redis://[:password@]host:port/db "
         "(needs the redis extra: pip install 'trio-sse[redis]')",
@@ -193,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_listen(commands)
     _add_publish(commands)
+    _add_loadtest(commands)
     parser.set_defaults(serve_parser=serve_cmd)
     return parser
 
@@ -210,14 +201,14 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         default=None,
         help="publishing needs 'Authorization: Bearer TOKEN' (16 characters or more); "
-        f"default: ${_PUBLISH_TOKEN_ENV}",
+        f"default: ${PUBLISH_TOKEN_ENV}",
     )
     group.add_argument(
         "--jwt-key",
         metavar="KEY",
         default=None,
         help="accept JWTs signed with this HS* secret, their trio_sse claim saying which "
-        f"topics they may publish or subscribe to; default: ${_JWT_KEY_ENV}",
+        f"topics they may publish or subscribe to; default: ${JWT_KEY_ENV}",
     )
     group.add_argument(
         "--jwt-key-file",
@@ -251,28 +242,6 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         help="topics one process holds at once; default: 10000 in memory, 1000 with Redis "
         "(one reader connection each)",
     )
-
-
-def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AuthConfig:
-    publish_token = args.publish_token or os.environ.get(_PUBLISH_TOKEN_ENV) or None
-    jwt_key: str | bytes | None = args.jwt_key or os.environ.get(_JWT_KEY_ENV) or None
-    if args.jwt_key_file is not None:
-        if args.jwt_key is not None:
-            parser.error("give --jwt-key or --jwt-key-file, not both")
-        try:
-            with open(args.jwt_key_file, "rb") as key_file:
-                jwt_key = key_file.read().strip()
-        except OSError as exc:
-            parser.error(f"--jwt-key-file: cannot read {args.jwt_key_file}: {exc.strerror}")
-    try:
-        return AuthConfig(
-            publish_token=publish_token,
-            jwt_key=jwt_key,
-            jwt_algorithms=(args.jwt_algorithm,),
-            subscribe_requires_token=args.subscribe_auth,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -343,122 +312,117 @@ def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-class _StartupError(Exception):
-    """A reason ``serve`` cannot start, told to the user in one line."""
-
-
-@asynccontextmanager
-async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
-    history, queue_size = int(args.history), int(args.queue_size)
-    if args.broker == _MEMORY:
-        max_topics = DEFAULT_MAX_TOPICS if args.max_topics is None else int(args.max_topics)
-        yield MemoryBroker(history=history, queue_size=queue_size, max_topics=max_topics)
-        return
+def _drop_methods(text: str) -> tuple[DropMethod, ...]:
     try:
-        from .redis import DEFAULT_MAX_TOPICS as DEFAULT_REDIS_TOPICS  # noqa: PLC0415
-        from .redis import open_redis_broker  # noqa: PLC0415 - coredis is an optional extra
-    except ImportError as exc:
-        raise _StartupError(
-            f"--broker {args.broker} needs the redis extra (pip install 'trio-sse[redis]'): {exc}"
-        ) from None
-    async with AsyncExitStack() as stack:
-        try:
-            broker = await stack.enter_async_context(
-                open_redis_broker(
-                    args.broker,
-                    history=history,
-                    queue_size=queue_size,
-                    max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
-                )
-            )
-        except (ValueError, BrokerUnavailableError) as exc:
-            raise _StartupError(f"cannot use the broker {args.broker}: {exc}") from None
-        yield broker
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    sock = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
-    async with _open_broker(args) as broker:
-        app = create_app(
-            broker=broker,
-            heartbeat=args.heartbeat,
-            retry=int(args.retry),
-            max_body_size=int(args.max_body),
-            min_write_interval=args.write_interval,
-            cors=args.cors,
-            auth=args.auth,
-            max_streams=int(args.max_streams),
-            max_streams_per_ip=int(args.max_streams_per_ip),
-        )
-        await serve(
-            app,
-            host=args.host,
-            port=args.port,
-            backlog=int(args.backlog),
-            tcp_user_timeout=args.tcp_user_timeout,
-            graceful_timeout=args.graceful_timeout,
-            access_log=args.access_log,
-            on_shutdown=broker.aclose,
-            shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
-            sock=sock,
-        )
-
-
-def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
-    """``trio-sse serve`` with the same options, as one worker on ``listen_fd``."""
-    command = [sys.executable, "-m", "trio_sse.cli", "serve"]
-    parser: argparse.ArgumentParser = args.serve_parser
-    for action in parser._actions:
-        value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in ("help", "workers", "listen_fd"):
-            continue
-        if action.dest == "lifeline_fd" or value is None or value is False:
-            continue
-        option = action.option_strings[-1]
-        if value is True:
-            command.append(option)
-        elif isinstance(value, list):  # a repeatable option: repeat it
-            for item in value:
-                command += [option, str(item)]
-        else:
-            command += [option, str(value)]
-    return [*command, "--listen-fd", str(listen_fd)]
-
-
-async def _check_broker(args: argparse.Namespace) -> None:
-    async with _open_broker(args):
-        pass
-
-
-def _serve_workers(args: argparse.Namespace) -> int:
-    # One clear error here rather than the same one from every worker.
-    trio.run(_check_broker, args)
-    sock = listen_socket(args.host, args.port, tcp_user_timeout=args.tcp_user_timeout)
-    with sock:
-        command = _worker_command(args, sock.fileno())
-        # Workers must not outlast a stalled client's TCP_USER_TIMEOUT by much.
-        stop_timeout = args.graceful_timeout + args.tcp_user_timeout + 2.0
-        return trio.run(
-            functools.partial(
-                run_workers,
-                command,
-                count=int(args.workers),
-                listen_fd=sock.fileno(),
-                stop_timeout=stop_timeout,
-            )
-        )
-
-
-def _cors_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorsPolicy | None:
-    origins: list[str] = getattr(args, "cors_origin", [])
-    if not origins:
-        if args.cors_credentials:
-            parser.error("--cors-credentials needs at least one --cors-origin")
-        return None
-    try:
-        return CorsPolicy.allowing(origins, allow_credentials=args.cors_credentials)
+        return parse_drop(text)
     except ValueError as exc:
-        parser.error(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser(
+        "loadtest",
+        help="load-test an SSE server: many streams, churn, latency and a leak verdict",
+        description=(
+            "Hold N SSE connections to URL, publish timestamped events to it, drop and "
+            "resume connections, then check that the server's GET /stats returns to its "
+            "subscriber count from before the run. Prints a summary table. Exits 0 for a "
+            "clean server, 3 for a leaking one, 1 on an error."
+        ),
+    )
+    cmd.add_argument(
+        "url", metavar="URL", help="the stream, e.g. http://127.0.0.1:8000/events/load"
+    )
+    option = cmd.add_argument
+    option("--connections", type=_count(1), default=100, metavar="N", help="default: %(default)s")
+    option("--duration", type=_seconds(), default=10.0, metavar="S", help="after the ramp (10)")
+    option("--ramp", type=_positive_seconds, default=500.0, metavar="R", help="connects/s (500)")
+    option("--publish-rate", type=_seconds(), default=1.0, metavar="E", help="events/s (1)")
+    option("--publish-url", metavar="URL", help="where events are POSTed (default: URL)")
+    option("--payload", type=_count(0), default=64, metavar="BYTES", help="event data size (64)")
+    option("--churn", type=_seconds(), default=0.0, metavar="R", help="drops per second (0)")
+    option(
+        "--drop",
+        type=_drop_methods,
+        default="fin",
+        metavar="fin,rst,stall,mix",
+        help="how churned connections are dropped, in turn; mix = all three (fin)",
+    )
+    option(
+        "--stall-for",
+        type=_seconds(),
+        default=5.0,
+        metavar="S",
+        help="how long a stalled socket is held open, unread, before it is closed (5)",
+    )
+    option(
+        "--drain-timeout",
+        type=_seconds(),
+        default=5.0,
+        metavar="S",
+        help="how long to wait after the last publish for every event to arrive (5)",
+    )
+    option(
+        "--clean-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="how long the server gets, after the close, to drop back to its subscriber "
+        "count from before the run; past it the server is leaking (30)",
+    )
+    option(
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="from connect() to the response head (30)",
+    )
+    option(
+        "--max-connecting",
+        type=_count(1),
+        default=200,
+        metavar="N",
+        help="connects in flight at most, so a ramp paces itself to the server (200)",
+    )
+    option("--stats-url", metavar="URL", help="default: /stats on URL's server")
+    option("--report", type=Path, metavar="OUT.json", help="write the JSON report")
+    option("--chart", type=Path, metavar="OUT.html|png", help="draw connections and latency")
+    option("--quiet", action="store_true", help="no live progress (also off if not a TTY)")
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    try:
+        options = LoadTestOptions(
+            url=args.url,
+            connections=int(args.connections),
+            duration=args.duration,
+            ramp=args.ramp,
+            publish_rate=args.publish_rate,
+            publish_url=args.publish_url,
+            payload=int(args.payload),
+            churn=args.churn,
+            drop=args.drop,
+            stall_for=args.stall_for,
+            drain_timeout=args.drain_timeout,
+            clean_timeout=args.clean_timeout,
+            connect_timeout=args.connect_timeout,
+            max_connecting=int(args.max_connecting),
+            stats_url=args.stats_url,
+        )
+    except ValueError as exc:
+        print(f"trio-sse loadtest: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return loadtest(
+            options,
+            out=sys.stdout,
+            err=sys.stderr,
+            report_path=args.report,
+            chart_path=args.chart,
+            is_quiet=args.quiet,
+        )
+    except KeyboardInterrupt:
+        return 130
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -500,11 +464,10 @@ def _listen(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-sse`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        args.cors = _cors_policy(args.serve_parser, args)
-        args.auth = _auth_config(args.serve_parser, args)
     if args.command == "listen":
         return _listen(args)
+    if args.command == "loadtest":
+        return _loadtest(args)
     if args.command == "publish":
         return publish(
             args.url,
@@ -515,31 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             event_id=args.id,
             is_json_data=args.is_json_data,
         )
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.command == "serve":
-        if args.workers > 1 and args.broker == _MEMORY:
-            args.serve_parser.error(
-                "--workers > 1 needs a shared broker (--broker redis://host:port/db): with the "
-                "in-memory broker each worker has its own topics, and a publish would reach "
-                "only the subscribers of the worker that took it"
-            )
-        try:
-            if args.workers > 1:
-                return _serve_workers(args)
-            trio.run(_serve, args)
-        except _StartupError as exc:
-            print(f"trio-sse serve: {exc}", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(
-                f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
-            )
-            return 1
-    return 0
+    return run_serve(args)
 
 
 if __name__ == "__main__":

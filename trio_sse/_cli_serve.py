@@ -1,0 +1,209 @@
+"""``trio-sse serve``: run the reference app, on one process or on N workers.
+
+The options are parsed in :mod:`trio_sse.cli`; this module turns them into a broker,
+an app and a server, and maps start-up failures to one line on stderr and status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final
+
+import trio
+
+from ._errors import BrokerUnavailableError
+from ._limits import raise_open_file_limit
+from ._workers import run_workers, until_signal_or_orphaned
+from .app import create_app
+from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
+from .server import listen_socket, serve
+from .web import AuthConfig, CorsPolicy
+
+__all__ = ["MEMORY", "run_serve"]
+
+MEMORY: Final = "memory"
+PUBLISH_TOKEN_ENV: Final = "TRIO_SSE_PUBLISH_TOKEN"  # noqa: S105 - a variable name, not a secret
+JWT_KEY_ENV: Final = "TRIO_SSE_JWT_KEY"
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until a signal; return the exit status."""
+    parser: argparse.ArgumentParser = args.serve_parser
+    args.cors = _cors_policy(parser, args)
+    args.auth = _auth_config(parser, args)
+    if args.workers > 1 and args.broker == MEMORY:
+        parser.error(
+            "--workers > 1 needs a shared broker (--broker redis://host:port/db): with the "
+            "in-memory broker each worker has its own topics, and a publish would reach "
+            "only the subscribers of the worker that took it"
+        )
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Every stream is a file descriptor; 1024 (a common default soft limit) is far
+    # too few. Raising the soft limit up to the hard one needs no privilege (and
+    # workers inherit it).
+    limit = raise_open_file_limit()
+    logging.getLogger("trio_sse.server").info(
+        "open file limit: %s (hard %s)", limit.soft, limit.hard
+    )
+    try:
+        if args.workers > 1:
+            return _serve_workers(args)
+        trio.run(_serve, args)
+    except _StartupError as exc:
+        print(f"trio-sse serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AuthConfig:
+    publish_token = args.publish_token or os.environ.get(PUBLISH_TOKEN_ENV) or None
+    jwt_key: str | bytes | None = args.jwt_key or os.environ.get(JWT_KEY_ENV) or None
+    if args.jwt_key_file is not None:
+        if args.jwt_key is not None:
+            parser.error("give --jwt-key or --jwt-key-file, not both")
+        try:
+            with open(args.jwt_key_file, "rb") as key_file:
+                jwt_key = key_file.read().strip()
+        except OSError as exc:
+            parser.error(f"--jwt-key-file: cannot read {args.jwt_key_file}: {exc.strerror}")
+    try:
+        return AuthConfig(
+            publish_token=publish_token,
+            jwt_key=jwt_key,
+            jwt_algorithms=(args.jwt_algorithm,),
+            subscribe_requires_token=args.subscribe_auth,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+class _StartupError(Exception):
+    """A reason ``serve`` cannot start, told to the user in one line."""
+
+
+@asynccontextmanager
+async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
+    history, queue_size = int(args.history), int(args.queue_size)
+    if args.broker == MEMORY:
+        max_topics = DEFAULT_MAX_TOPICS if args.max_topics is None else int(args.max_topics)
+        yield MemoryBroker(history=history, queue_size=queue_size, max_topics=max_topics)
+        return
+    try:
+        from .redis import DEFAULT_MAX_TOPICS as DEFAULT_REDIS_TOPICS  # noqa: PLC0415
+        from .redis import open_redis_broker  # noqa: PLC0415 - coredis is an optional extra
+    except ImportError as exc:
+        raise _StartupError(
+            f"--broker {args.broker} needs the redis extra (pip install 'trio-sse[redis]'): {exc}"
+        ) from None
+    async with AsyncExitStack() as stack:
+        try:
+            broker = await stack.enter_async_context(
+                open_redis_broker(
+                    args.broker,
+                    history=history,
+                    queue_size=queue_size,
+                    max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
+                )
+            )
+        except (ValueError, BrokerUnavailableError) as exc:
+            raise _StartupError(f"cannot use the broker {args.broker}: {exc}") from None
+        yield broker
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    sock = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
+    async with _open_broker(args) as broker:
+        app = create_app(
+            broker=broker,
+            heartbeat=args.heartbeat,
+            retry=int(args.retry),
+            max_body_size=int(args.max_body),
+            min_write_interval=args.write_interval,
+            cors=args.cors,
+            auth=args.auth,
+            max_streams=int(args.max_streams),
+            max_streams_per_ip=int(args.max_streams_per_ip),
+        )
+        await serve(
+            app,
+            host=args.host,
+            port=args.port,
+            backlog=int(args.backlog),
+            tcp_user_timeout=args.tcp_user_timeout,
+            graceful_timeout=args.graceful_timeout,
+            access_log=args.access_log,
+            on_shutdown=broker.aclose,
+            shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
+            sock=sock,
+        )
+
+
+def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
+    """``trio-sse serve`` with the same options, as one worker on ``listen_fd``."""
+    command = [sys.executable, "-m", "trio_sse.cli", "serve"]
+    parser: argparse.ArgumentParser = args.serve_parser
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "workers", "listen_fd"):
+            continue
+        if action.dest == "lifeline_fd" or value is None or value is False:
+            continue
+        option = action.option_strings[-1]
+        if value is True:
+            command.append(option)
+        elif isinstance(value, list):  # a repeatable option: repeat it
+            for item in value:
+                command += [option, str(item)]
+        else:
+            command += [option, str(value)]
+    return [*command, "--listen-fd", str(listen_fd)]
+
+
+async def _check_broker(args: argparse.Namespace) -> None:
+    async with _open_broker(args):
+        pass
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    # One clear error here rather than the same one from every worker.
+    trio.run(_check_broker, args)
+    sock = listen_socket(args.host, args.port, tcp_user_timeout=args.tcp_user_timeout)
+    with sock:
+        command = _worker_command(args, sock.fileno())
+        # Workers must not outlast a stalled client's TCP_USER_TIMEOUT by much.
+        stop_timeout = args.graceful_timeout + args.tcp_user_timeout + 2.0
+        return trio.run(
+            functools.partial(
+                run_workers,
+                command,
+                count=int(args.workers),
+                listen_fd=sock.fileno(),
+                stop_timeout=stop_timeout,
+            )
+        )
+
+
+def _cors_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorsPolicy | None:
+    origins: list[str] = getattr(args, "cors_origin", [])
+    if not origins:
+        if args.cors_credentials:
+            parser.error("--cors-credentials needs at least one --cors-origin")
+        return None
+    try:
+        return CorsPolicy.allowing(origins, allow_credentials=args.cors_credentials)
+    except ValueError as exc:
+        parser.error(str(exc))

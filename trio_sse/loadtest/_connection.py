@@ -1,0 +1,255 @@
+"""One SSE stream on a raw Trio socket, and the three ways to drop it.
+
+A load tester holding 10,000 streams cannot afford a full HTTP client per stream:
+each connection here is a socket, a small buffer, a body de-framer and a
+:class:`~trio_sse.protocol.Decoder`. Dropping is done the ways real clients vanish:
+
+* **FIN**: an orderly close, as a browser tab closing;
+* **RST**: an abortive close (``SO_LINGER`` 0), as a crashed process or a NAT reset;
+* **stall**: stop reading and keep the socket open, as a frozen client or a dead
+  network path; the server sees nothing at all until its writes back up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+
+from .._errors import ProtocolError
+from ..protocol import Decoder, MessageEvent
+from ._http import (
+    BodyReader,
+    ResponseHead,
+    Target,
+    UntilCloseBody,
+    body_reader,
+    parse_head,
+    request_bytes,
+)
+
+__all__ = [
+    "RECEIVE_SIZE",
+    "Address",
+    "DropMethod",
+    "StreamConnection",
+    "StreamFailureError",
+    "read_head",
+    "receive_some",
+    "resolve",
+    "send_all",
+]
+
+# One read takes whatever the kernel has queued up to this; a burst of events to a
+# connection that fell behind is read in few calls, and the buffer is freed at once.
+RECEIVE_SIZE: Final = 65536
+
+# The load tester's events are small; a peer sending a runaway line must not let one
+# connection of 10,000 grow to the decoder's 1 Mi-character default.
+MAX_EVENT_SIZE: Final = 256 * 1024
+
+
+class DropMethod(enum.Enum):
+    """How a churned connection is dropped."""
+
+    FIN = "fin"
+    RST = "rst"
+    STALL = "stall"
+
+
+class StreamFailureError(Exception):
+    """Why a connection attempt or an open stream failed.
+
+    Attributes:
+        kind: A short name the report counts by: ``connect``, ``timeout``, ``status``,
+            ``content_type``, ``protocol``, ``reset``, ``closed`` (the server closed
+            the connection) or ``ended`` (the server ended the response);
+            ``reset_before_head`` and ``closed_before_head`` when it happened before
+            the response head.
+    """
+
+    def __init__(self, kind: str, message: str, *, is_before_response: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        # Nothing of a response came back: a request on a reused connection that the
+        # server had closed while idle can be sent again on a new one.
+        self.is_before_response = is_before_response
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A resolved server address."""
+
+    family: socket.AddressFamily
+    sockaddr: tuple[Any, ...]
+
+
+async def resolve(target: Target) -> Address:
+    """Look the host up once, so that 10,000 connects do not ask the resolver 10,000 times.
+
+    Raises:
+        OSError: The host cannot be resolved.
+    """
+    infos = await trio.socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    return Address(family, sockaddr)
+
+
+class StreamConnection:
+    """An open SSE response: read events with :meth:`receive`, then drop it one way or another.
+
+    Attributes:
+        decoder: The stream's decoder; its ``last_event_id`` is what a resume sends.
+        has_body: Whether any body bytes arrived yet (the server has subscribed us).
+        is_ended: The server ended the response (the terminating chunk, or the end of a
+            ``Content-Length`` body); :meth:`receive` raises ``StreamFailureError("ended")`` next.
+    """
+
+    __slots__ = ("_body", "_pending", "_sock", "decoder", "has_body", "is_ended")
+
+    def __init__(
+        self, sock: trio.socket.SocketType, body: BodyReader, pending: bytes, decoder: Decoder
+    ) -> None:
+        self._sock = sock
+        self._body = body
+        self._pending = pending
+        self.decoder = decoder
+        self.has_body = False
+        self.is_ended = False
+
+    @classmethod
+    async def open(
+        cls, address: Address, target: Target, *, last_event_id: str = ""
+    ) -> StreamConnection:
+        """Connect, send ``GET`` (with ``Last-Event-ID`` if given) and read the response head.
+
+        The caller bounds the time (a cancel scope); on any failure the socket is closed.
+
+        Raises:
+            StreamFailureError: ``connect``, ``status`` (not 200), ``content_type`` (not
+                ``text/event-stream``), ``protocol``, ``reset`` or ``closed``.
+        """
+        sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
+        try:
+            try:
+                await sock.connect(address.sockaddr)
+            except OSError as exc:
+                raise StreamFailureError(
+                    "connect", f"connect failed: {exc.strerror or exc}"
+                ) from None
+            headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
+            if last_event_id:
+                headers.append(("Last-Event-ID", last_event_id))
+            buffer = bytearray()
+            try:
+                await send_all(sock, request_bytes("GET", target, headers=headers))
+                head = await read_head(sock, buffer)
+            except StreamFailureError as exc:
+                # Tells an overflowing accept queue (reset or closed before any
+                # answer) apart from streams that break later.
+                exc.kind += "_before_head"
+                raise
+            if head.status != 200:
+                reason = f" {head.reason}" if head.reason else ""
+                raise StreamFailureError(
+                    "status", f"GET {target.path} answered {head.status}{reason}"
+                )
+            if head.content_type != "text/event-stream":
+                raise StreamFailureError(
+                    "content_type", f"Content-Type is {head.content_type!r}, not text/event-stream"
+                )
+            try:
+                body = body_reader(head)
+            except ProtocolError as exc:
+                raise StreamFailureError("protocol", str(exc)) from None
+            decoder = Decoder(last_event_id=last_event_id, max_event_size=MAX_EVENT_SIZE)
+            return cls(sock, body, bytes(buffer), decoder)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def receive(self) -> list[MessageEvent]:
+        """Wait for the next bytes and return the events they complete (maybe none).
+
+        Raises:
+            StreamFailureError: ``ended``, ``closed``, ``reset`` or ``protocol``.
+        """
+        if self.is_ended:
+            raise StreamFailureError("ended", "the server ended the response")
+        if self._pending:
+            data, self._pending = self._pending, b""
+        else:
+            data = await receive_some(self._sock)
+            if not data:
+                if isinstance(self._body, UntilCloseBody):
+                    raise StreamFailureError("ended", "the server closed the stream")
+                raise StreamFailureError("closed", "the server closed the connection mid-response")
+        try:
+            body = self._body.feed(data)
+            events = self.decoder.feed(body) if body else []
+        except ProtocolError as exc:
+            raise StreamFailureError("protocol", str(exc)) from None
+        self.has_body = self.has_body or bool(body)
+        self.is_ended = self._body.is_done
+        return events
+
+    def close_fin(self) -> None:
+        """Close with FIN (orderly)."""
+        # An OSError here means the peer reset it already: closing is all that is left.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        self._sock.close()
+
+    def close_rst(self) -> None:
+        """Close with RST: ``SO_LINGER`` with a zero timeout makes ``close`` abort."""
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._sock.close()
+
+    def detach_socket(self) -> trio.socket.SocketType:
+        """Hand the socket over (to hold it, stalled); this object must not be used after."""
+        return self._sock
+
+
+async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            sent = await sock.send(view)
+        except OSError as exc:
+            raise _failure_of(exc) from None
+        view = view[sent:]
+
+
+async def receive_some(sock: trio.socket.SocketType) -> bytes:
+    try:
+        return await sock.recv(RECEIVE_SIZE)
+    except OSError as exc:
+        raise _failure_of(exc) from None
+
+
+def _failure_of(exc: OSError) -> StreamFailureError:
+    if isinstance(exc, ConnectionResetError):
+        return StreamFailureError("reset", "connection reset by the server")
+    return StreamFailureError("closed", f"socket error: {exc.strerror or exc}")
+
+
+async def read_head(sock: trio.socket.SocketType, buffer: bytearray) -> ResponseHead:
+    while True:
+        try:
+            head = parse_head(buffer)
+        except ProtocolError as exc:
+            raise StreamFailureError("protocol", str(exc)) from None
+        if head is not None:
+            return head
+        data = await receive_some(sock)
+        if not data:
+            raise StreamFailureError(
+                "closed", "the server closed the connection before the response head"
+            )
+        buffer += data

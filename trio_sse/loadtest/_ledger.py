@@ -1,0 +1,128 @@
+"""Per-subscriber accounting: which published events arrived, which never did, which twice.
+
+The load tester numbers its events 1, 2, 3... (``seq``, in the event data). A
+*subscriber* is one logical client: its first connection and every reconnection
+after a drop, each resuming with ``Last-Event-ID``. Its ledger answers, at the end:
+
+* **delivered**: distinct events received;
+* **lost**: events it should have received and never did, though a later one
+  arrived (certainly lost);
+* **undelivered**: events it should have received after the last one that arrived
+  (late or lost: the run ended before anything told them apart);
+* **duplicated**: events received again (a resume that replays too much);
+* **gaps**: runs of consecutive lost events (a resume that replays too little
+  leaves one gap, however many events it spans).
+
+Which events should a subscriber receive? Every one published after the server had
+subscribed it. The server subscribes before it sends the first body bytes (for
+``trio-sse serve`` that is the ``retry`` and ``: stream open`` prelude), so the
+*floor* is the last ``seq`` handed to a publisher when those bytes arrive: events
+up to the floor may or may not arrive, events after it must. A connection dropped
+before it received any event has no ``Last-Event-ID`` to resume from: its successor
+starts afresh, with a new floor, as a browser's would.
+
+Memory: events arrive in order on one connection, so the ledger keeps the highest
+``seq`` seen plus the few holes below it, not a set of everything received.
+
+Pure code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """What one subscriber received; see the module docs."""
+
+    __slots__ = (
+        "_early",
+        "_floor",
+        "_holes",
+        "_replay_floor",
+        "connects",
+        "delivered",
+        "duplicated",
+        "high",
+        "replayed",
+    )
+
+    def __init__(self) -> None:
+        self._floor = -1  # -1 until the first connection's first body bytes
+        self.high = -1  # the highest seq received (or the floor)
+        self._holes: set[int] = set()  # seqs in (floor, high) not received yet
+        self._early: set[int] = set()  # seqs at or below the floor that were received
+        self._replay_floor = -1
+        self.connects = 0
+        self.delivered = 0
+        self.duplicated = 0
+        self.replayed = 0
+
+    @property
+    def is_started(self) -> bool:
+        """Whether a connection has delivered its first body bytes."""
+        return self._floor >= 0
+
+    def start_stream(self, published: int, *, is_resume: bool) -> None:
+        """A connection's first body bytes arrived.
+
+        Args:
+            published: The last seq handed out to a publisher.
+            is_resume: The connection was opened with a ``Last-Event-ID``.
+        """
+        if self._floor < 0 or (not is_resume and self.delivered == 0):
+            self._floor = self.high = published
+        self._replay_floor = published
+        self.connects += 1
+
+    def receive(self, seq: int, failed: Container[int] = ()) -> bool:
+        """Record event ``seq``; return whether it was live (not replayed from history).
+
+        Args:
+            seq: The event's number.
+            failed: Seqs whose publish failed: never published, so never missing.
+        """
+        if seq > self.high:
+            self._holes.update(range(self.high + 1, seq))
+            self.high = seq
+            self.delivered += 1
+        elif seq in self._holes:
+            self._holes.discard(seq)
+            self.delivered += 1
+        elif seq <= self._floor and seq not in self._early:
+            self._early.add(seq)
+            self.delivered += 1
+        else:
+            self.duplicated += 1
+        is_live = seq > self._replay_floor
+        if not is_live:
+            self.replayed += 1
+        return is_live
+
+    def missing(self, last: int, failed: Container[int] = ()) -> list[int]:
+        """Events after the floor, up to ``last``, never received (failed publishes excepted)."""
+        if self._floor < 0:
+            return []  # never connected: counted as an error, not as losses
+        holes = sorted(s for s in self._holes if s not in failed)
+        return holes + [s for s in range(self.high + 1, last + 1) if s not in failed]
+
+    def lost(self, failed: Container[int] = ()) -> int:
+        """Missing events that a later event overtook: certainly lost, not late."""
+        return sum(1 for s in self._holes if s not in failed)
+
+    def undelivered(self, last: int, failed: Container[int] = ()) -> int:
+        """Missing events after the last one received: late, or lost; nothing tells."""
+        if self._floor < 0:
+            return 0
+        return sum(1 for s in range(self.high + 1, last + 1) if s not in failed)
+
+    def gaps(self, failed: Container[int] = ()) -> int:
+        """Runs of consecutive :meth:`lost` events."""
+        holes = sorted(s for s in self._holes if s not in failed)
+        return sum(1 for i, s in enumerate(holes) if i == 0 or holes[i - 1] != s - 1)
+
+    def has_caught_up(self, last: int, failed: Container[int] = ()) -> bool:
+        """Whether every event up to ``last`` that it must receive has arrived."""
+        return self._floor >= 0 and not self.missing(last, failed)
