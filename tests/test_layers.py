@@ -62,7 +62,7 @@ def modules_after_import(module: str) -> set[str]:
                 "trio_sse.server",
             ],
         ),
-        ("trio_sse._limits", ASYNC_STACK),
+        ("trio_sse._file_limit", ASYNC_STACK),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> None:

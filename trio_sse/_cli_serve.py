@@ -19,7 +19,7 @@ from typing import Final
 import trio
 
 from ._errors import BrokerUnavailableError
-from ._limits import raise_open_file_limit
+from ._file_limit import raise_open_file_limit
 from ._workers import run_workers, until_signal_or_orphaned
 from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker

@@ -36,7 +36,7 @@ from typing import Final
 import trio
 
 from .._errors import LoadTestError
-from .._limits import raise_open_file_limit
+from .._file_limit import raise_open_file_limit
 from ..protocol import MessageEvent
 from ._connection import Address, DropMethod, StreamConnection, StreamFailureError, resolve
 from ._http import parse_url
