@@ -33,6 +33,7 @@ from quart.wrappers.response import ResponseBody
 from .._errors import BrokerClosedError
 from ..broker import Broker, CloseReason, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
+from ._rounds import write_rounds
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -63,6 +64,15 @@ SSE_HEADERS: Final = {
     # nginx buffers responses unless told not to; harmless elsewhere.
     "X-Accel-Buffering": "no",
 }
+
+# Bounds a batching window, in intervals: the wait for a round of writes to end is
+# unbounded otherwise when unrelated streams keep writing.
+_MAX_WINDOWS: Final = 4
+
+# The part of the window within which an event, coming after a round of writes, means
+# events are flowing. A sequential publisher freed by the round's end publishes within
+# milliseconds; at a few events per second the next comes far later.
+_FLOWING: Final = 0.2
 
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
@@ -95,16 +105,17 @@ class EventStreamBody(ResponseBody):
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
         self._min_write_interval = min_write_interval
-        self._next_write_at = -math.inf
         self._prelude: bytes | None = prelude
         self._prelude_events = prelude_events
         self._stack = AsyncExitStack()
         self._subscription: Subscription | None = None
         self._opened_at = 0.0
+        self._writing = False  # a chunk of ours is counted in write_rounds()
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
         self._opened_at = trio.current_time()
+        self._stack.callback(self._end_write)
         try:
             self._subscription = await self._stack.enter_async_context(
                 self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
@@ -146,21 +157,56 @@ class EventStreamBody(ResponseBody):
                 self.events_sent += len(frames)
                 prelude = b"".join([prelude, *frames])
             await trio.lowlevel.checkpoint()
-            return prelude
+            return self._write(prelude)
         if subscription is None:
             raise StopAsyncIteration
-        # Batching across time: events published during this wait are drained below
-        # together with the one that would otherwise have been written alone.
-        await trio.sleep_until(self._next_write_at)
+        if self._min_write_interval > 0:
+            self._end_write()
+            await self._wait_for_batch(subscription)
         with trio.move_on_after(self._heartbeat):
             try:
                 frames = await subscription.receive_batch()
             except trio.EndOfChannel:
                 raise StopAsyncIteration from None
             self.events_sent += len(frames)
-            self._next_write_at = trio.current_time() + self._min_write_interval
-            return b"".join(frames)
-        return _HEARTBEAT
+            return self._write(b"".join(frames))
+        return self._write(_HEARTBEAT)
+
+    async def _wait_for_batch(self, subscription: Subscription) -> None:
+        """Batching across time: let events queue up after a write, within a bound.
+
+        Quart calls ``__anext__`` once the previous chunk is written, so this starts
+        when our write has ended. It waits for the round of writes that ours was part
+        of to end (see ``_rounds``), then ``min_write_interval`` more: the publish
+        path has that time to itself, and what it publishes meanwhile shares the
+        next write. An event that comes after the window is written at once, so a
+        stream whose events are further apart than a round plus the window never
+        waits. At most ``_MAX_WINDOWS`` intervals in all, so streams on busy
+        unrelated topics cannot hold each other back for long.
+        """
+        interval = self._min_write_interval
+        with trio.move_on_after(interval * _MAX_WINDOWS):
+            await write_rounds().wait_ended()
+            start = trio.current_time()
+            # Only if events are flowing: one coming this soon after a round is a sign
+            # that the publisher was held up by it and has more. At low rates the
+            # first event comes later than this and is written at once.
+            await subscription.wait_for_frames(start + interval * _FLOWING, count=1)
+            if subscription.queued:
+                await subscription.wait_for_frames(start + interval)
+
+    def _write(self, chunk: bytes) -> bytes:
+        """Return ``chunk`` for Quart to write, counting it in the round of writes."""
+        if self._min_write_interval > 0:
+            self._writing = True
+            write_rounds().started()
+        return chunk
+
+    def _end_write(self) -> None:
+        # Our last chunk is written, or the stream ended with it unwritten.
+        if self._writing:
+            self._writing = False
+            write_rounds().finished()
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
