@@ -96,7 +96,7 @@ async def test_an_event_that_is_not_soon_after_a_write_is_written_at_once(
     # events are flowing: a low rate, written at once.
     broker = MemoryBroker()
     async with driven(broker) as writes:
-        await trio.sleep(0.5 * INTERVAL)
+        await trio.sleep(0.75 * INTERVAL)
         await broker.publish("t", event("a"))
         published_at = trio.current_time()
         assert await writes.next_chunk() == (published_at, event("a").encode())
@@ -179,10 +179,10 @@ async def test_a_closing_broker_ends_a_stream_waiting_out_its_window(
 async def test_a_stream_waits_for_the_round_of_writes_it_was_part_of(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Two streams of one topic. B's writes take 2 s (a long fan-out round): A, whose
-    # write ended at once, waits for B's to end too, then its own window.
+    # Two streams of one topic, in one round of writes: A's write takes 1.5 s and B's
+    # 2 s. A waits for B's to end too, then its window.
     broker = MemoryBroker()
-    async with driven(broker) as a, driven(broker, write_time=2.0) as b:
+    async with driven(broker, write_time=1.5) as a, driven(broker, write_time=2.0) as b:
         await trio.sleep(10)  # both quiet: the next event is written at once
         round_start = trio.current_time()
         await broker.publish("t", event("x"))
@@ -192,17 +192,35 @@ async def test_a_stream_waits_for_the_round_of_writes_it_was_part_of(
         assert await a.next_chunk() == (round_start + 2.0 + INTERVAL, event("y").encode())
 
 
-async def test_the_wait_for_a_round_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_write_far_longer_than_ours_does_not_hold_us_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # B's write is stuck (a reader that stopped reading). A waits no longer than its
+    # own write took, 0.5 s, for the round to end; then its window.
     broker = MemoryBroker()
-    async with driven(broker) as a, driven(broker, write_time=100.0) as b:
+    async with driven(broker, write_time=0.5) as a, driven(broker, write_time=100.0) as b:
         await trio.sleep(200)  # both quiet: the next event is written at once
         round_start = trio.current_time()
         await broker.publish("t", event("x"))
         await a.next_chunk()
         await b.next_chunk()
         await broker.publish("t", event("y"))
-        assert await a.next_chunk() == (round_start + 4 * INTERVAL, event("y").encode())
+        expected = round_start + 0.5 + 0.5 + INTERVAL
+        assert await a.next_chunk() == (expected, event("y").encode())
         assert len(b.chunks) == 2  # B is still writing x
+
+
+async def test_the_wait_for_a_round_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    broker = MemoryBroker()
+    async with driven(broker, write_time=10.0) as a, driven(broker, write_time=100.0) as b:
+        await trio.sleep(200)  # both quiet: the next event is written at once
+        round_start = trio.current_time()
+        await broker.publish("t", event("x"))
+        await a.next_chunk()
+        await b.next_chunk()
+        await broker.publish("t", event("y"))
+        expected = round_start + 10.0 + 4 * INTERVAL + INTERVAL
+        assert await a.next_chunk() == (expected, event("y").encode())
 
 
 async def test_wait_for_frames_counts_only_frames_still_queued(

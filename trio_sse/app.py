@@ -124,8 +124,8 @@ def create_app(
         retry: Reconnection delay (ms) announced at the start of every stream; ``None``
             leaves it to the client.
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
-        min_write_interval: Seconds a stream waits after a write before the next, so
-            that events published meanwhile share one write; 0 disables.
+        min_write_interval: The batching window, in seconds (see
+            :func:`~trio_sse.web.event_stream`); 0 writes every wake-up at once.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")

@@ -49,13 +49,13 @@ logger = logging.getLogger("trio_sse.stream")
 # enough that a vanished client is found within TCP_USER_TIMEOUT plus one interval.
 DEFAULT_HEARTBEAT: Final = 15.0
 
-# Off by default. Hypercorn's trio worker spends ~200 µs of CPU per chunk written, so
-# under load the number of writes is the cost. With an interval, a stream that wrote
-# less than that long ago waits out the rest, and whatever was published meanwhile
-# shares one write; a quiet stream still writes at once. It pays only once it exceeds
-# a fan-out round (1000 subscribers x 200 µs = 0.2 s), and it adds up to that much
-# latency under load, so choosing a default waits for a latency benchmark.
-DEFAULT_MIN_WRITE_INTERVAL: Final = 0.0
+# Hypercorn's trio worker spends ~200 µs of CPU per chunk written, so under load the
+# number of writes is the cost. A stream that is sent events faster than it writes them
+# waits this long after its round of writes, and whatever is published meanwhile shares
+# one write (see EventStreamBody._wait_for_batch). It delays events by at most this
+# much more, and only while they come fast; SSE clients (dashboards, chats, progress
+# bars) do not notice a quarter of a second. At low rates events are written at once.
+DEFAULT_MIN_WRITE_INTERVAL: Final = 0.25
 
 SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -65,14 +65,15 @@ SSE_HEADERS: Final = {
     "X-Accel-Buffering": "no",
 }
 
-# Bounds a batching window, in intervals: the wait for a round of writes to end is
-# unbounded otherwise when unrelated streams keep writing.
+# Bounds the wait for a round of writes to end, in windows: it is unbounded otherwise
+# when unrelated streams keep writing.
 _MAX_WINDOWS: Final = 4
 
 # The part of the window within which an event, coming after a round of writes, means
-# events are flowing. A sequential publisher freed by the round's end publishes within
-# milliseconds; at a few events per second the next comes far later.
-_FLOWING: Final = 0.2
+# events are flowing. A sequential publisher freed by the round's end publishes again
+# within milliseconds (tens on a loaded machine); at a few events per second the next
+# one comes later than this, and is written at once.
+_FLOWING: Final = 0.5
 
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
@@ -111,6 +112,7 @@ class EventStreamBody(ResponseBody):
         self._subscription: Subscription | None = None
         self._opened_at = 0.0
         self._writing = False  # a chunk of ours is counted in write_rounds()
+        self._write_started = 0.0
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
@@ -179,26 +181,30 @@ class EventStreamBody(ResponseBody):
         when our write has ended. It waits for the round of writes that ours was part
         of to end (see ``_rounds``), then ``min_write_interval`` more: the publish
         path has that time to itself, and what it publishes meanwhile shares the
-        next write. An event that comes after the window is written at once, so a
-        stream whose events are further apart than a round plus the window never
-        waits. At most ``_MAX_WINDOWS`` intervals in all, so streams on busy
-        unrelated topics cannot hold each other back for long.
+        next write. That only happens while events are flowing: an event that comes
+        later than half the window after the round is written at once. The wait for
+        the round is bounded by how long our own write took (at most ``_MAX_WINDOWS``
+        windows), so a write stuck on a reader that stopped reading holds up nobody.
         """
         interval = self._min_write_interval
-        with trio.move_on_after(interval * _MAX_WINDOWS):
+        # Our own write took about as long as the round, whose writes advance in step:
+        # a write that has taken much longer than ours (a reader that stopped reading)
+        # is not part of it, and must not hold us up.
+        took = trio.current_time() - self._write_started
+        with trio.move_on_after(min(took, interval * _MAX_WINDOWS)):
             await write_rounds().wait_ended()
-            start = trio.current_time()
-            # Only if events are flowing: one coming this soon after a round is a sign
-            # that the publisher was held up by it and has more. At low rates the
-            # first event comes later than this and is written at once.
-            await subscription.wait_for_frames(start + interval * _FLOWING, count=1)
-            if subscription.queued:
-                await subscription.wait_for_frames(start + interval)
+        start = trio.current_time()
+        # Only if events are flowing: one coming this soon after a round is a sign
+        # that the publisher was held up by it and has more to publish.
+        await subscription.wait_for_frames(start + interval * _FLOWING, count=1)
+        if subscription.queued:
+            await subscription.wait_for_frames(start + interval)
 
     def _write(self, chunk: bytes) -> bytes:
         """Return ``chunk`` for Quart to write, counting it in the round of writes."""
         if self._min_write_interval > 0:
             self._writing = True
+            self._write_started = trio.current_time()
             write_rounds().started()
         return chunk
 
@@ -253,9 +259,10 @@ def event_stream(
         heartbeat: Seconds of silence before a comment is sent; 0 disables.
         retry: If given, the reconnection delay (ms) sent to the client first.
         initial: Events for this subscriber only, sent before any other (a welcome).
-        min_write_interval: Seconds a stream waits after a write before the next one,
-            so that events published meanwhile share a write; 0 writes each wake-up
-            at once. A stream that has been quiet that long writes immediately.
+        min_write_interval: The batching window, in seconds: while events come faster
+            than the stream writes them, it waits this long after its round of writes,
+            so that events published meanwhile share one write. At low rates events
+            are written at once. 0 writes every wake-up at once.
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
