@@ -115,12 +115,14 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    # Listening before the address is logged, so that no client is refused meanwhile;
+    # trio-sse serve's backlog, so that neither drops a connection storm.
+    sock.listen(4096)
     host, port = sock.getsockname()
     config = uvicorn.Config(
         create_app(),
         access_log=False,
         log_level="warning",
-        # trio-sse serve's backlog, so that neither drops a connection storm.
         backlog=4096,
         # Open streams would otherwise hold a SIGTERM'ed server up indefinitely.
         timeout_graceful_shutdown=1,
