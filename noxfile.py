@@ -43,22 +43,24 @@ def browser(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The figures in the README: fan-out, disconnect cleanup, shutdown time, latency.
+    """The figures in the README and docs/benchmarks.md (about 6 minutes; needs redis-server).
 
-    Each script in benchmarks/ takes options of its own (see its --help); run one as
-    ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root (they reuse
-    the test suite's helpers).
+    benchmarks/compare.py runs the four standard scenarios against `trio-sse serve`
+    and against sse-starlette on uvicorn, each server pinned to one core, prints the
+    table and writes docs/benchmarks.md. Arguments after ``--`` go to it, e.g.
+    ``nox -s bench -- --quick --scenarios fanout``. Then the disconnect and shutdown
+    timings. Each script in benchmarks/ takes options of its own (see its --help);
+    run one as ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root
+    (they reuse the test suite's helpers).
     """
-    session.install("-e", ".[test]")
-    # The benchmarks reuse the test suite's raw-socket client and server helpers.
+    session.install("-e", ".[test,bench]")
     env = {"PYTHONPATH": "."}
-    session.run("python", "benchmarks/fanout.py", "--publishers", "1", env=env)
-    session.run("python", "benchmarks/fanout.py", "--publishers", "16", env=env)
-    session.run("python", "benchmarks/fanout.py", "--write-interval", "0.25", env=env)
-    session.run("python", "benchmarks/disconnect.py", env=env)
-    session.run("python", "benchmarks/shutdown.py", env=env)
-    # Needs redis-server on the PATH.
-    session.run("python", "benchmarks/latency.py", env=env)
+    compare = session.posargs or ["--write", "docs/benchmarks.md"]
+    session.run("python", "benchmarks/compare.py", *compare, env=env)
+    if not session.posargs:
+        session.run("python", "benchmarks/disconnect.py", env=env)
+        session.run("python", "benchmarks/shutdown.py", env=env)
+        session.run("python", "benchmarks/latency.py", env=env)
 
 
 @nox.session

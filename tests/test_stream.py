@@ -143,9 +143,11 @@ async def test_disconnect_unsubscribes_within_milliseconds(
 
 
 async def test_stalled_reader_blocks_neither_publisher_nor_other_subscribers() -> None:
-    # A small queue makes the stalled subscriber overflow quickly.
+    # A small queue makes the stalled subscriber overflow quickly. The publisher waits
+    # for each event to arrive before the next: without a batching window, so that
+    # each arrives at once (tests/test_batching.py covers the window with a stall).
     broker = MemoryBroker(queue_size=16)
-    async with running_server(broker=broker) as server:
+    async with running_server(broker=broker, min_write_interval=0) as server:
         stalled = await SSEConnection.open(server, "/events/t", receive_buffer=4096)
         healthy = await SSEConnection.open(server, "/events/t")
         await server.wait_for_subscribers(2)

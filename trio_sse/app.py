@@ -213,8 +213,8 @@ def create_app(
         retry: Reconnection delay (ms) announced at the start of every stream; ``None``
             leaves it to the client.
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
-        min_write_interval: Seconds a stream waits after a write before the next, so
-            that events published meanwhile share one write; 0 disables.
+        min_write_interval: The batching window, in seconds (see
+            :func:`~trio_sse.web.event_stream`); 0 writes every wake-up at once.
         auth: Who may publish and subscribe (:class:`~trio_sse.web.AuthConfig`);
             everything is open if omitted.
         max_streams: Streams open at once; more get 503 with ``Retry-After``. 0: no cap.

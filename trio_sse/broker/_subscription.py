@@ -45,7 +45,17 @@ class Subscription:
     Read it with :meth:`receive_batch`. Only the broker that made it writes to it.
     """
 
-    __slots__ = ("_backlog", "_receive", "_send", "close_reason", "topic")
+    __slots__ = (
+        "_backlog",
+        "_fill_goal",
+        "_filled",
+        "_goal",
+        "_queued",
+        "_receive",
+        "_send",
+        "close_reason",
+        "topic",
+    )
 
     def __init__(self, topic: str, *, queue_size: int, backlog: list[bytes]) -> None:
         self.topic: Final = topic
@@ -54,6 +64,14 @@ class Subscription:
         # a replay longer than queue_size does not count as a slow consumer.
         self._backlog = backlog
         self._send, self._receive = trio.open_memory_channel[bytes](queue_size)
+        # Live frames in the channel, counted here because the channel's statistics()
+        # builds an object per call, too slow for the fan-out loop.
+        self._queued = 0
+        # Half full: a stream waiting for a batch writes now rather than risk being
+        # dropped as slow while it waits.
+        self._fill_goal = max(1, queue_size // 2)
+        self._filled: trio.Event | None = None
+        self._goal = self._fill_goal  # of the current wait_for_frames()
 
     async def receive_batch(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Wait for at least one frame, then return every frame already queued.
@@ -75,6 +93,7 @@ class Subscription:
             batch = self.receive_batch_nowait(max_frames)
         except trio.WouldBlock:
             first = await self._receive.receive()
+            self._queued -= 1
             try:
                 return [first, *self.receive_batch_nowait(max_frames - 1)]
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -85,6 +104,7 @@ class Subscription:
     def receive_batch_nowait(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Like :meth:`receive_batch`, but raise ``trio.WouldBlock`` if nothing is queued."""
         batch, self._backlog = self._backlog, []
+        replayed = len(batch)
         receive_nowait = self._receive.receive_nowait
         try:
             while len(batch) < max_frames:
@@ -95,7 +115,36 @@ class Subscription:
         except trio.EndOfChannel:
             if not batch:
                 raise
+        finally:
+            self._queued -= len(batch) - replayed
         return batch
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be received (replayed ones included)."""
+        return len(self._backlog) + self._queued
+
+    async def wait_for_frames(self, deadline: float, count: int | None = None) -> None:
+        """Wait until ``count`` frames are queued, or until ``deadline`` (``trio.current_time()``).
+
+        Lets frames queue up so that they share a write. ``count`` is capped at half
+        the queue (the default), so that a stream batching its writes is never
+        dropped as slow for it. Returns at once when the subscription is closed, so
+        that shutdown is not delayed. Take the frames with :meth:`receive_batch`.
+
+        Cancellation: a plain wait; nothing is taken.
+        """
+        goal = self._fill_goal if count is None else min(count, self._fill_goal)
+        if self.queued >= goal or self.close_reason is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._goal = goal
+        self._filled = filled = trio.Event()
+        try:
+            with trio.move_on_at(deadline):
+                await filled.wait()
+        finally:
+            self._filled = None
 
     # The methods below are the broker's side.
 
@@ -113,6 +162,9 @@ class Subscription:
             return False
         except trio.ClosedResourceError:
             return False
+        self._queued += 1
+        if self._filled is not None and self._queued >= self._goal:
+            self._filled.set()
         return True
 
     def close(self, reason: CloseReason) -> None:
@@ -120,6 +172,8 @@ class Subscription:
         if self.close_reason is None:
             self.close_reason = reason
         self._send.close()
+        if self._filled is not None:
+            self._filled.set()
 
     def discard(self) -> None:
         """Release both ends; the subscriber is gone and nothing more will be read."""

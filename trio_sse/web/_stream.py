@@ -33,6 +33,7 @@ from quart.wrappers.response import ResponseBody
 from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..broker import Broker, CloseReason, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
+from ._rounds import write_rounds
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -48,13 +49,13 @@ logger = logging.getLogger("trio_sse.stream")
 # enough that a vanished client is found within TCP_USER_TIMEOUT plus one interval.
 DEFAULT_HEARTBEAT: Final = 15.0
 
-# Off by default. Hypercorn's trio worker spends ~200 µs of CPU per chunk written, so
-# under load the number of writes is the cost. With an interval, a stream that wrote
-# less than that long ago waits out the rest, and whatever was published meanwhile
-# shares one write; a quiet stream still writes at once. It pays only once it exceeds
-# a fan-out round (1000 subscribers x 200 µs = 0.2 s), and it adds up to that much
-# latency under load, so choosing a default waits for a latency benchmark.
-DEFAULT_MIN_WRITE_INTERVAL: Final = 0.0
+# Hypercorn's trio worker spends ~200 µs of CPU per chunk written, so under load the
+# number of writes is the cost. A stream that is sent events faster than it writes them
+# waits this long after its round of writes, and whatever is published meanwhile shares
+# one write (see EventStreamBody._wait_for_batch). It delays events by at most this
+# much more, and only while they come fast; SSE clients (dashboards, chats, progress
+# bars) do not notice a quarter of a second. At low rates events are written at once.
+DEFAULT_MIN_WRITE_INTERVAL: Final = 0.25
 
 SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -63,6 +64,16 @@ SSE_HEADERS: Final = {
     # nginx buffers responses unless told not to; harmless elsewhere.
     "X-Accel-Buffering": "no",
 }
+
+# Bounds the wait for a round of writes to end, in windows: it is unbounded otherwise
+# when unrelated streams keep writing.
+_MAX_WINDOWS: Final = 4
+
+# The part of the window within which an event, coming after a round of writes, means
+# events are flowing. A sequential publisher freed by the round's end publishes again
+# within milliseconds (tens on a loaded machine); at a few events per second the next
+# one comes later than this, and is written at once.
+_FLOWING: Final = 0.5
 
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
@@ -95,17 +106,19 @@ class EventStreamBody(ResponseBody):
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
         self._min_write_interval = min_write_interval
-        self._next_write_at = -math.inf
         self._prelude: bytes | None = prelude
         self._prelude_events = prelude_events
         self._stack = AsyncExitStack()
         self._subscription: Subscription | None = None
         self._refused = CloseReason.SHUTDOWN.value  # why there is no subscription
         self._opened_at = 0.0
+        self._writing = False  # a chunk of ours is counted in write_rounds()
+        self._write_started = 0.0
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
         self._opened_at = trio.current_time()
+        self._stack.callback(self._end_write)
         try:
             self._subscription = await self._stack.enter_async_context(
                 self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
@@ -155,21 +168,60 @@ class EventStreamBody(ResponseBody):
                 self.events_sent += len(frames)
                 prelude = b"".join([prelude, *frames])
             await trio.lowlevel.checkpoint()
-            return prelude
+            return self._write(prelude)
         if subscription is None:
             raise StopAsyncIteration
-        # Batching across time: events published during this wait are drained below
-        # together with the one that would otherwise have been written alone.
-        await trio.sleep_until(self._next_write_at)
+        if self._min_write_interval > 0:
+            self._end_write()
+            await self._wait_for_batch(subscription)
         with trio.move_on_after(self._heartbeat):
             try:
                 frames = await subscription.receive_batch()
             except trio.EndOfChannel:
                 raise StopAsyncIteration from None
             self.events_sent += len(frames)
-            self._next_write_at = trio.current_time() + self._min_write_interval
-            return b"".join(frames)
-        return _HEARTBEAT
+            return self._write(b"".join(frames))
+        return self._write(_HEARTBEAT)
+
+    async def _wait_for_batch(self, subscription: Subscription) -> None:
+        """Batching across time: let events queue up after a write, within a bound.
+
+        Quart calls ``__anext__`` once the previous chunk is written, so this starts
+        when our write has ended. It waits for the round of writes that ours was part
+        of to end (see ``_rounds``), then ``min_write_interval`` more: the publish
+        path has that time to itself, and what it publishes meanwhile shares the
+        next write. That only happens while events are flowing: an event that comes
+        later than half the window after the round is written at once. The wait for
+        the round is bounded by how long our own write took (at most ``_MAX_WINDOWS``
+        windows), so a write stuck on a reader that stopped reading holds up nobody.
+        """
+        interval = self._min_write_interval
+        # Our own write took about as long as the round, whose writes advance in step:
+        # a write that has taken much longer than ours (a reader that stopped reading)
+        # is not part of it, and must not hold us up.
+        took = trio.current_time() - self._write_started
+        with trio.move_on_after(min(took, interval * _MAX_WINDOWS)):
+            await write_rounds().wait_ended()
+        start = trio.current_time()
+        # Only if events are flowing: one coming this soon after a round is a sign
+        # that the publisher was held up by it and has more to publish.
+        await subscription.wait_for_frames(start + interval * _FLOWING, count=1)
+        if subscription.queued:
+            await subscription.wait_for_frames(start + interval)
+
+    def _write(self, chunk: bytes) -> bytes:
+        """Return ``chunk`` for Quart to write, counting it in the round of writes."""
+        if self._min_write_interval > 0:
+            self._writing = True
+            self._write_started = trio.current_time()
+            write_rounds().started()
+        return chunk
+
+    def _end_write(self) -> None:
+        # Our last chunk is written, or the stream ended with it unwritten.
+        if self._writing:
+            self._writing = False
+            write_rounds().finished()
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
@@ -216,9 +268,10 @@ def event_stream(
         heartbeat: Seconds of silence before a comment is sent; 0 disables.
         retry: If given, the reconnection delay (ms) sent to the client first.
         initial: Events for this subscriber only, sent before any other (a welcome).
-        min_write_interval: Seconds a stream waits after a write before the next one,
-            so that events published meanwhile share a write; 0 writes each wake-up
-            at once. A stream that has been quiet that long writes immediately.
+        min_write_interval: The batching window, in seconds: while events come faster
+            than the stream writes them, it waits this long after its round of writes,
+            so that events published meanwhile share one write. At low rates events
+            are written at once. 0 writes every wake-up at once.
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
