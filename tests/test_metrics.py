@@ -75,3 +75,18 @@ def test_unknown_disconnect_reasons_count_as_error() -> None:
         "ended",
         "error",
     }
+
+
+async def test_streams_report_write_latency_and_disconnect_reasons() -> None:
+    async with running_server() as server:
+        connection = await SSEConnection.open(server, "/events/a")
+        await server.wait_for_subscribers(1)
+        await server.publish("a", data="x")
+        await connection.read_events(1)
+        await connection.close_fin()
+        await server.wait_for_subscribers(0)
+        values = samples((await server.http.get("/metrics")).text)
+        assert values[("trio_sse_publish_to_write_seconds_count", ())] == 1
+        # Loopback, nothing else running: far below the histogram's top bucket.
+        assert values[("trio_sse_publish_to_write_seconds_bucket", (("le", "10.0"),))] == 1
+        assert values[("trio_sse_disconnects_total", (("reason", "client_closed"),))] == 1

@@ -14,6 +14,7 @@ from tests.test_cli import serve_process
 from tests.wire import SSEConnection, running_server
 from trio_sse.app import create_app
 from trio_sse.cli import main
+from trio_sse.protocol import ServerSentEvent
 from trio_sse.web import AuthConfig
 
 SECRET = "k" * 32
@@ -188,3 +189,27 @@ def test_serve_refuses_bad_security_options(
         main(["serve", *argv])
     assert exited.value.code == 2
     assert problem in capsys.readouterr().err
+
+
+async def test_a_stream_ends_when_its_token_expires() -> None:
+    config = AuthConfig(jwt_key=SECRET, subscribe_requires_token=True)
+    expires = int(time.time()) + 2
+    short_lived = jwt.encode(
+        {"trio_sse": {"subscribe": ["news"]}, "exp": expires}, SECRET, algorithm="HS256"
+    )
+    async with running_server(auth=config, heartbeat=0.2) as server:
+        connection = await SSEConnection.open(
+            server, "/events/news", headers=[("Authorization", f"Bearer {short_lived}")]
+        )
+        assert connection.status == 200
+        await server.wait_for_subscribers(1)
+        await server.broker.publish("news", ServerSentEvent("while valid"))
+        await connection.read_events(1)
+        # Heartbeats keep coming meanwhile; the end is clean (terminating chunk).
+        await connection.read_to_end(timeout=10)
+        assert connection.ended_cleanly
+        assert time.time() >= expires
+        await server.wait_for_subscribers(0)
+        metrics = (await server.http.get("/metrics")).text
+        assert 'trio_sse_disconnects_total{reason="auth_expired"} 1.0' in metrics
+        await connection.close_fin()

@@ -266,7 +266,7 @@ def create_app(
     @app.get("/events/<topic>")
     async def stream(topic: str) -> quart.ResponseReturnValue:
         validate_topic(topic)
-        _authorize(state, Action.SUBSCRIBE, topic)
+        expires_at = _authorize(state, Action.SUBSCRIBE, topic)
         return event_stream(
             state.broker,
             topic,
@@ -274,6 +274,8 @@ def create_app(
             heartbeat=state.heartbeat,
             retry=state.retry,
             min_write_interval=state.min_write_interval,
+            expires_at=expires_at,
+            observer=state.metrics,
         )
 
     @app.post("/events/<topic>")

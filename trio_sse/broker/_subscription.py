@@ -54,6 +54,7 @@ class Subscription:
         "_receive",
         "_send",
         "close_reason",
+        "first_queued_at",
         "topic",
     )
 
@@ -72,6 +73,10 @@ class Subscription:
         self._fill_goal = max(1, queue_size // 2)
         self._filled: trio.Event | None = None
         self._goal = self._fill_goal  # of the current wait_for_frames()
+        # When the oldest live frame now queued was offered (trio.current_time()): the
+        # start of the publish-to-write latency of the next batch. Set only when the
+        # queue was empty, so the fan-out loop reads the clock once per batch, not per frame.
+        self.first_queued_at = 0.0
 
     async def receive_batch(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Wait for at least one frame, then return every frame already queued.
@@ -162,6 +167,8 @@ class Subscription:
             return False
         except trio.ClosedResourceError:
             return False
+        if not self._queued:
+            self.first_queued_at = trio.current_time()
         self._queued += 1
         if self._filled is not None and self._queued >= self._goal:
             self._filled.set()

@@ -17,6 +17,7 @@ from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
 from ._stream import EventStreamBody as EventStreamBody
+from ._stream import StreamObserver as StreamObserver
 from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
 
@@ -37,6 +38,7 @@ __all__ = [
     "Grant",
     "Metrics",
     "StreamLimiter",
+    "StreamObserver",
     "enable_cors",
     "event_stream",
     "last_event_id_of",

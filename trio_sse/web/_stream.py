@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 import quart
 import trio
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT",
     "SSE_HEADERS",
     "EventStreamBody",
+    "StreamObserver",
     "event_stream",
     "last_event_id_of",
 ]
@@ -79,6 +81,16 @@ _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
 
 
+class StreamObserver(Protocol):
+    """What a stream reports about itself, e.g. to :class:`~trio_sse.web.Metrics`."""
+
+    def stream_closed(self, reason: str) -> None:
+        """A stream ended: ``client_closed``, ``slow_consumer``, ``auth_expired``, ..."""
+
+    def written(self, seconds: float) -> None:
+        """A batch of live events went to the server ``seconds`` after the oldest was published."""
+
+
 class EventStreamBody(ResponseBody):
     """The body of an SSE response: a subscription that lives exactly as long as the stream.
 
@@ -100,6 +112,8 @@ class EventStreamBody(ResponseBody):
         min_write_interval: float,
         prelude: bytes,
         prelude_events: int,
+        expires_at: float | None = None,
+        observer: StreamObserver | None = None,
     ) -> None:
         self._broker = broker
         self._topic = topic
@@ -114,10 +128,16 @@ class EventStreamBody(ResponseBody):
         self._opened_at = 0.0
         self._writing = False  # a chunk of ours is counted in write_rounds()
         self._write_started = 0.0
+        self._expires_at = expires_at
+        self._deadline = math.inf  # expires_at on Trio's clock, from __aenter__ on
+        self._has_expired = False
+        self._observer = observer
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
         self._opened_at = trio.current_time()
+        if self._expires_at is not None:
+            self._deadline = self._opened_at + (self._expires_at - time.time())
         self._stack.callback(self._end_write)
         try:
             self._subscription = await self._stack.enter_async_context(
@@ -174,13 +194,24 @@ class EventStreamBody(ResponseBody):
         if self._min_write_interval > 0:
             self._end_write()
             await self._wait_for_batch(subscription)
-        with trio.move_on_after(self._heartbeat):
+        now = trio.current_time()
+        if now >= self._deadline:
+            # The token that opened the stream has expired: end it cleanly. The
+            # client reconnects, and must then present a fresh token.
+            self._has_expired = True
+            raise StopAsyncIteration
+        with trio.move_on_at(min(now + self._heartbeat, self._deadline)):
             try:
                 frames = await subscription.receive_batch()
             except trio.EndOfChannel:
                 raise StopAsyncIteration from None
             self.events_sent += len(frames)
+            if self._observer is not None:
+                self._observer.written(trio.current_time() - subscription.first_queued_at)
             return self._write(b"".join(frames))
+        if trio.current_time() >= self._deadline:
+            self._has_expired = True
+            raise StopAsyncIteration
         return self._write(_HEARTBEAT)
 
     async def _wait_for_batch(self, subscription: Subscription) -> None:
@@ -225,7 +256,9 @@ class EventStreamBody(ResponseBody):
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
-        if subscription is not None and subscription.close_reason is not None:
+        if self._has_expired:
+            reason = "auth_expired"
+        elif subscription is not None and subscription.close_reason is not None:
             reason = subscription.close_reason.value
         elif subscription is None:
             reason = self._refused
@@ -242,6 +275,8 @@ class EventStreamBody(ResponseBody):
             trio.current_time() - self._opened_at,
             self.events_sent,
         )
+        if self._observer is not None:
+            self._observer.stream_closed(reason)
 
 
 def event_stream(
@@ -253,6 +288,8 @@ def event_stream(
     retry: int | None = None,
     initial: Sequence[ServerSentEvent] = (),
     min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
+    expires_at: float | None = None,
+    observer: StreamObserver | None = None,
 ) -> quart.Response:
     """Build a streaming ``text/event-stream`` response for one subscription.
 
@@ -272,6 +309,9 @@ def event_stream(
             than the stream writes them, it waits this long after its round of writes,
             so that events published meanwhile share one write. At low rates events
             are written at once. 0 writes every wake-up at once.
+        expires_at: When the permission to read the stream ends (Unix time, e.g. a
+            JWT's ``exp``); the stream then ends cleanly, with reason ``auth_expired``.
+        observer: Told of each batch written and of the stream's end (metrics).
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
@@ -296,6 +336,8 @@ def event_stream(
         min_write_interval=min_write_interval,
         prelude=b"".join(parts),
         prelude_events=len(initial),
+        expires_at=expires_at,
+        observer=observer,
     )
     response: quart.Response = quart.current_app.response_class(
         body, status=200, headers=SSE_HEADERS
