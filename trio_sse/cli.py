@@ -31,6 +31,7 @@ from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_TCP_USER_TIMEOUT,
+    check_tls_files,
     listen_socket,
     serve,
 )
@@ -162,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_GRACEFUL_TIMEOUT,
         help="seconds connections get to finish on shutdown",
     )
+    serve_cmd.add_argument(
+        "--certfile", metavar="PEM", help="serve HTTPS (HTTP/2 and 1.1) with this certificate chain"
+    )
+    serve_cmd.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile")
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -287,6 +292,8 @@ async def _serve(args: argparse.Namespace) -> None:
             on_shutdown=broker.aclose,
             shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
             sock=sock,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
         )
 
 
@@ -303,6 +310,15 @@ def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
         option = action.option_strings[-1]
         command += [option] if value is True else [option, str(value)]
     return [*command, "--listen-fd", str(listen_fd)]
+
+
+def _check_tls(args: argparse.Namespace) -> None:
+    # Once, before any worker starts, rather than the same error from every worker.
+    if args.certfile is not None:
+        try:
+            check_tls_files(args.certfile, args.keyfile)
+        except ValueError as exc:
+            raise _StartupError(str(exc)) from None
 
 
 async def _check_broker(args: argparse.Namespace) -> None:
@@ -392,7 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "in-memory broker each worker has its own topics, and a publish would reach "
                 "only the subscribers of the worker that took it"
             )
+        if (args.certfile is None) != (args.keyfile is None):
+            args.serve_parser.error("--certfile and --keyfile go together: give both or neither")
         try:
+            _check_tls(args)
             if args.workers > 1:
                 return _serve_workers(args)
             trio.run(_serve, args)
