@@ -27,6 +27,7 @@ from tests.test_http2 import CONNECTION_SPECIFIC, read_events
 from tests.wire import TIMEOUT, Server, running_server
 from trio_sse import MemoryBroker, create_app, serve
 from trio_sse.protocol import Decoder, MessageEvent
+from trio_sse.server import TLS_HANDSHAKE_TIMEOUT
 
 STREAMS = 20
 # As in tests/test_redis_serve.py: a parent, then workers that import everything.
@@ -233,3 +234,16 @@ async def _h2_round_trip(url: str, tls: TLSFiles, *, subscribers: int) -> None:
                 response = await publisher.post(f"/events/{topic}", json={"data": "secure"})
                 assert response.status_code == 202
         assert received == ["secure"] * subscribers
+
+
+@pytest.mark.slow
+async def test_a_client_that_stalls_its_tls_handshake_is_cut(tls: TLSFiles) -> None:
+    async with tls_server(tls) as server:
+        host, port = server.url.removeprefix("https://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        start = trio.current_time()
+        async with stream:
+            # Not a byte of ClientHello: the server can only time the handshake out.
+            with trio.fail_after(TLS_HANDSHAKE_TIMEOUT + TIMEOUT):
+                assert await stream.receive_some() == b""
+        assert trio.current_time() - start >= TLS_HANDSHAKE_TIMEOUT - 0.1
