@@ -12,6 +12,7 @@ The figures (p50/p99/max latency, RSS growth, open descriptors) are printed; run
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,10 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def has_more_events_than(count: int, connection: SSEConnection) -> bool:
+    return len(connection.events) > count
+
+
 @pytest.mark.slow
 async def test_clients_that_never_read_are_dropped_and_cost_nothing_lasting() -> None:
     async with running_server(tcp_user_timeout=TCP_USER_TIMEOUT) as server:
@@ -89,7 +94,7 @@ async def test_clients_that_never_read_are_dropped_and_cost_nothing_lasting() ->
         async def read() -> None:
             while len(received_ids) < DURATION * RATE:
                 before = len(reader.events)
-                await reader.read_until(lambda c, n=before: len(c.events) > n, timeout=10)
+                await reader.read_until(partial(has_more_events_than, before), timeout=10)
                 now = trio.current_time()
                 for event in reader.events[before:]:
                     seq, stamp, _ = event.data.split(" ", 2)

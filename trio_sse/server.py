@@ -30,7 +30,15 @@ from typing import Final
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.typing import Framework
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Framework,
+    Scope,
+)
+from hypercorn.utils import is_asgi
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -127,6 +135,41 @@ def check_tls_files(certfile: str, keyfile: str) -> None:
         ) from None
 
 
+# Bounds the shield below: the last write of a response, plus Hypercorn's
+# bookkeeping. The write itself is shielded by Hypercorn and ended, for a peer that
+# stopped reading, by TCP_USER_TIMEOUT.
+_LAST_SEND_TIMEOUT: Final = 5.0
+
+
+def _finish_responses_shielded(app: ASGIFramework) -> ASGIFramework:
+    """Let the last ``send`` of each response complete even if the request is cancelled.
+
+    Hypercorn readies the connection for its next request (restarting its idle
+    timer, or closing the socket after ``Connection: close``) inside the app's final
+    ``send``. That same call tells the app ``http.disconnect``, which makes
+    quart-trio cancel the request; the bookkeeping after it then dies of
+    ``Cancelled`` (pgjones/hypercorn#106). Without this, a connection that has
+    served one request is never closed by the server: idle, it lingers until the
+    client leaves, and a slow second request head is not bounded at all.
+    """
+
+    async def wrapped(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def finishing_send(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(_LAST_SEND_TIMEOUT, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, finishing_send)
+
+    return wrapped
+
+
 async def _wait_for_signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -211,4 +254,6 @@ async def serve(
             with trio.move_on_after(_ON_SHUTDOWN_TIMEOUT):
                 await on_shutdown()
 
+    if is_asgi(app):
+        app = _finish_responses_shielded(app)  # type: ignore[arg-type]
     await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
