@@ -37,7 +37,7 @@ async def listening_process(
             with trio.fail_after(startup_timeout):
                 # A file gives no readiness events; re-read it on a short beat.
                 while (
-                    found := re.search(rb"Running on http://([\d.]+):(\d+)", _read(log))
+                    found := re.search(rb"Running on https?://([\d.]+):(\d+)", _read(log))
                 ) is None:
                     assert process.poll() is None, f"server exited early: {_read(log).decode()}"
                     await trio.sleep(0.02)

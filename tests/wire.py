@@ -8,6 +8,7 @@ receive buffer. ``running_server`` runs a real Hypercorn on 127.0.0.1:0.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -75,9 +76,16 @@ async def running_server(
     app: QuartTrio | None = None,
     graceful_timeout: float = 0.2,
     tcp_user_timeout: float = 30.0,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    verify: ssl.SSLContext | bool = True,
     **app_options: Any,
 ) -> AsyncIterator[Server]:
-    """Run a real Hypercorn on 127.0.0.1:0 for the duration of the block."""
+    """Run a real Hypercorn on 127.0.0.1:0 for the duration of the block.
+
+    With ``certfile`` and ``keyfile`` it serves HTTPS; ``verify`` is then what the
+    ``Server.http`` client trusts.
+    """
     broker = broker if broker is not None else MemoryBroker()
     app = app if app is not None else create_app(broker=broker, **app_options)
     stop = trio.Event()
@@ -92,9 +100,11 @@ async def running_server(
                 tcp_user_timeout=tcp_user_timeout,
                 on_shutdown=broker.aclose,
                 shutdown_trigger=stop.wait,
+                certfile=certfile,
+                keyfile=keyfile,
             )
         )
-        async with httpx.AsyncClient(base_url=urls[0], timeout=TIMEOUT) as http:
+        async with httpx.AsyncClient(base_url=urls[0], timeout=TIMEOUT, verify=verify) as http:
             yield Server(url=urls[0], app=app, broker=broker, stop=stop, http=http)
         stop.set()
 

@@ -23,7 +23,7 @@ from ._file_limit import raise_open_file_limit
 from ._workers import run_workers, until_signal_or_orphaned
 from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
-from .server import listen_socket, serve
+from .server import check_tls_files, listen_socket, serve
 from .web import AuthConfig, CorsPolicy
 
 __all__ = ["MEMORY", "run_serve"]
@@ -38,6 +38,8 @@ def run_serve(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.serve_parser
     args.cors = _cors_policy(parser, args)
     args.auth = _auth_config(parser, args)
+    if (args.certfile is None) != (args.keyfile is None):
+        parser.error("--certfile and --keyfile go together: give both or neither")
     if args.workers > 1 and args.broker == MEMORY:
         parser.error(
             "--workers > 1 needs a shared broker (--broker redis://host:port/db): with the "
@@ -57,6 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "open file limit: %s (hard %s)", limit.soft, limit.hard
     )
     try:
+        _check_tls(args)
         if args.workers > 1:
             return _serve_workers(args)
         trio.run(_serve, args)
@@ -149,6 +152,8 @@ async def _serve(args: argparse.Namespace) -> None:
             on_shutdown=broker.aclose,
             shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
             sock=sock,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
         )
 
 
@@ -171,6 +176,15 @@ def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
         else:
             command += [option, str(value)]
     return [*command, "--listen-fd", str(listen_fd)]
+
+
+def _check_tls(args: argparse.Namespace) -> None:
+    # Once, before any worker starts, rather than the same error from every worker.
+    if args.certfile is not None:
+        try:
+            check_tls_files(args.certfile, args.keyfile)
+        except ValueError as exc:
+            raise _StartupError(str(exc)) from None
 
 
 async def _check_broker(args: argparse.Namespace) -> None:

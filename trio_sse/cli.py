@@ -177,6 +177,10 @@ def _parser() -> argparse.ArgumentParser:
         help="let those pages send cookies and HTTP auth (not with *)",
     )
     _add_security_options(serve_cmd)
+    serve_cmd.add_argument(
+        "--certfile", metavar="PEM", help="serve HTTPS (HTTP/2 and 1.1) with this certificate chain"
+    )
+    serve_cmd.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile")
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]

@@ -11,6 +11,11 @@ What the Hypercorn CLI cannot do for SSE, and this does:
   a client that stops reading cannot pin a connection, or shutdown, forever:
   Hypercorn's socket write is shielded from cancellation, so only the kernel can
   abort it.
+* **Bounds on clients that never finish a request** (slowloris): a connection gets
+  ``REQUEST_HEAD_TIMEOUT`` seconds (after its TLS handshake, itself bounded by
+  ``TLS_HANDSHAKE_TIMEOUT``) to complete a request head of at most
+  ``MAX_REQUEST_HEAD_SIZE`` bytes. Neither touches a stream once its request is in.
+* **TLS** (``certfile`` and ``keyfile``), with ALPN offering ``h2`` then ``http/1.1``.
 """
 
 from __future__ import annotations
@@ -18,18 +23,31 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.typing import Framework
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Framework,
+    Scope,
+)
+from hypercorn.utils import is_asgi
 
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_GRACEFUL_TIMEOUT",
     "DEFAULT_TCP_USER_TIMEOUT",
+    "MAX_REQUEST_HEAD_SIZE",
+    "REQUEST_HEAD_TIMEOUT",
+    "TLS_HANDSHAKE_TIMEOUT",
+    "check_tls_files",
     "listen_socket",
     "serve",
 ]
@@ -49,6 +67,22 @@ DEFAULT_TCP_USER_TIMEOUT: Final = 30.0
 # cancelled response (pgjones/hypercorn#106), so keep it short: a publish takes
 # milliseconds, and every second here is a second added to each restart.
 DEFAULT_GRACEFUL_TIMEOUT: Final = 0.5
+
+# Hypercorn's keep_alive_timeout: how long a connection may be idle, which it is
+# from accept (or from the end of a response) until a whole request head is in.
+# Bytes received do not restart it, so a head sent one byte at a time is cut here
+# too. A stream in progress is not idle, so it is never cut. Hypercorn's default,
+# set explicitly because it is our only bound on a slow request head.
+REQUEST_HEAD_TIMEOUT: Final = 5.0
+
+# Hypercorn's h11_max_incomplete_size: a longer HTTP/1.1 request head gets 431.
+# Hypercorn's default; browsers' heads (cookies included) stay well under it.
+MAX_REQUEST_HEAD_SIZE: Final = 16 * 1024
+
+# Hypercorn's default (60 s) would let a client that stalls mid-handshake hold a
+# connection for a minute before REQUEST_HEAD_TIMEOUT even starts; a real handshake
+# takes a few round trips.
+TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 
 # How long on_shutdown may take before the shutdown goes ahead without it.
 _ON_SHUTDOWN_TIMEOUT: Final = 1.0
@@ -86,6 +120,56 @@ def listen_socket(
     return sock
 
 
+def check_tls_files(certfile: str, keyfile: str) -> None:
+    """Load a certificate chain and its key once, to fail early and clearly.
+
+    Raises:
+        ValueError: A file is missing or unreadable, or the key does not match.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load the TLS certificate {certfile!r} with the key {keyfile!r}: {exc}"
+        ) from None
+
+
+# Bounds the shield below: the last write of a response, plus Hypercorn's
+# bookkeeping. The write itself is shielded by Hypercorn and ended, for a peer that
+# stopped reading, by TCP_USER_TIMEOUT.
+_LAST_SEND_TIMEOUT: Final = 5.0
+
+
+def _finish_responses_shielded(app: ASGIFramework) -> ASGIFramework:
+    """Let the last ``send`` of each response complete even if the request is cancelled.
+
+    Hypercorn readies the connection for its next request (restarting its idle
+    timer, or closing the socket after ``Connection: close``) inside the app's final
+    ``send``. That same call tells the app ``http.disconnect``, which makes
+    quart-trio cancel the request; the bookkeeping after it then dies of
+    ``Cancelled`` (pgjones/hypercorn#106). Without this, a connection that has
+    served one request is never closed by the server: idle, it lingers until the
+    client leaves, and a slow second request head is not bounded at all.
+    """
+
+    async def wrapped(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def finishing_send(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(_LAST_SEND_TIMEOUT, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, finishing_send)
+
+    return wrapped
+
+
 async def _wait_for_signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -105,6 +189,8 @@ async def serve(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sock: socket.socket | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (or ``shutdown_trigger``), then shut down fast.
@@ -124,8 +210,21 @@ async def serve(
         sock: A bound socket to serve on instead of ``host`` and ``port`` (made by
             :func:`listen_socket`), e.g. one that several worker processes share.
             Its ownership passes to the server.
-        task_status: Receives the bound URLs, e.g. ``["http://127.0.0.1:41234"]``.
+        certfile: PEM certificate chain; with ``keyfile``, serve HTTPS only, with
+            ALPN ``h2`` and ``http/1.1``.
+        keyfile: PEM private key of ``certfile``.
+        task_status: Receives the bound URLs, e.g. ``["http://127.0.0.1:41234"]``
+            (``https://`` with TLS).
+
+    Raises:
+        ValueError: Only one of ``certfile`` and ``keyfile`` was given, or they
+            cannot be loaded (see :func:`check_tls_files`).
     """
+    if (certfile is None) != (keyfile is None):
+        raise ValueError("TLS needs both certfile and keyfile, or neither")
+    if certfile is not None and keyfile is not None:
+        # Before the socket is made, so a bad file leaks nothing.
+        check_tls_files(certfile, keyfile)
     if sock is None:
         sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
     config = Config()
@@ -140,6 +239,13 @@ async def serve(
     # Never set read_timeout: SSE clients send nothing after the request, so it
     # would cut every stream.
     config.read_timeout = None
+    config.keep_alive_timeout = REQUEST_HEAD_TIMEOUT
+    config.h11_max_incomplete_size = MAX_REQUEST_HEAD_SIZE
+    config.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
+    # Hypercorn turns TLS on when both are set.
+    config.certfile = certfile
+    config.keyfile = keyfile
+    config.alpn_protocols = ["h2", "http/1.1"]
     wait_for_shutdown = shutdown_trigger if shutdown_trigger is not None else _wait_for_signal
 
     async def trigger() -> None:
@@ -148,4 +254,6 @@ async def serve(
             with trio.move_on_after(_ON_SHUTDOWN_TIMEOUT):
                 await on_shutdown()
 
+    if is_asgi(app):
+        app = _finish_responses_shielded(app)  # type: ignore[arg-type]
     await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
