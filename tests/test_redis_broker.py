@@ -16,6 +16,7 @@ from typing import Any
 import coredis
 import pytest
 import trio
+import trio.testing
 
 from tests.redis_server import RedisServer, require_redis_server
 from tests.test_broker_contract import ids_of, receive_ids
@@ -296,8 +297,10 @@ async def test_reader_tasks_stop_when_the_subscribers_leave(
     redis_server: RedisServer, prefix: str
 ) -> None:
     async with broker_on(redis_server, prefix) as broker:
-        idle_tasks = count_tasks()
         idle_clients = await redis_clients(redis_server)
+        # The pools' connection tasks may still be starting: count once all are parked.
+        await trio.testing.wait_all_tasks_blocked()
+        idle_tasks = count_tasks()
         async with trio.open_nursery() as nursery:
             entered = trio.Event()
             leave = trio.Event()
