@@ -53,27 +53,38 @@ async def read_events(response: httpx.Response, count: int) -> list[MessageEvent
     return events
 
 
+async def stream_on_one_connection(
+    server: Server, client: httpx.AsyncClient, topic: str
+) -> list[list[MessageEvent]]:
+    """Open STREAMS streams of ``topic`` through ``client`` (one connection), publish
+    two events, and return what each stream received."""
+    received: list[list[MessageEvent]] = []
+
+    async def subscribe() -> None:
+        async with client.stream("GET", f"/events/{topic}") as response:
+            # With http1 allowed too, only ALPN (TLS) or prior knowledge chose h2.
+            assert response.http_version == "HTTP/2"
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert not CONNECTION_SPECIFIC & set(response.headers)
+            received.append(await read_events(response, 2))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(STREAMS):
+                nursery.start_soon(subscribe)
+            # The pool allows one connection: all streams are open on it at once.
+            await server.wait_for_subscribers(STREAMS)
+            # server.publish goes through another client, on a connection of its own.
+            await server.publish(topic, data="one")
+            await server.publish(topic, data="two")
+    return received
+
+
 async def test_many_streams_share_one_h2_connection() -> None:
     async with running_server() as server:
-        received: list[list[MessageEvent]] = []
         async with h2_client(server) as client:
-
-            async def subscribe() -> None:
-                async with client.stream("GET", "/events/h2") as response:
-                    assert response.http_version == "HTTP/2"
-                    assert response.status_code == 200
-                    assert response.headers["content-type"].startswith("text/event-stream")
-                    assert not CONNECTION_SPECIFIC & set(response.headers)
-                    received.append(await read_events(response, 2))
-
-            with trio.fail_after(TIMEOUT):
-                async with trio.open_nursery() as nursery:
-                    for _ in range(STREAMS):
-                        nursery.start_soon(subscribe)
-                    await server.wait_for_subscribers(STREAMS)
-                    await server.publish("h2", data="one")
-                    await server.publish("h2", data="two")
-
+            received = await stream_on_one_connection(server, client, "h2")
         assert len(received) == STREAMS
         for events in received:
             assert [event.data for event in events] == ["one", "two"]

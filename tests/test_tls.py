@@ -23,13 +23,12 @@ import trustme
 
 from tests.redis_server import RedisServer
 from tests.test_cli import SERVE, listening_process
-from tests.test_http2 import CONNECTION_SPECIFIC, read_events
+from tests.test_http2 import STREAMS, read_events, stream_on_one_connection
 from tests.wire import TIMEOUT, Server, running_server
 from trio_sse import MemoryBroker, create_app, serve
-from trio_sse.protocol import Decoder, MessageEvent
+from trio_sse.protocol import Decoder
 from trio_sse.server import TLS_HANDSHAKE_TIMEOUT
 
-STREAMS = 20
 # As in tests/test_redis_serve.py: a parent, then workers that import everything.
 WORKERS_START = 30.0
 
@@ -76,25 +75,7 @@ async def test_many_streams_share_one_h2_connection_over_tls(tls: TLSFiles) -> N
             timeout=TIMEOUT,
         ) as client,
     ):
-        received: list[list[MessageEvent]] = []
-
-        async def subscribe() -> None:
-            async with client.stream("GET", "/events/tls") as response:
-                # http2=True with http1 still allowed: only ALPN can have chosen h2.
-                assert response.http_version == "HTTP/2"
-                assert response.status_code == 200
-                assert response.headers["content-type"].startswith("text/event-stream")
-                assert not CONNECTION_SPECIFIC & set(response.headers)
-                received.append(await read_events(response, 2))
-
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                for _ in range(STREAMS):
-                    nursery.start_soon(subscribe)
-                # The pool allows one connection: all streams are open on it at once.
-                await server.wait_for_subscribers(STREAMS)
-                await server.publish("tls", data="one")
-                await server.publish("tls", data="two")
+        received = await stream_on_one_connection(server, client, "tls")
 
         assert len(received) == STREAMS
         for events in received:
