@@ -19,8 +19,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package, tests and examples."""
-    session.install("-e", ".[test]")
+    """mypy --strict over the package, tests, examples and benchmarks."""
+    # The benchmarks import their peer server (sse-starlette, uvicorn): the bench extra.
+    session.install("-e", ".[test,bench]")
     session.run("mypy")
 
 
