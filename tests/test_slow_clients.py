@@ -63,10 +63,7 @@ def has_more_events_than(count: int, connection: SSEConnection) -> bool:
 
 @pytest.mark.slow
 async def test_clients_that_never_read_are_dropped_and_cost_nothing_lasting() -> None:
-    # Latency first: with the batching window (0.25 s by default) a reader of a topic
-    # this busy gets its events in batches up to a window late, by design; the window
-    # trades that for throughput (README, Performance).
-    async with running_server(tcp_user_timeout=TCP_USER_TIMEOUT, min_write_interval=0) as server:
+    async with running_server(tcp_user_timeout=TCP_USER_TIMEOUT) as server:
         reader = await SSEConnection.open(server, "/events/load")
         await server.wait_for_subscribers(1)
         await trio.testing.wait_all_tasks_blocked()

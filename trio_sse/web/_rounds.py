@@ -22,20 +22,32 @@ __all__ = ["WriteRounds", "write_rounds"]
 class WriteRounds:
     """A count of streams with a chunk handed to the server and not yet written."""
 
-    __slots__ = ("_ended", "in_flight")
+    __slots__ = ("_ended", "_started_at", "in_flight", "last_duration")
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self.last_duration = 0.0  # seconds, from the first write of a round to its end
+        self._started_at = 0.0
         self._ended = trio.Event()
 
     def started(self) -> None:
+        if not self.in_flight:
+            self._started_at = trio.current_time()
         self.in_flight += 1
 
     def finished(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
+            self.last_duration = trio.current_time() - self._started_at
             self._ended.set()
             self._ended = trio.Event()
+
+    @property
+    def duration(self) -> float:
+        """How long the current round has lasted, or the last one if none is in flight."""
+        if self.in_flight:
+            return trio.current_time() - self._started_at
+        return self.last_duration
 
     async def wait_ended(self) -> None:
         """Return once no stream has a write in flight (at once if none has)."""
