@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import socket
-import struct
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,11 +60,6 @@ class SoakResult:
     seconds_to_clean: float = 0.0
 
 
-async def _abort(stream: trio.SocketStream) -> None:
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await stream.aclose()
-
-
 async def one_cycle(server: Server, kind: str) -> None:
     path = f"/events/{TOPIC}"
     if kind == "mid_request":
@@ -88,7 +81,7 @@ async def one_cycle(server: Server, kind: str) -> None:
     elif kind == "mid_event":
         # Past the stream's opening comment, into the first (16 KiB) event.
         await connection.read_until(lambda c: b"data: x" in c.body)
-        await _abort(connection.stream)
+        await connection.close_rst()
     else:
         raise ValueError(f"unknown cycle kind {kind!r}")
 

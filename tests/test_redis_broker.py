@@ -20,7 +20,7 @@ import trio.testing
 
 from tests.redis_server import RedisServer, require_redis_server
 from tests.test_broker_contract import ids_of, receive_ids
-from tests.wire import TIMEOUT
+from tests.wire import TIMEOUT, count_tasks
 from trio_sse import BrokerUnavailableError, InvalidEventError, ServerSentEvent
 from trio_sse.redis import RedisBroker, open_redis_broker, parse_stream_id
 
@@ -50,15 +50,7 @@ async def xread_clients(server: RedisServer) -> int:
 
 def reader_tasks() -> int:
     """The broker's reader tasks (named ``trio_sse.redis:<topic>``) in this Trio run."""
-    pending = [trio.lowlevel.current_root_task()]
-    count = 0
-    while pending:
-        task = pending.pop()
-        assert task is not None
-        count += task.name.startswith("trio_sse.redis:")
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
+    return count_tasks("trio_sse.redis:")
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("true", "failed"), ("", "skipped")])

@@ -235,15 +235,16 @@ async def task_count_returns_to(baseline: int, within: float) -> bool:
     return count_tasks() == baseline
 
 
-def count_tasks() -> int:
-    """Every task in this Trio run, found by walking the task tree from the root."""
+def count_tasks(name_prefix: str = "") -> int:
+    """The tasks in this Trio run whose name starts with ``name_prefix`` (all by
+    default), found by walking the task tree from the root."""
     root = trio.lowlevel.current_root_task()
     assert root is not None
     pending = [root]
     total = 0
     while pending:
         task = pending.pop()
-        total += 1
+        total += task.name.startswith(name_prefix)
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
     return total
