@@ -1,8 +1,9 @@
-"""Batching across time (min_write_interval): EventStreamBody driven directly, on virtual time.
+"""Batching across time: the BatchWindow policy, and EventStreamBody's write loop on virtual time.
 
-A test plays Quart's part: it calls ``__anext__`` and treats the return as the chunk
-written, so calling ``__anext__`` again means "that write has ended". A reader that
-waits before calling again is a write that takes that long.
+The loop tests play the server's part: a writer records each chunk with the (virtual)
+time it was handed over, then sleeps ``write_time``, the time the write takes. Frames
+published meanwhile wait for the stream, as they would on a busy event loop, which is
+what the window reacts to; writes that take no time leave the loop idle.
 """
 
 from __future__ import annotations
@@ -10,24 +11,78 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
 
 from trio_sse import MemoryBroker, ServerSentEvent
-from trio_sse.broker import Subscription
-from trio_sse.web import EventStreamBody
+from trio_sse.web import BatchWindow, EventStreamBody, LoopLoad, loop_load
 
 INTERVAL = 1.0
-# A write this long makes a busy round (above the stream's _BUSY share of the window),
-# as 1000 streams' writes do: only then does batching hold events back.
+# A write this long lets frames queue up while it lasts, as on a loop saturated by a
+# thousand streams' writes (tests that need a saturated loop say so: mark_loop_busy).
 BUSY_WRITE = 0.2
 PRELUDE = b": stream open\n\n"
 
 
-def body_for(broker: MemoryBroker, interval: float = INTERVAL) -> EventStreamBody:
+@pytest.mark.parametrize(
+    ("last_write_end", "queued_at", "now", "expected"),
+    [
+        # A quiet spell (half the window or more) before the frame: write now.
+        (10.0, 10.5, 10.6, None),
+        (10.0, 11.5, 11.6, None),
+        # Flowing: hold until the window after the last write.
+        (10.0, 10.1, 10.1, 11.0),
+        (10.0, 10.1, 10.5, 11.0),
+        # Queued while we were writing.
+        (10.0, 9.9, 10.0, 11.0),
+        # The window has already passed: write now.
+        (10.0, 10.4, 11.2, None),
+    ],
+)
+def test_batch_window_holds_flowing_frames_while_the_loop_is_busy(
+    last_write_end: float, queued_at: float, now: float, expected: float | None
+) -> None:
+    window = BatchWindow(INTERVAL)
+    times = {"last_write_end": last_write_end, "queued_at": queued_at, "now": now}
+    assert window.hold_until(**times, is_loop_busy=True) == expected
+    # An idle loop never holds anything back.
+    assert window.hold_until(**times, is_loop_busy=False) is None
+
+
+def test_loop_load_is_busy_for_a_window_after_a_late_wake_up() -> None:
+    load, window = LoopLoad(), BatchWindow(INTERVAL)
+    load.note_wake_delay(0.019, now=10.0, window=window)  # under 2 % of the window
+    assert not load.is_busy(10.0)
+    load.note_wake_delay(0.02, now=10.0, window=window)
+    assert load.is_busy(10.0)
+    assert load.is_busy(10.99)
+    assert not load.is_busy(11.0)
+    # A zero window never batches, so it never marks the loop busy.
+    load.note_wake_delay(5.0, now=20.0, window=BatchWindow(0))
+    assert not load.is_busy(20.0)
+
+
+def mark_loop_busy() -> None:
+    """Make this Trio run's loop count as saturated for the rest of the test."""
+    loop_load().note_wake_delay(INTERVAL, now=1e9, window=BatchWindow(INTERVAL))
+
+
+def test_a_zero_window_never_holds() -> None:
+    window = BatchWindow(0)
+    assert window.hold_until(last_write_end=0.0, queued_at=0.0, now=5.0, is_loop_busy=True) is None
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("nan")])
+def test_a_bad_window_is_refused(seconds: float) -> None:
+    with pytest.raises(ValueError, match="window"):
+        BatchWindow(seconds)
+
+
+def body_for(broker: MemoryBroker, interval: float = INTERVAL, topic: str = "t") -> EventStreamBody:
     return EventStreamBody(
         broker,
-        "t",
+        topic,
         last_event_id=None,
         heartbeat=0,
         min_write_interval=interval,
@@ -37,21 +92,27 @@ def body_for(broker: MemoryBroker, interval: float = INTERVAL) -> EventStreamBod
 
 
 class Writes:
-    """The chunks a body produced, each with the (virtual) time it was handed over."""
+    """A ChunkWriter that records each chunk with the (virtual) time it was handed over."""
 
-    def __init__(self) -> None:
+    def __init__(self, write_time: float = 0.0) -> None:
         self.chunks: list[tuple[float, bytes]] = []
         self._taken = 0
+        self._write_time = write_time
         self.ended_at: float | None = None
         self.arrived = trio.Event()
 
-    async def drive(self, body: EventStreamBody, write_time: float = 0.0) -> None:
-        """Iterate ``body`` as Quart does; each write takes ``write_time`` seconds."""
-        async for chunk in body:
-            self.chunks.append((trio.current_time(), chunk))
-            self.arrived.set()
-            self.arrived = trio.Event()
-            await trio.sleep(write_time)
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append((trio.current_time(), chunk))
+        self.arrived.set()
+        self.arrived = trio.Event()
+        await trio.sleep(self._write_time)
+
+    async def drive(self, body: EventStreamBody) -> None:
+        """Run the body's write loop, as EventStreamConnection does."""
+        first = await body.next_chunk()
+        assert first is not None
+        await self.write(first)
+        await body.stream_to(self)
         self.ended_at = trio.current_time()
 
     async def next_chunk(self) -> tuple[float, bytes]:
@@ -65,12 +126,12 @@ class Writes:
 
 @asynccontextmanager
 async def driven(
-    broker: MemoryBroker, interval: float = INTERVAL, write_time: float = 0.0
+    broker: MemoryBroker, interval: float = INTERVAL, write_time: float = 0.0, topic: str = "t"
 ) -> AsyncIterator[Writes]:
-    """A body on topic ``t``, iterated in the background until the block ends."""
-    writes = Writes()
-    async with body_for(broker, interval) as body, trio.open_nursery() as nursery:
-        nursery.start_soon(writes.drive, body, write_time)
+    """A body on ``topic``, its write loop running in the background until the block ends."""
+    writes = Writes(write_time)
+    async with body_for(broker, interval, topic) as body, trio.open_nursery() as nursery:
+        nursery.start_soon(writes.drive, body)
         assert (await writes.next_chunk())[1] == PRELUDE
         yield writes
         nursery.cancel_scope.cancel()
@@ -83,6 +144,7 @@ def event(data: str) -> ServerSentEvent:
 async def test_an_event_after_a_quiet_spell_is_written_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    mark_loop_busy()
     broker = MemoryBroker()
     async with driven(broker) as writes:
         for name in "abc":
@@ -97,6 +159,7 @@ async def test_an_event_that_is_not_soon_after_a_write_is_written_at_once(
 ) -> None:
     # Within the window, but not soon enough after the last write to mean that
     # events are flowing: a low rate, written at once.
+    mark_loop_busy()
     broker = MemoryBroker()
     async with driven(broker) as writes:
         await trio.sleep(0.75 * INTERVAL)
@@ -108,6 +171,7 @@ async def test_an_event_that_is_not_soon_after_a_write_is_written_at_once(
 async def test_events_published_within_the_window_share_one_write_at_its_end(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    mark_loop_busy()
     broker = MemoryBroker()
     async with driven(broker, write_time=BUSY_WRITE) as writes:
         window_start = trio.current_time() + BUSY_WRITE  # when the prelude's write ends
@@ -125,11 +189,11 @@ async def test_events_published_within_the_window_share_one_write_at_its_end(
         )
 
 
-async def test_cheap_writes_never_hold_events_back(
+async def test_an_idle_loop_never_holds_events_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Writes that take no time (one stream, say) leave the loop idle: batching would
-    only add latency, so events flowing fast are still written as they come."""
+    """Streams woken at once mean the loop has time to spare: batching would only add
+    latency, so events flowing fast are still written as they come."""
     broker = MemoryBroker()
     async with driven(broker) as writes:
         for name in "abc":
@@ -142,6 +206,7 @@ async def test_cheap_writes_never_hold_events_back(
 async def test_an_event_that_comes_during_a_write_waits_for_the_window_after_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    mark_loop_busy()
     broker = MemoryBroker()
     async with driven(broker, write_time=0.5) as writes:
         await trio.sleep(10)
@@ -167,6 +232,7 @@ async def test_without_an_interval_each_event_is_written_as_it_comes(
 async def test_a_half_full_queue_ends_the_window_early(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    mark_loop_busy()
     broker = MemoryBroker(queue_size=8)
     async with driven(broker, write_time=BUSY_WRITE) as writes:
         write_ends = trio.current_time() + BUSY_WRITE
@@ -183,68 +249,84 @@ async def test_a_half_full_queue_ends_the_window_early(
 async def test_a_closing_broker_ends_a_stream_waiting_out_its_window(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    mark_loop_busy()
     broker = MemoryBroker()
     async with body_for(broker) as body:
-        writes = Writes()
+        writes = Writes(BUSY_WRITE)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writes.drive, body)
             await writes.next_chunk()
-            await trio.sleep(0.1)
+            # Published during the prelude's write: the stream holds it for its window.
             await broker.publish("t", event("last"))
+            await trio.sleep(BUSY_WRITE + 0.1)
+            assert len(writes.chunks) == 1
             closed_at = trio.current_time()
             await broker.aclose()
     assert writes.chunks[-1] == (closed_at, event("last").encode())
-    assert writes.ended_at == closed_at
+    assert writes.ended_at == closed_at + BUSY_WRITE
 
 
-async def test_a_stream_waits_for_the_round_of_writes_it_was_part_of(
+async def test_a_publisher_that_waits_for_each_event_is_never_held_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Two streams of one topic, in one round of writes: A's write takes 1.5 s and B's
-    # 2 s. A waits for B's to end too, then its window.
+    # Ping-pong: each event is published as soon as the one before was written. The
+    # events flow, but the stream always takes them at once: nothing to batch.
     broker = MemoryBroker()
-    async with driven(broker, write_time=1.5) as a, driven(broker, write_time=2.0) as b:
-        await trio.sleep(10)  # both quiet: the next event is written at once
-        round_start = trio.current_time()
-        await broker.publish("t", event("x"))
-        assert await a.next_chunk() == await b.next_chunk() == (round_start, event("x").encode())
-        await trio.sleep(0.1)
-        await broker.publish("t", event("y"))
-        assert await a.next_chunk() == (round_start + 2.0 + INTERVAL, event("y").encode())
+    async with driven(broker) as writes:
+        for i in range(20):
+            await broker.publish("t", event(str(i)))
+            published_at = trio.current_time()
+            assert await writes.next_chunk() == (published_at, event(str(i)).encode())
 
 
-async def test_a_write_far_longer_than_ours_does_not_hold_us_up(
+async def test_a_burst_costs_two_writes_and_no_wait(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # B's write is stuck (a reader that stopped reading). A waits no longer than its
-    # own write took, 0.5 s, for the round to end; then its window.
+    # The first event goes out at once; the rest, published during that (cheap) write,
+    # share the next one, written as soon as the first ends.
     broker = MemoryBroker()
-    async with driven(broker, write_time=0.5) as a, driven(broker, write_time=100.0) as b:
-        await trio.sleep(200)  # both quiet: the next event is written at once
-        round_start = trio.current_time()
-        await broker.publish("t", event("x"))
-        await a.next_chunk()
-        await b.next_chunk()
-        await broker.publish("t", event("y"))
-        expected = round_start + 0.5 + 0.5 + INTERVAL
-        assert await a.next_chunk() == (expected, event("y").encode())
-        assert len(b.chunks) == 2  # B is still writing x
+    cheap_write = 0.01
+    async with driven(broker, write_time=cheap_write) as writes:
+        await trio.sleep(10)
+        published_at = trio.current_time()
+        names = [str(i) for i in range(100)]
+        for name in names:
+            await broker.publish("t", event(name))
+        first_at, first = await writes.next_chunk()
+        second_at, second = await writes.next_chunk()
+        # The stream may take a frame or two before the publisher's next turn.
+        assert first.startswith(event("0").encode())
+        assert first + second == b"".join(event(name).encode() for name in names)
+        assert (first_at, second_at) == (published_at, published_at + cheap_write)
 
 
-async def test_the_wait_for_a_round_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_lone_reader_is_not_held_up_by_a_busy_topic(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each stream judges by its own frames: a busy topic batching next door does not
+    # delay a reader of a quiet one.
+    mark_loop_busy()
     broker = MemoryBroker()
-    async with driven(broker, write_time=10.0) as a, driven(broker, write_time=100.0) as b:
-        await trio.sleep(200)  # both quiet: the next event is written at once
-        round_start = trio.current_time()
-        await broker.publish("t", event("x"))
-        await a.next_chunk()
-        await b.next_chunk()
-        await broker.publish("t", event("y"))
-        expected = round_start + 10.0 + 4 * INTERVAL + INTERVAL
-        assert await a.next_chunk() == (expected, event("y").encode())
+    async with (
+        driven(broker, write_time=BUSY_WRITE, topic="busy") as busy,
+        driven(broker, topic="quiet") as quiet,
+    ):
+        await trio.sleep(10)  # past the preludes' writes
+        for i in range(10):
+            await broker.publish("busy", event(str(i)))
+            await trio.sleep(0.05)
+        await broker.publish("quiet", event("q"))
+        published_at = trio.current_time()
+        assert await quiet.next_chunk() == (published_at, event("q").encode())
+        # Meanwhile the busy stream wrote its first event alone, then held the rest.
+        assert len(busy.chunks) == 2
+        await busy.next_chunk()
+        assert (await busy.next_chunk())[1] == b"".join(
+            event(str(i)).encode() for i in range(1, 10)
+        )
 
 
-async def test_wait_for_frames_counts_only_frames_still_queued(
+async def test_wait_queued_counts_only_frames_still_queued(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     broker = MemoryBroker(queue_size=4)
@@ -254,10 +336,17 @@ async def test_wait_for_frames_counts_only_frames_still_queued(
         await broker.publish("t", event("b"))
         # One frame queued of a goal of two: the wait runs to its deadline.
         start = trio.current_time()
-        await subscription.wait_for_frames(start + 5)
+        with trio.move_on_after(5):
+            await subscription.wait_queued(2)
         assert trio.current_time() == start + 5
         await broker.publish("t", event("c"))
-        await subscription.wait_for_frames(trio.current_time() + 5)
+        with trio.move_on_after(5):
+            await subscription.wait_queued(2)
         assert trio.current_time() == start + 5
-        assert len(await subscription.receive_batch()) == 2
-    assert isinstance(subscription, Subscription)
+        # A goal above the queue's capacity is capped there.
+        await broker.publish("t", event("d"))
+        await broker.publish("t", event("e"))
+        with trio.move_on_after(5):
+            await subscription.wait_queued(100)
+        assert trio.current_time() == start + 5
+        assert len(await subscription.receive_batch()) == 4

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.wire import SSEConnection, running_server
 from trio_sse import MemoryBroker
-from trio_sse.web import Metrics
+from trio_sse.web import Metrics, StreamEnd
 from trio_sse.web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 
@@ -57,13 +57,15 @@ async def test_subscriber_series_are_bounded() -> None:
     await broker.aclose()
 
 
-def test_unknown_disconnect_reasons_count_as_error() -> None:
+def test_every_stream_end_has_its_own_series() -> None:
     metrics = Metrics(MemoryBroker())
-    metrics.stream_closed("client_closed")
-    metrics.stream_closed("error (OSError)")
+    metrics.stream_closed(StreamEnd.CLIENT_CLOSED)
+    metrics.stream_closed(StreamEnd.UNAVAILABLE)
     values = samples(metrics.render().decode())
     assert values[("trio_sse_disconnects_total", (("reason", "client_closed"),))] == 1
-    assert values[("trio_sse_disconnects_total", (("reason", "error"),))] == 1
+    # Once counted as "error" when reasons were strings.
+    assert values[("trio_sse_disconnects_total", (("reason", "unavailable"),))] == 1
+    assert values[("trio_sse_disconnects_total", (("reason", "error"),))] == 0
     reasons = {
         dict(labels)["reason"] for name, labels in values if name == "trio_sse_disconnects_total"
     }
@@ -72,6 +74,7 @@ def test_unknown_disconnect_reasons_count_as_error() -> None:
         "slow_consumer",
         "shutdown",
         "auth_expired",
+        "unavailable",
         "ended",
         "error",
     }

@@ -50,6 +50,7 @@ from .web import (
     Authorizer,
     CorsPolicy,
     Credentials,
+    EventStreamConnection,
     Metrics,
     StreamLimiter,
     enable_cors,
@@ -231,6 +232,8 @@ def create_app(
     # No static folder: the reference app serves no files, and apps built on it (the
     # monitor example) may mount their own /static.
     app = QuartTrio(__name__, static_folder=None)
+    # Streams are sent by their own write loop rather than Quart's body loop.
+    app.asgi_http_class = EventStreamConnection
     # Quart cuts any response after RESPONSE_TIMEOUT (60 s); streams opt out one by
     # one in event_stream(), and this covers routes a user adds to this app.
     app.config["RESPONSE_TIMEOUT"] = None

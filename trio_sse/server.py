@@ -16,6 +16,9 @@ What the Hypercorn CLI cannot do for SSE, and this does:
   ``TLS_HANDSHAKE_TIMEOUT``) to complete a request head of at most
   ``MAX_REQUEST_HEAD_SIZE`` bytes. Neither touches a stream once its request is in.
 * **TLS** (``certfile`` and ``keyfile``), with ALPN offering ``h2`` then ``http/1.1``.
+* **A direct write path for streams** over plain HTTP/1.1 (see
+  :mod:`trio_sse._hypercorn_writer`): a delivery is one system call, not a pass
+  through Hypercorn's locked, shielded write.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import is_asgi
 
+from ._hypercorn_writer import H11SocketWriter, offer_socket_writers
+
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_GRACEFUL_TIMEOUT",
@@ -47,6 +52,7 @@ __all__ = [
     "MAX_REQUEST_HEAD_SIZE",
     "REQUEST_HEAD_TIMEOUT",
     "TLS_HANDSHAKE_TIMEOUT",
+    "H11SocketWriter",
     "check_tls_files",
     "listen_socket",
     "serve",
@@ -255,5 +261,5 @@ async def serve(
                 await on_shutdown()
 
     if is_asgi(app):
-        app = _finish_responses_shielded(app)  # type: ignore[arg-type]
+        app = offer_socket_writers(_finish_responses_shielded(app))  # type: ignore[arg-type]
     await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

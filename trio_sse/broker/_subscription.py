@@ -47,12 +47,12 @@ class Subscription:
 
     __slots__ = (
         "_backlog",
-        "_fill_goal",
-        "_filled",
+        "_capacity",
         "_goal",
         "_queued",
         "_receive",
         "_send",
+        "_waiter",
         "close_reason",
         "first_queued_at",
         "topic",
@@ -65,14 +65,15 @@ class Subscription:
         # a replay longer than queue_size does not count as a slow consumer.
         self._backlog = backlog
         self._send, self._receive = trio.open_memory_channel[bytes](queue_size)
+        self._capacity = queue_size
         # Live frames in the channel, counted here because the channel's statistics()
         # builds an object per call, too slow for the fan-out loop.
         self._queued = 0
-        # Half full: a stream waiting for a batch writes now rather than risk being
-        # dropped as slow while it waits.
-        self._fill_goal = max(1, queue_size // 2)
-        self._filled: trio.Event | None = None
-        self._goal = self._fill_goal  # of the current wait_for_frames()
+        # The reader parked in wait_queued(), and how many frames it waits for. Woken
+        # with trio's lowest-level primitive: this is once per delivery, and a
+        # ParkingLot or an Event costs several times more per wake-up.
+        self._waiter: trio.lowlevel.Task | None = None
+        self._goal = 1
         # When the oldest live frame now queued was offered (trio.current_time()): the
         # start of the publish-to-write latency of the next batch. Set only when the
         # queue was empty, so the fan-out loop reads the clock once per batch, not per frame.
@@ -93,18 +94,8 @@ class Subscription:
 
         Cancellation: a cancelled call takes no frame.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            batch = self.receive_batch_nowait(max_frames)
-        except trio.WouldBlock:
-            first = await self._receive.receive()
-            self._queued -= 1
-            try:
-                return [first, *self.receive_batch_nowait(max_frames - 1)]
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return [first]
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return batch
+        await self.wait_queued(1)
+        return self.receive_batch_nowait(max_frames)
 
     def receive_batch_nowait(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Like :meth:`receive_batch`, but raise ``trio.WouldBlock`` if nothing is queued."""
@@ -129,27 +120,38 @@ class Subscription:
         """Frames waiting to be received (replayed ones included)."""
         return len(self._backlog) + self._queued
 
-    async def wait_for_frames(self, deadline: float, count: int | None = None) -> None:
-        """Wait until ``count`` frames are queued, or until ``deadline`` (``trio.current_time()``).
+    @property
+    def capacity(self) -> int:
+        """Live frames that may be queued before the subscriber counts as slow."""
+        return self._capacity
 
-        Lets frames queue up so that they share a write. ``count`` is capped at half
-        the queue (the default), so that a stream batching its writes is never
-        dropped as slow for it. Returns at once when the subscription is closed, so
-        that shutdown is not delayed. Take the frames with :meth:`receive_batch`.
+    async def wait_queued(self, count: int) -> None:
+        """Wait until at least ``count`` frames are queued, or the subscription is closed.
 
-        Cancellation: a plain wait; nothing is taken.
+        Takes nothing: follow with :meth:`receive_batch_nowait`. A ``count`` above
+        :attr:`capacity` is capped there, since the queue never holds more.
+
+        Cancellation: always a checkpoint; a plain wait, so cancelling it loses nothing.
         """
-        goal = self._fill_goal if count is None else min(count, self._fill_goal)
-        if self.queued >= goal or self.close_reason is not None:
-            await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        count = min(count, self._capacity)
+        if self.queued >= count or self.close_reason is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        self._goal = goal
-        self._filled = filled = trio.Event()
-        try:
-            with trio.move_on_at(deadline):
-                await filled.wait()
-        finally:
-            self._filled = None
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already waiting on this subscription")
+        self._goal = count
+        self._waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
     # The methods below are the broker's side.
 
@@ -181,8 +183,8 @@ class Subscription:
         if not self._queued:
             self.first_queued_at = trio.current_time()
         self._queued += 1
-        if self._filled is not None and self._queued >= self._goal:
-            self._filled.set()
+        if self._waiter is not None and self._queued >= self._goal:
+            self._wake()
         return True
 
     def close(self, reason: CloseReason) -> None:
@@ -193,8 +195,7 @@ class Subscription:
         if self.close_reason is None:
             self.close_reason = reason
         self._send.close()
-        if self._filled is not None:
-            self._filled.set()
+        self._wake()
 
     def discard(self) -> None:
         """Release both ends; the subscriber is gone and nothing more will be read."""

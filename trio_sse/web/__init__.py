@@ -6,6 +6,9 @@ from ._auth import AuthConfig as AuthConfig
 from ._auth import Authorizer as Authorizer
 from ._auth import Credentials as Credentials
 from ._auth import Grant as Grant
+from ._batching import BatchWindow as BatchWindow
+from ._batching import LoopLoad as LoopLoad
+from ._batching import loop_load as loop_load
 from ._cors import CORS_MAX_AGE as CORS_MAX_AGE
 from ._cors import CorsPolicy as CorsPolicy
 from ._cors import enable_cors as enable_cors
@@ -13,15 +16,21 @@ from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
 from ._limits import StreamLimiter as StreamLimiter
 from ._metrics import Metrics as Metrics
+from ._responder import CHUNK_WRITER_EXTENSION as CHUNK_WRITER_EXTENSION
+from ._responder import AsgiChunkWriter as AsgiChunkWriter
+from ._responder import EventStreamConnection as EventStreamConnection
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
+from ._stream import ChunkWriter as ChunkWriter
 from ._stream import EventStreamBody as EventStreamBody
+from ._stream import StreamEnd as StreamEnd
 from ._stream import StreamObserver as StreamObserver
 from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
 
 __all__ = [
+    "CHUNK_WRITER_EXTENSION",
     "CORS_MAX_AGE",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MAX_STREAMS",
@@ -29,17 +38,24 @@ __all__ = [
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "Action",
+    "AsgiChunkWriter",
     "AuthConfig",
     "AuthError",
     "Authorizer",
+    "BatchWindow",
+    "ChunkWriter",
     "CorsPolicy",
     "Credentials",
     "EventStreamBody",
+    "EventStreamConnection",
     "Grant",
+    "LoopLoad",
     "Metrics",
+    "StreamEnd",
     "StreamLimiter",
     "StreamObserver",
     "enable_cors",
     "event_stream",
     "last_event_id_of",
+    "loop_load",
 ]

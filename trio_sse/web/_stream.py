@@ -1,24 +1,28 @@
-"""SSE responses for Quart-Trio: one subscription per response, written in batches.
+"""SSE responses for Quart-Trio: one subscription per response, one write loop.
 
 The structure (see docs/design.md for the task tree):
 
 * The route handler returns ``event_stream(...)``: a Quart ``Response`` whose body is
   an :class:`EventStreamBody`. Nothing is subscribed yet.
-* Quart sends the headers, then enters the body (``async with``): ``__aenter__``
-  subscribes; ``__aexit__`` unsubscribes, whatever ended the stream.
-* Quart iterates the body in the request task: each ``__anext__`` waits for frames
-  and returns all that are queued as one chunk, or a heartbeat comment when the
-  topic is idle for ``heartbeat`` seconds.
-* A client disconnect makes quart-trio cancel the request nursery; the pending
-  ``__anext__`` gets ``Cancelled`` within milliseconds and ``__aexit__`` runs.
+* The body is entered (``async with``) once the headers are on their way:
+  ``__aenter__`` subscribes; ``__aexit__`` unsubscribes, whatever ended the stream.
+* The write loop, :meth:`EventStreamBody.stream_to`, reads as the delivery path does:
+  wait for frames (or a heartbeat's silence), let a batch form if the loop is busy
+  (:class:`~trio_sse.web.BatchWindow`), write it as one chunk, again. It runs in
+  the request task, driven by :class:`~trio_sse.web.EventStreamConnection`, which
+  hands it the fastest writer the server offers. Under a plain Quart app the body is
+  also an async iterator of the same chunks, for Quart's own body loop.
+* A client disconnect makes quart-trio cancel the request nursery; the loop's pending
+  wait gets ``Cancelled`` within milliseconds and ``__aexit__`` runs.
 
-No task is started per connection: the body is driven by Quart's request task, and
-every wait is bounded by a cancel scope inside ``__anext__``, never held across a
-``yield`` (this is why it is a class, not an async generator).
+No task is started per connection, and every wait is bounded by a cancel scope inside
+one call, never held across a ``yield`` (this is why it is a class, not an async
+generator).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -34,12 +38,15 @@ from quart.wrappers.response import ResponseBody
 from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..broker import Broker, CloseReason, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
-from ._rounds import write_rounds
+from ._batching import DEFAULT_WINDOW, BatchWindow, loop_load
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
+    "ChunkWriter",
     "EventStreamBody",
+    "StreamEnd",
     "StreamObserver",
     "event_stream",
     "last_event_id_of",
@@ -51,13 +58,8 @@ logger = logging.getLogger("trio_sse.stream")
 # enough that a vanished client is found within TCP_USER_TIMEOUT plus one interval.
 DEFAULT_HEARTBEAT: Final = 15.0
 
-# Hypercorn's trio worker spends ~200 µs of CPU per chunk written, so under load the
-# number of writes is the cost. A stream that is sent events faster than it writes them
-# waits this long after its round of writes, and whatever is published meanwhile shares
-# one write (see EventStreamBody._wait_for_batch). It delays events by at most this
-# much more, and only while they come fast; SSE clients (dashboards, chats, progress
-# bars) do not notice a quarter of a second. At low rates events are written at once.
-DEFAULT_MIN_WRITE_INTERVAL: Final = 0.25
+# The batching window (see BatchWindow), under the name the app and CLI options use.
+DEFAULT_MIN_WRITE_INTERVAL: Final = DEFAULT_WINDOW
 
 SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -67,33 +69,59 @@ SSE_HEADERS: Final = {
     "X-Accel-Buffering": "no",
 }
 
-# Bounds the wait for a round of writes to end, in windows: it is unbounded otherwise
-# when unrelated streams keep writing.
-_MAX_WINDOWS: Final = 4
-
-# The part of the window within which an event, coming after a round of writes, means
-# events are flowing. A sequential publisher freed by the round's end publishes again
-# within milliseconds (tens on a loaded machine); at a few events per second the next
-# one comes later than this, and is written at once.
-_FLOWING: Final = 0.5
-
-# Batching pays only while writing costs real time: a round of writes shorter than
-# this part of the window (25 ms, about 125 writes, by default) leaves the event
-# loop mostly idle, so events go out at once.
-_BUSY: Final = 0.1
-
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
+
+
+class StreamEnd(enum.Enum):
+    """Why a stream ended: in its log line, and as the ``reason`` label in ``/metrics``."""
+
+    CLIENT_CLOSED = "client_closed"
+    """The client went away (FIN, RST, or an HTTP/2 stream reset)."""
+
+    SLOW_CONSUMER = "slow_consumer"
+    """Its queue filled up; the client resumes from history when it reconnects."""
+
+    SHUTDOWN = "shutdown"
+    """The broker was closed: the server is shutting down."""
+
+    AUTH_EXPIRED = "auth_expired"
+    """The token that opened the stream expired; the client must bring a fresh one."""
+
+    UNAVAILABLE = "unavailable"
+    """The broker's backplane could not serve the subscription (e.g. Redis is down)."""
+
+    ENDED = "ended"
+    """The body ended without any of the above (a subscription closed for no reason given)."""
+
+    ERROR = "error"
+    """An exception ended the stream; the log line names it."""
+
+    @classmethod
+    def closed_by_broker(cls, reason: CloseReason) -> StreamEnd:
+        """The stream end that a broker's :class:`~trio_sse.broker.CloseReason` means."""
+        return cls.SLOW_CONSUMER if reason is CloseReason.SLOW_CONSUMER else cls.SHUTDOWN
 
 
 class StreamObserver(Protocol):
     """What a stream reports about itself, e.g. to :class:`~trio_sse.web.Metrics`."""
 
-    def stream_closed(self, reason: str) -> None:
-        """A stream ended: ``client_closed``, ``slow_consumer``, ``auth_expired``, ..."""
+    def stream_closed(self, reason: StreamEnd) -> None:
+        """A stream ended, for ``reason``."""
 
     def written(self, seconds: float) -> None:
         """A batch of live events went to the server ``seconds`` after the oldest was published."""
+
+
+class ChunkWriter(Protocol):
+    """Where a stream's write loop puts its chunks: one HTTP response body."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Write ``chunk`` as the next part of the body; return once the server took it.
+
+        Backpressure: waits while the client does not read (the server's socket write
+        blocks), so a stream never runs ahead of its connection.
+        """
 
 
 class EventStreamBody(ResponseBody):
@@ -124,18 +152,15 @@ class EventStreamBody(ResponseBody):
         self._topic = topic
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
-        self._min_write_interval = min_write_interval
+        self._batching = BatchWindow(min_write_interval)
         self._prelude: bytes | None = prelude
         self._prelude_events = prelude_events
         self._stack = AsyncExitStack()
         self._subscription: Subscription | None = None
-        self._refused = CloseReason.SHUTDOWN.value  # why there is no subscription
+        self._end: StreamEnd | None = None  # decided here, rather than by how the loop ended
         self._opened_at = 0.0
-        self._writing = False  # a chunk of ours is counted in write_rounds()
-        self._write_started = 0.0
         self._expires_at = expires_at
         self._deadline = math.inf  # expires_at on Trio's clock, from __aenter__ on
-        self._has_expired = False
         self._observer = observer
         self.events_sent = 0
 
@@ -143,7 +168,6 @@ class EventStreamBody(ResponseBody):
         self._opened_at = trio.current_time()
         if self._expires_at is not None:
             self._deadline = self._opened_at + (self._expires_at - time.time())
-        self._stack.callback(self._end_write)
         try:
             self._subscription = await self._stack.enter_async_context(
                 self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
@@ -151,15 +175,14 @@ class EventStreamBody(ResponseBody):
         except BrokerClosedError:
             # Shutting down between the handler and here: end at once, cleanly, and
             # the client reconnects (to another worker, behind a load balancer).
-            self._subscription = None
+            self._end = StreamEnd.SHUTDOWN
         except BrokerUnavailableError as exc:
             # The backplane is down and this stream needs it (a replay, or a topic
             # not read here yet). The headers are sent, so a 503 is no longer
             # possible, and EventSource would not retry one anyway: end cleanly, and
             # the client retries after `retry` with the same Last-Event-ID.
             logger.warning("stream refused: topic=%s: %s", self._topic, exc)
-            self._subscription = None
-            self._refused = "unavailable"
+            self._end = StreamEnd.UNAVAILABLE
         return self
 
     async def __aexit__(
@@ -175,119 +198,131 @@ class EventStreamBody(ResponseBody):
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
 
+    async def stream_to(self, writer: ChunkWriter) -> None:
+        """The write loop: every chunk of the stream to ``writer``, until the stream ends.
+
+        Call it inside ``async with body``. Returns when the stream ends cleanly (the
+        broker closed the subscription, the token expired); the response then needs
+        only its end.
+
+        Cancellation: the client's disconnect cancels it wherever it waits.
+        """
+        while (chunk := await self.next_chunk()) is not None:
+            await writer.write(chunk)
+
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> bytes:
-        subscription = self._subscription
-        prelude, self._prelude = self._prelude, None
-        if prelude is not None:
-            # The first chunk goes out at once, so clients and proxies see the stream
-            # open; it carries any replay too, in the same write.
-            self.events_sent += self._prelude_events
-            if subscription is not None:
-                try:
-                    frames = subscription.receive_batch_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    frames = []
-                self.events_sent += len(frames)
-                prelude = b"".join([prelude, *frames])
-            await trio.lowlevel.checkpoint()
-            return self._write(prelude)
-        if subscription is None:
+        # Quart's own body loop, for an app that does not use EventStreamConnection:
+        # it calls again once the previous chunk is written, as stream_to() does.
+        chunk = await self.next_chunk()
+        if chunk is None:
             raise StopAsyncIteration
-        if self._min_write_interval > 0:
-            self._end_write()
-            await self._wait_for_batch(subscription)
-        now = trio.current_time()
-        if now >= self._deadline:
-            # The token that opened the stream has expired: end it cleanly. The
-            # client reconnects, and must then present a fresh token.
-            self._has_expired = True
-            raise StopAsyncIteration
-        with trio.move_on_at(min(now + self._heartbeat, self._deadline)):
-            try:
-                frames = await subscription.receive_batch()
-            except trio.EndOfChannel:
-                raise StopAsyncIteration from None
-            self.events_sent += len(frames)
-            if self._observer is not None:
-                self._observer.written(trio.current_time() - subscription.first_queued_at)
-            return self._write(b"".join(frames))
-        if trio.current_time() >= self._deadline:
-            self._has_expired = True
-            raise StopAsyncIteration
-        return self._write(_HEARTBEAT)
-
-    async def _wait_for_batch(self, subscription: Subscription) -> None:
-        """Batching across time: let events queue up after a write, within a bound.
-
-        Quart calls ``__anext__`` once the previous chunk is written, so this starts
-        when our write has ended. It waits for the round of writes that ours was part
-        of to end (see ``_rounds``), then ``min_write_interval`` more: the publish
-        path has that time to itself, and what it publishes meanwhile shares the
-        next write. That only happens while events are flowing: an event that comes
-        later than half the window after the round is written at once. The wait for
-        the round is bounded by how long our own write took (at most ``_MAX_WINDOWS``
-        windows), so a write stuck on a reader that stopped reading holds up nobody.
-        """
-        interval = self._min_write_interval
-        # Our own write took about as long as the round, whose writes advance in step:
-        # a write that has taken much longer than ours (a reader that stopped reading)
-        # is not part of it, and must not hold us up.
-        took = trio.current_time() - self._write_started
-        rounds = write_rounds()
-        with trio.move_on_after(min(took, interval * _MAX_WINDOWS)) as cut:
-            await rounds.wait_ended()
-        # A round still in flight after that is held open by writes stuck on readers
-        # that stopped reading, which cost no CPU: judge by the last round that ended
-        # and by our own write instead.
-        cost = max(took, rounds.last_duration) if cut.cancelled_caught else rounds.duration
-        if cost < interval * _BUSY:
-            # Writes are cheap now (few streams): the CPU is mostly idle, and holding
-            # events back would cost latency for nothing.
-            return
-        start = trio.current_time()
-        # Only if events are flowing: one coming this soon after a round is a sign
-        # that the publisher was held up by it and has more to publish.
-        await subscription.wait_for_frames(start + interval * _FLOWING, count=1)
-        if subscription.queued:
-            await subscription.wait_for_frames(start + interval)
-
-    def _write(self, chunk: bytes) -> bytes:
-        """Return ``chunk`` for Quart to write, counting it in the round of writes."""
-        if self._min_write_interval > 0:
-            self._writing = True
-            self._write_started = trio.current_time()
-            write_rounds().started()
         return chunk
 
-    def _end_write(self) -> None:
-        # Our last chunk is written, or the stream ended with it unwritten.
-        if self._writing:
-            self._writing = False
-            write_rounds().finished()
+    async def next_chunk(self) -> bytes | None:
+        """Wait until the next chunk is due, and return it; ``None`` once the stream ends.
+
+        Call it again only once the previous chunk is written: the time of that call
+        is when the write ended, which the batching window counts from.
+
+        Cancellation: a cancelled call takes no frame.
+        """
+        prelude, self._prelude = self._prelude, None
+        if prelude is not None:
+            await trio.lowlevel.checkpoint()
+            return self._with_replay(prelude)
+        subscription = self._subscription
+        last_write_end = trio.current_time()
+        if subscription is None or self._has_expired(last_write_end):
+            return None
+        if not await self._wait_for_frames(subscription, last_write_end):
+            # Silent until the heartbeat was due, or the token expired.
+            return None if self._has_expired(trio.current_time()) else _HEARTBEAT
+        queued_at = subscription.first_queued_at
+        now = trio.current_time()
+        hold = self._batching.hold_until(
+            last_write_end=last_write_end,
+            queued_at=queued_at,
+            now=now,
+            is_loop_busy=loop_load().is_busy(now),
+        )
+        if hold is not None:
+            with trio.move_on_at(hold):
+                # Half full: write now rather than risk being dropped as slow.
+                await subscription.wait_queued(max(1, subscription.capacity // 2))
+        try:
+            frames = subscription.receive_batch_nowait()
+        except trio.EndOfChannel:
+            return None
+        self.events_sent += len(frames)
+        if self._observer is not None:
+            self._observer.written(trio.current_time() - queued_at)
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _with_replay(self, prelude: bytes) -> bytes:
+        # The first chunk goes out at once, so clients and proxies see the stream
+        # open; it carries any replay too, in the same write.
+        self.events_sent += self._prelude_events
+        if self._subscription is None:
+            return prelude
+        try:
+            frames = self._subscription.receive_batch_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return prelude
+        self.events_sent += len(frames)
+        return b"".join([prelude, *frames])
+
+    def _has_expired(self, now: float) -> bool:
+        if now < self._deadline:
+            return False
+        # The token that opened the stream has expired: end it cleanly. The client
+        # reconnects, and must then present a fresh token.
+        self._end = StreamEnd.AUTH_EXPIRED
+        return True
+
+    async def _wait_for_frames(self, subscription: Subscription, now: float) -> bool:
+        """Wait for a frame until a heartbeat is due; ``False`` if none came.
+
+        Also ``True`` once the subscription is closed, so that the stream ends.
+        """
+        if subscription.queued:
+            # Frames came while we wrote: still one checkpoint per write.
+            await subscription.wait_queued(1)
+            return True
+        with trio.move_on_at(min(now + self._heartbeat, self._deadline)):
+            await subscription.wait_queued(1)
+        if not subscription.queued:
+            return subscription.close_reason is not None
+        # Woken by a publish: how late the loop ran us tells how busy it is.
+        woken_at = trio.current_time()
+        loop_load().note_wake_delay(
+            woken_at - subscription.first_queued_at, now=woken_at, window=self._batching
+        )
+        return True
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
-        if self._has_expired:
-            reason = "auth_expired"
+        error = ""
+        if self._end is not None:
+            reason = self._end
         elif subscription is not None and subscription.close_reason is not None:
-            reason = subscription.close_reason.value
-        elif subscription is None:
-            reason = self._refused
+            reason = StreamEnd.closed_by_broker(subscription.close_reason)
         elif isinstance(exc, trio.Cancelled):
-            reason = "client_closed"
+            reason = StreamEnd.CLIENT_CLOSED
         elif exc is not None:
-            reason = f"error ({type(exc).__name__})"
+            reason = StreamEnd.ERROR
+            error = f" error={type(exc).__name__}"
         else:
-            reason = "ended"
+            reason = StreamEnd.ENDED
         logger.info(
-            "stream closed: topic=%s reason=%s duration=%.3fs events=%d",
+            "stream closed: topic=%s reason=%s duration=%.3fs events=%d%s",
             self._topic,
-            reason,
+            reason.value,
             trio.current_time() - self._opened_at,
             self.events_sent,
+            error,
         )
         if self._observer is not None:
             self._observer.stream_closed(reason)
@@ -319,10 +354,11 @@ def event_stream(
         heartbeat: Seconds of silence before a comment is sent; 0 disables.
         retry: If given, the reconnection delay (ms) sent to the client first.
         initial: Events for this subscriber only, sent before any other (a welcome).
-        min_write_interval: The batching window, in seconds: while events come faster
-            than the stream writes them, it waits this long after its round of writes,
-            so that events published meanwhile share one write. At low rates events
-            are written at once. 0 writes every wake-up at once.
+        min_write_interval: The batching window, in seconds (see
+            :class:`~trio_sse.web.BatchWindow`): while events flow and the event loop
+            is busy, a stream writes at most once per window, so that events published
+            meanwhile share one write. At low rates, or on an idle loop, events are
+            written at once. 0 writes every batch at once.
         expires_at: When the permission to read the stream ends (Unix time, e.g. a
             JWT's ``exp``); the stream then ends cleanly, with reason ``auth_expired``.
         observer: Told of each batch written and of the stream's end (metrics).

@@ -1,0 +1,114 @@
+"""The fast path that :func:`trio_sse.serve` offers streams on Hypercorn's trio worker.
+
+Hypercorn writes each ASGI body message through h11 and its connection's
+``protocol_send``: the connection's lock (one scheduler pass), then a shielded
+``send_all`` on the Trio socket (another pass, and Trio's per-I/O machinery). For an
+event stream that is most of what a delivery costs. :class:`H11SocketWriter` does what
+that path does for a chunk of an HTTP/1.1 chunked body, without the passes: it frames
+the chunk itself and hands it to the kernel with one non-blocking ``writev`` while the
+socket takes it. When the socket's buffer is full (a slow reader), or the write fails,
+the rest goes through Hypercorn's own ``protocol_send`` after all, so backpressure,
+shielding, ``TCP_USER_TIMEOUT`` and disconnect handling stay Hypercorn's.
+
+The writer is found by following Hypercorn's ASGI ``send`` to its connection
+(``HTTPStream`` -> ``H11Protocol`` -> ``TCPServer``), each step checked by type: on any
+other version, protocol (HTTP/2) or stream (TLS) none is offered, and streams use plain
+ASGI sends. ``tests/test_stream.py`` checks that the fast path is taken under serve().
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+from hypercorn.events import RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    Scope,
+)
+
+from .web import CHUNK_WRITER_EXTENSION
+
+__all__ = ["H11SocketWriter", "offer_socket_writers"]
+
+_CRLF: Final = b"\r\n"
+
+
+class H11SocketWriter:
+    """Writes chunks of one HTTP/1.1 chunked response body straight to its socket.
+
+    Use only after the response's first body message went through Hypercorn (the
+    headers go with it), and only from the task that sends the response.
+    """
+
+    __slots__ = ("_connection", "_socket")
+
+    def __init__(self, connection: TCPServer) -> None:
+        self._connection = connection
+        self._socket = connection.stream.socket
+
+    async def write(self, chunk: bytes) -> None:
+        """Write ``chunk`` as one HTTP chunk.
+
+        Cancellation: no checkpoint when the kernel takes the whole chunk at once (the
+        stream's wait for its next frames is the checkpoint of each round of its loop);
+        otherwise as Hypercorn's write: shielded, ended by the kernel's
+        ``TCP_USER_TIMEOUT`` for a reader that stopped reading.
+        """
+        head = b"%x\r\n" % len(chunk)
+        sent = 0
+        connection = self._connection
+        # The fd is checked on every write: once Hypercorn has closed the socket, its
+        # number may already belong to another connection.
+        fd = self._socket.fileno()
+        if fd >= 0 and not connection.send_lock.locked():
+            try:
+                sent = os.writev(fd, (head, chunk, _CRLF))
+            except OSError:
+                # Full (EAGAIN), or reset: Hypercorn's write below waits, or finds out
+                # and reports the connection closed.
+                sent = 0
+            if sent == len(head) + len(chunk) + 2:
+                return
+        rest = b"".join((head, chunk, _CRLF))[sent:]
+        await connection.protocol_send(RawData(data=rest))
+
+
+def _socket_writer(send: ASGISendCallable) -> H11SocketWriter | None:
+    stream = getattr(send, "__self__", None)
+    if not isinstance(stream, HTTPStream):
+        return None
+    protocol = getattr(stream.send, "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return None
+    connection = getattr(protocol.send, "__self__", None)
+    if not isinstance(connection, TCPServer) or hasattr(connection.stream, "transport_stream"):
+        return None  # not Hypercorn's trio worker, or TLS (the bytes must be encrypted)
+    return H11SocketWriter(connection)
+
+
+def offer_socket_writers(app: ASGIFramework) -> ASGIFramework:
+    """Wrap ``app`` so that each plain HTTP/1.1 ``GET`` offers an :class:`H11SocketWriter`.
+
+    The writer goes into ``scope["extensions"]`` under
+    :data:`~trio_sse.web.CHUNK_WRITER_EXTENSION`; apps that do not know it ignore it.
+    Wrap the app that Hypercorn calls directly: the writer is found from its ``send``.
+    """
+
+    async def wrapped(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        # HTTP/1.0 bodies are not chunked, and HEAD responses have none.
+        if scope["type"] == "http" and scope["http_version"] == "1.1" and scope["method"] == "GET":
+            writer = _socket_writer(send)
+            if writer is not None:
+                # Hypercorn's types say each extension is a dict; ASGI says any object.
+                extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+                extensions[CHUNK_WRITER_EXTENSION] = writer
+                scope["extensions"] = extensions
+        await app(scope, receive, send)
+
+    return wrapped

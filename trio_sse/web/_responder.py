@@ -1,0 +1,112 @@
+"""Who sends a stream's response: the stream's own write loop, beneath the Quart route.
+
+Quart sends a body by iterating it and awaiting one ASGI ``send`` per chunk, a dozen
+frames deep (Quart, quart-trio, Hypercorn's stream, h11, the connection's lock and
+shielded socket write). For an event stream, :class:`EventStreamConnection` sends
+the headers and the first chunk that way, then runs the body's own loop
+(:meth:`EventStreamBody.stream_to`) with the most direct :class:`ChunkWriter` the
+server offers:
+
+* under :func:`trio_sse.serve`, HTTP/1.1 without TLS: the server puts one in the
+  request's scope (``scope["extensions"][CHUNK_WRITER_EXTENSION]``) that frames each
+  chunk itself and writes it to the socket at once while the socket takes it;
+* anywhere else (HTTP/2, TLS, the Hypercorn CLI, another ASGI server): one ASGI
+  ``send`` per chunk, as Quart would, minus Quart's own loop.
+
+Routes do not change: a handler returns :func:`~trio_sse.web.event_stream` as before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final, cast
+
+import quart
+import trio
+from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
+from quart.utils import encode_headers
+from quart.wrappers import Request
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from ._stream import ChunkWriter, EventStreamBody
+
+__all__ = ["CHUNK_WRITER_EXTENSION", "AsgiChunkWriter", "EventStreamConnection"]
+
+CHUNK_WRITER_EXTENSION: Final = "trio_sse.chunk_writer"
+"""The scope extension under which a server offers a :class:`ChunkWriter` for the
+response's body, usable once the response's first body chunk has been sent."""
+
+
+class AsgiChunkWriter:
+    """Writes each chunk as one ASGI ``http.response.body`` message."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: ASGISendCallable) -> None:
+        self._send = send
+
+    async def write(self, chunk: bytes) -> None:
+        await self._send(
+            cast(
+                HTTPResponseBodyEvent,
+                {"type": "http.response.body", "body": chunk, "more_body": True},
+            )
+        )
+
+
+class EventStreamConnection(TrioASGIHTTPConnection):
+    """Quart-Trio's HTTP connection, with event streams sent by their own write loop.
+
+    :func:`~trio_sse.app.create_app` installs it; for an app of your own, set
+    ``app.asgi_http_class = EventStreamConnection``. Without it, streams still work,
+    through Quart's generic body loop.
+    """
+
+    async def handle_request(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
+    ) -> None:
+        response = await self.app.handle_request(request)
+        if (
+            isinstance(response, quart.Response)
+            and isinstance(response.response, EventStreamBody)
+            and request.method != "HEAD"
+        ):
+            await self._send_event_stream(send, response, response.response)
+        else:
+            # What quart-trio does for every other response.
+            timeout = self.app.config["RESPONSE_TIMEOUT"]
+            if isinstance(response, quart.Response) and response.timeout is not Ellipsis:
+                timeout = response.timeout
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                await self._send_response(send, response)
+        nursery.cancel_scope.cancel()
+
+    async def _send_event_stream(
+        self, send: ASGISendCallable, response: quart.Response, body: EventStreamBody
+    ) -> None:
+        # No response timeout: a stream lasts as long as its client.
+        await send(
+            cast(
+                HTTPResponseStartEvent,
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": encode_headers(response.headers),
+                },
+            )
+        )
+        plain = AsgiChunkWriter(send)
+        async with body:
+            # The first chunk goes through ASGI: it carries the headers with it.
+            first = await body.next_chunk()
+            if first is not None:
+                await plain.write(first)
+                extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
+                writer: ChunkWriter = extensions.get(CHUNK_WRITER_EXTENSION, plain)
+                await body.stream_to(writer)
+        await send(
+            cast(
+                HTTPResponseBodyEvent,
+                {"type": "http.response.body", "body": b"", "more_body": False},
+            )
+        )
