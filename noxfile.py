@@ -44,13 +44,15 @@ def browser(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The figures in the README and docs/benchmarks.md (about 6 minutes; needs redis-server).
+    """The figures in the README and docs/benchmarks.md (minutes; needs redis-server and Go).
 
-    benchmarks/compare.py runs the four standard scenarios against `trio-sse serve`
-    and against sse-starlette on uvicorn, each server pinned to one core, prints the
-    table and writes docs/benchmarks.md. Arguments after ``--`` go to it, e.g.
-    ``nox -s bench -- --quick --scenarios fanout``. Then the disconnect and shutdown
-    timings. Each script in benchmarks/ takes options of its own (see its --help);
+    benchmarks/compare.py runs the four standard scenarios against `trio-sse serve`,
+    against sse-starlette on uvicorn and against a Go net/http peer (benchmarks/peer_go,
+    standard library only, built with `go build`: Debian's `apt-get install golang-go`),
+    each server pinned to one core, prints the table and writes docs/benchmarks.md.
+    Arguments after ``--`` go to it, e.g. ``nox -s bench -- --quick --scenarios fanout``
+    (``--servers trio-sse,sse-starlette`` leaves the Go peer out). Then the disconnect
+    and shutdown timings. Each script in benchmarks/ takes options of its own (see its --help);
     run one as ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root
     (they reuse the test suite's helpers).
     """

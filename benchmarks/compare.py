@@ -1,14 +1,16 @@
-"""`nox -s bench`: trio-sse and sse-starlette side by side, the server pinned to one core.
+"""`nox -s bench`: trio-sse, sse-starlette and Go's net/http side by side, each on one core.
 
     PYTHONPATH=. python benchmarks/compare.py [--quick] [--scenarios fanout,latency,idle,churn]
-                                              [--servers trio-sse,sse-starlette]
+                                              [--servers trio-sse,sse-starlette,go]
                                               [--write-interval S] [--write docs/benchmarks.md]
 
 Each scenario runs against `trio-sse serve` and, in the same run, against the peer
-fixture (benchmarks/peer_starlette.py: sse-starlette on uvicorn), each a fresh
-process pinned to CPU 0 with `taskset`, while this client runs on CPU 1. The
-scenarios are in benchmarks/scenarios.py. Prints a side-by-side table with ratios
-and the project's targets; with --write, also writes it as Markdown.
+fixtures (benchmarks/peer_starlette.py: sse-starlette on uvicorn; benchmarks/peer_go:
+the same contract on Go's standard library), each a fresh process pinned to CPU 0
+with `taskset`, while this client runs on CPU 1. The scenarios are in
+benchmarks/scenarios.py. Prints a side-by-side table with trio-sse's ratio to each
+peer and the project's targets; with --write, also writes it as Markdown.
+The Go peer is built once per run with `go build` (Debian: apt-get install golang-go).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -35,9 +39,33 @@ from tests.test_cli import listening_process
 
 SCENARIOS = ("fanout", "latency", "idle", "churn")
 TRIO_SSE = "trio-sse"
-PEER = "sse-starlette"
+STARLETTE = "sse-starlette"
+GO = "go"
+# The names --servers takes, in the table's order, and each one's column heading.
+LABELS = {TRIO_SSE: "trio-sse", STARLETTE: "sse-starlette", GO: "Go net/http"}
+GO_PEER = Path(__file__).with_name("peer_go")
 SERVER_CPU = 0
 CLIENT_CPU = 1
+
+
+def build_go_peer(directory: Path) -> tuple[Path, str]:
+    """`go build` benchmarks/peer_go into ``directory``; return the binary and Go's version."""
+    go = shutil.which("go")
+    if go is None:
+        sys.exit(
+            "compare.py: the Go peer needs the Go toolchain (Debian: apt-get install golang-go);"
+            f" or leave it out: --servers {TRIO_SSE},{STARLETTE}"
+        )
+    binary = directory / "peer_go"
+    try:
+        subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_PEER, check=True)  # noqa: S603
+        # "go version go1.19.8 linux/amd64"
+        about = subprocess.run(  # noqa: S603
+            [go, "version"], check=True, capture_output=True, text=True
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"compare.py: building the Go peer in {GO_PEER} failed: {exc}")
+    return binary, about.split()[2]
 
 
 def server_command(name: str, args: argparse.Namespace) -> list[str]:
@@ -45,6 +73,8 @@ def server_command(name: str, args: argparse.Namespace) -> list[str]:
         command = [sys.executable, "-m", "trio_sse.cli", "serve", "--port", "0"]
         if args.write_interval is not None:
             command += ["--write-interval", str(args.write_interval)]
+    elif name == GO:
+        command = [str(args.go_binary), "-port", "0"]
     else:
         command = [sys.executable, str(Path(__file__).with_name("peer_starlette.py"))]
     if args.pinned:
@@ -59,52 +89,78 @@ async def running(name: str, args: argparse.Namespace) -> AsyncIterator[Target]:
 
 
 @dataclass(frozen=True)
+class Goal:
+    """One of the project's targets for a measure, and whether a run meets it."""
+
+    text: str
+    # The servers whose figures the test takes, in order (trio-sse's first).
+    needs: tuple[str, ...]
+    met: Callable[..., bool]
+
+    def cell(self, figures: Mapping[str, float | None]) -> str:
+        values = [figures.get(name) for name in self.needs]
+        if any(value is None for value in values):
+            return self.text
+        return f"{self.text} ({'met' if self.met(*values) else 'MISSED'})"
+
+
+@dataclass(frozen=True)
 class Row:
-    """One line of the table: a measure, each server's figure, and the target."""
+    """One line of the table: a measure, each server's figure, and the targets."""
 
     measure: str
     unit: str
-    ours: float | None
-    peer: float | None
-    target: str = ""
-    # Given (ours, peer), whether the target is met; None when there is no target.
-    check: Callable[[float, float], bool] | None = None
+    figures: Mapping[str, float | None]  # by server name
+    goals: tuple[Goal, ...] = ()
     digits: int = 1
 
-    def cells(self) -> list[str]:
+    def cells(self, servers: Sequence[str]) -> list[str]:
         def show(value: float | None) -> str:
             return "n/a" if value is None else f"{value:,.{self.digits}f}"
 
-        ratio = "n/a"
-        if self.ours is not None and self.peer:
-            ratio = f"{self.ours / self.peer:.2f}x"
-        verdict = ""
-        if self.check is not None and self.ours is not None and self.peer is not None:
-            verdict = "met" if self.check(self.ours, self.peer) else "MISSED"
-        target = f"{self.target} ({verdict})" if verdict else self.target
+        def ratio(peer: str) -> str:
+            ours, theirs = self.figures.get(TRIO_SSE), self.figures.get(peer)
+            return "n/a" if ours is None or not theirs else f"{ours / theirs:.2f}x"
+
         return [
             f"{self.measure} ({self.unit})" if self.unit else self.measure,
-            show(self.ours),
-            show(self.peer),
-            ratio,
-            target,
+            *(show(self.figures.get(name)) for name in servers),
+            *(ratio(peer) for peer in ratio_peers(servers)),
+            "; ".join(goal.cell(self.figures) for goal in self.goals),
         ]
 
 
-HEADER = ["measure", TRIO_SSE, PEER, "ratio", "target"]
+def table_servers(args: argparse.Namespace) -> list[str]:
+    """The servers run, in the table's order."""
+    return [name for name in LABELS if name in args.servers]
 
 
-def text_table(rows: list[Row]) -> str:
-    lines = [HEADER, *(row.cells() for row in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+def ratio_peers(servers: Sequence[str]) -> list[str]:
+    """The servers that trio-sse's figures are divided by: one ratio column each."""
+    return [name for name in servers if name != TRIO_SSE] if TRIO_SSE in servers else []
+
+
+def header(servers: Sequence[str]) -> list[str]:
+    return [
+        "measure",
+        *(LABELS[name] for name in servers),
+        *(f"ratio vs {LABELS[peer]}" for peer in ratio_peers(servers)),
+        "target",
+    ]
+
+
+def text_table(rows: list[Row], servers: Sequence[str]) -> str:
+    lines = [header(servers), *(row.cells(servers) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
 
 
-def markdown_table(rows: list[Row]) -> str:
-    lines = [HEADER, ["---"] * len(HEADER), *(row.cells() for row in rows)]
+def markdown_table(rows: list[Row], servers: Sequence[str]) -> str:
+    head = header(servers)
+    lines = [head, ["---"] * len(head), *(row.cells(servers) for row in rows)]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
@@ -176,96 +232,82 @@ async def run_scenario(
 
 
 def build_rows(figures: dict[str, dict[str, float | None]], args: argparse.Namespace) -> list[Row]:
-    ours, peer = figures.get(TRIO_SSE, {}), figures.get(PEER, {})
+    def row(measure: str, unit: str, key: str, *goals: Goal, digits: int = 1) -> Row:
+        by_server = {name: server.get(key) for name, server in figures.items()}
+        return Row(measure, unit, by_server, goals, digits)
+
+    def against(peer: str, text: str, met: Callable[[float, float], bool]) -> Goal:
+        return Goal(text, (TRIO_SSE, peer), met)
+
+    def alone(text: str, met: Callable[[float], bool]) -> Goal:
+        return Goal(text, (TRIO_SSE,), met)
+
     rows: list[Row] = []
     if "fanout" in args.scenarios:
         rows += [
-            Row(
+            row(
                 f"fan-out: {args.subscribers} subscribers x {args.events} events of 64 B, "
                 "1 sequential publisher",
                 "deliveries/s",
-                ours.get("fanout_rate"),
-                peer.get("fanout_rate"),
-                ">= 7x",
-                lambda a, b: a >= 7 * b,
+                "fanout_rate",
+                against(STARLETTE, ">= 7x", lambda a, b: a >= 7 * b),
+                against(GO, ">= Go", lambda a, b: a >= b),
                 digits=0,
             ),
-            Row(
-                "fan-out: server CPU per delivery",
-                "µs",
-                ours.get("fanout_cpu"),
-                peer.get("fanout_cpu"),
-            ),
+            row("fan-out: server CPU per delivery", "µs", "fanout_cpu"),
         ]
     if "latency" in args.scenarios:
         rows += [
-            Row(
-                f"latency: {args.subscribers} subscribers at 2 events/s, p50",
-                "ms",
-                ours.get("latency_p50"),
-                peer.get("latency_p50"),
-            ),
-            Row(
+            row(f"latency: {args.subscribers} subscribers at 2 events/s, p50", "ms", "latency_p50"),
+            row(
                 "latency: p99",
                 "ms",
-                ours.get("latency_p99"),
-                peer.get("latency_p99"),
-                "<= 1x",
-                lambda a, b: a <= b,
+                "latency_p99",
+                against(STARLETTE, "<= 1x", lambda a, b: a <= b),
             ),
         ]
     if "idle" in args.scenarios:
         rows += [
-            Row(
+            row(
                 f"idle: memory per connection ({args.connections} open)",
                 "KiB",
-                ours.get("idle_kib"),
-                peer.get("idle_kib"),
-                "<= 0.6x",
-                lambda a, b: a <= 0.6 * b,
+                "idle_kib",
+                against(STARLETTE, "<= 0.6x", lambda a, b: a <= 0.6 * b),
             ),
-            Row(
+            row(
                 f"idle: time to open {args.connections} connections",
                 "s",
-                ours.get("idle_open"),
-                peer.get("idle_open"),
-                "<= 1x",
-                lambda a, b: a <= b,
+                "idle_open",
+                against(STARLETTE, "<= 1x", lambda a, b: a <= b),
                 digits=2,
             ),
         ]
     if "churn" in args.scenarios:
         rows += [
-            Row(
+            row(
                 f"churn: 200 drops/s for {args.churn_seconds:g} s (half RST): subscribers left",
                 "",
-                ours.get("churn_left"),
-                peer.get("churn_left"),
-                "0",
-                lambda a, b: a == 0,
+                "churn_left",
+                alone("0", lambda a: a == 0),
                 digits=0,
             ),
-            Row(
+            row(
                 "churn: time from the last drop to zero subscribers",
                 "ms",
-                ours.get("churn_zero_ms"),
-                peer.get("churn_zero_ms"),
+                "churn_zero_ms",
                 digits=0,
             ),
-            Row(
+            row(
                 f"churn: RSS growth over the first {args.churn_warm_up:g} s (warm-up)",
                 "MiB",
-                ours.get("churn_warm_up_mib"),
-                peer.get("churn_warm_up_mib"),
+                "churn_warm_up_mib",
                 digits=2,
             ),
-            Row(
+            row(
                 f"churn: RSS growth over the {args.churn_seconds:g} s after the warm-up",
                 "MiB",
-                ours.get("churn_rss_mib"),
-                peer.get("churn_rss_mib"),
-                "< 1 MiB",
-                lambda a, b: a < 1.0,
+                "churn_rss_mib",
+                alone("< 1 MiB", lambda a: a < 1.0),
                 digits=2,
             ),
         ]
@@ -286,10 +328,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, {system}"
 
 
-def versions() -> str:
+def versions(args: argparse.Namespace) -> str:
     names = ["trio", "hypercorn", "quart", "quart-trio", "sse-starlette", "starlette", "uvicorn"]
     names += [n for n in ("uvloop", "httptools") if _installed(n)]
-    return ", ".join(f"{name} {version(name)}" for name in names)
+    found = [f"{name} {version(name)}" for name in names]
+    if GO in args.servers:
+        found.append(f"Go {args.go_version.removeprefix('go')} (`go version`)")
+    return ", ".join(found)
 
 
 def _installed(name: str) -> bool:
@@ -308,8 +353,25 @@ def markdown(rows: list[Row], args: argparse.Namespace, notes: list[str]) -> str
         if args.pinned
         else "NOT pinned (taskset or a second CPU is missing): figures are not per-core"
     )
+    servers = table_servers(args)
+    labels = [LABELS[name] for name in servers]
+    compared = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+    described = {
+        TRIO_SSE: "trio-sse: `trio-sse serve` with its defaults"
+        + (f" and `--write-interval {args.write_interval}`" if args.write_interval else "")
+        + ".",
+        STARLETTE: "sse-starlette: `benchmarks/peer_starlette.py` (EventSourceResponse, one "
+        "asyncio.Queue per subscriber, default ping) on uvicorn with its defaults.",
+        GO: "Go net/http: `benchmarks/peer_go` (standard library only, built with "
+        f"{args.go_version}: one buffered channel of 256 events per "
+        "subscriber, a subscriber whose channel is full is dropped, a flush per event; "
+        "GOMAXPROCS follows the pinning, so 1).",
+    }
+    goals = "Relative targets compare trio-sse with sse-starlette"
+    if GO in servers:
+        goals += ", except `>= Go`, which compares it with Go net/http"
     parts = [
-        "# Benchmarks: trio-sse and sse-starlette side by side",
+        f"# Benchmarks: {compared} side by side",
         "",
         "<!-- Generated by benchmarks/compare.py; do not edit by hand: rerun it. -->",
         "",
@@ -319,14 +381,12 @@ def markdown(rows: list[Row], args: argparse.Namespace, notes: list[str]) -> str
         f"- Machine: {machine()}; {pinning}. Load average when the run began: "
         f"{args.load_average}; on a shared machine the absolute figures are noisy, and "
         "the ratios within one run are what to compare.",
-        f"- Versions: {versions()}.",
-        "- trio-sse: `trio-sse serve` with its defaults"
-        + (f" and `--write-interval {args.write_interval}`" if args.write_interval else "")
-        + ". sse-starlette: `benchmarks/peer_starlette.py` (EventSourceResponse, one "
-        "asyncio.Queue per subscriber, default ping) on uvicorn with its defaults.",
-        f"- Fan-out figures are the median of {args.runs} run(s); the others are one run each.",
+        f"- Versions: {versions(args)}.",
+        "- " + " ".join(described[name] for name in servers),
+        f"- Fan-out figures are the median of {args.runs} run(s); the others are one run each. "
+        f"{goals}.",
         "",
-        markdown_table(rows),
+        markdown_table(rows, servers),
         "",
         "How each figure is taken (benchmarks/scenarios.py):",
         "",
@@ -368,11 +428,11 @@ async def main(args: argparse.Namespace) -> None:
         busy = figures[name].get("fanout_client_busy")
         if busy is not None and busy > 0.9:
             notes.append(
-                f"the load client was {busy:.0%} busy during {name}'s fan-out, so that "
+                f"the load client was {busy:.0%} busy during {LABELS[name]}'s fan-out, so that "
                 "figure may be limited by the client rather than the server"
             )
     print()
-    print(text_table(rows))
+    print(text_table(rows, table_servers(args)))
     for note in notes:
         print(f"note: {note}")
     if args.write is not None:
@@ -391,9 +451,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        type=lambda s: [name for name in s.split(",") if name],
-        default=[TRIO_SSE, PEER],
-        help=f"comma-separated, from: {TRIO_SSE},{PEER}",
+        # Each once, in the order given: the first scenario runs them in this order.
+        type=lambda s: list(dict.fromkeys(name for name in s.split(",") if name)),
+        default=list(LABELS),
+        help="comma-separated, from: " + ",".join(LABELS) + " (go: Go's net/http, needs `go`)",
     )
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=200)
@@ -405,8 +466,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     for name in args.servers:
-        if name not in (TRIO_SSE, PEER):
-            parser.error(f"unknown server {name!r}; choose from {TRIO_SSE}, {PEER}")
+        if name not in LABELS:
+            parser.error(f"unknown server {name!r}; choose from {', '.join(LABELS)}")
+    if not args.servers:
+        parser.error("--servers names none")
     args.runs = 1 if args.quick else 3
     args.latency_events = 6 if args.quick else 20
     args.churn_seconds = 5.0 if args.quick else 10.0
@@ -421,5 +484,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run() -> None:
+    args = parse_args()
+    # The Go peer is built before any server starts, into a directory that lasts the run.
+    with tempfile.TemporaryDirectory(prefix="trio-sse-bench-") as directory:
+        if GO in args.servers:
+            args.go_binary, args.go_version = build_go_peer(Path(directory))
+            print(f"built the Go peer with {args.go_version}")
+        trio.run(main, args)
+
+
 if __name__ == "__main__":
-    trio.run(main, parse_args())
+    run()

@@ -1,0 +1,3 @@
+module trio-sse-bench-peer
+
+go 1.19
