@@ -50,22 +50,45 @@ def test_batch_window_holds_flowing_frames_while_the_loop_is_busy(
     assert window.hold_until(**times, is_loop_busy=False) is None
 
 
-def test_loop_load_is_busy_for_a_window_after_a_late_wake_up() -> None:
+def test_loop_load_is_busy_for_a_window_after_a_streak_of_late_wake_ups() -> None:
     load, window = LoopLoad(), BatchWindow(INTERVAL)
-    load.note_wake_delay(0.019, now=10.0, window=window)  # under 2 % of the window
-    assert not load.is_busy(10.0)
-    load.note_wake_delay(0.02, now=10.0, window=window)
-    assert load.is_busy(10.0)
-    assert load.is_busy(10.99)
-    assert not load.is_busy(11.0)
+    # Late (2 % of the window or more), wake-up after wake-up, for 10 % of the window.
+    for now in (10.0, 10.015, 10.03, 10.045, 10.06, 10.075, 10.09):
+        load.note_wake_delay(0.03, now=now, window=window)
+        assert not load.is_busy(now)
+    load.note_wake_delay(0.03, now=10.11, window=window)
+    assert load.is_busy(10.11)
+    assert load.is_busy(11.1)
+    assert not load.is_busy(11.12)
+
+
+def test_one_late_moment_does_not_make_the_loop_busy() -> None:
+    # A pause (a full collection, say) delays the wake-ups around it, then the loop
+    # catches up: on-time wake-ups, or a gap, break the streak.
+    load, window = LoopLoad(), BatchWindow(INTERVAL)
+    load.note_wake_delay(0.5, now=10.0, window=window)
+    load.note_wake_delay(0.5, now=10.01, window=window)
+    load.note_wake_delay(0.001, now=10.05, window=window)  # on time
+    load.note_wake_delay(0.5, now=10.11, window=window)
+    assert not load.is_busy(10.11)
+    load.note_wake_delay(0.5, now=10.2, window=window)  # after a gap of 90 ms
+    assert not load.is_busy(10.2)
+    # Under 2 % of the window is on time, however many.
+    for i in range(100):
+        load.note_wake_delay(0.019, now=20 + i * 0.01, window=window)
+    assert not load.is_busy(21.0)
     # A zero window never batches, so it never marks the loop busy.
-    load.note_wake_delay(5.0, now=20.0, window=BatchWindow(0))
-    assert not load.is_busy(20.0)
+    for i in range(100):
+        load.note_wake_delay(5.0, now=30 + i * 0.01, window=BatchWindow(0))
+    assert not load.is_busy(31.0)
 
 
 def mark_loop_busy() -> None:
     """Make this Trio run's loop count as saturated for the rest of the test."""
-    loop_load().note_wake_delay(INTERVAL, now=1e9, window=BatchWindow(INTERVAL))
+    load, window = loop_load(), BatchWindow(INTERVAL)
+    for i in range(11):  # late wake-ups 10 ms apart, for a tenth of the window
+        load.note_wake_delay(INTERVAL, now=1e9 + i * 0.01, window=window)
+    assert load.is_busy(0.0)
 
 
 def test_a_zero_window_never_holds() -> None:
@@ -109,9 +132,7 @@ class Writes:
 
     async def drive(self, body: EventStreamBody) -> None:
         """Run the body's write loop, as EventStreamConnection does."""
-        first = await body.next_chunk()
-        assert first is not None
-        await self.write(first)
+        await self.write(body.first_chunk())
         await body.stream_to(self)
         self.ended_at = trio.current_time()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
+import trio
 from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
@@ -57,8 +58,9 @@ class H11SocketWriter:
 
         Cancellation: no checkpoint when the kernel takes the whole chunk at once (the
         stream's wait for its next frames is the checkpoint of each round of its loop);
-        otherwise as Hypercorn's write: shielded, ended by the kernel's
-        ``TCP_USER_TIMEOUT`` for a reader that stopped reading.
+        otherwise as Hypercorn's write, shielded, and ended by the kernel's
+        ``TCP_USER_TIMEOUT`` for a reader that stopped reading. A chunk is never lost
+        to cancellation.
         """
         head = b"%x\r\n" % len(chunk)
         sent = 0
@@ -76,7 +78,11 @@ class H11SocketWriter:
             if sent == len(head) + len(chunk) + 2:
                 return
         rest = b"".join((head, chunk, _CRLF))[sent:]
-        await connection.protocol_send(RawData(data=rest))
+        # Hypercorn shields its socket write (TCP_USER_TIMEOUT bounds it); the shield
+        # here also covers its lock, which is free (only this task writes during a
+        # response), so that a cancellation cannot drop the chunk before the write.
+        with trio.CancelScope(shield=True):
+            await connection.protocol_send(RawData(data=rest))
 
 
 def _socket_writer(send: ASGISendCallable) -> H11SocketWriter | None:

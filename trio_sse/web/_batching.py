@@ -40,7 +40,13 @@ _FLOWING: Final = 0.5
 
 # A stream woken by a publish that runs later than this part of the window (5 ms by
 # default) found the loop busy with a few ms of other work per round.
-_BUSY: Final = 0.02
+_LATE: Final = 0.02
+
+# The loop is saturated once it has run woken streams late without a break for this
+# part of the window (25 ms by default): round after round of writes, not a one-off
+# pause (a full garbage collection, a burst of new connections) that it soon catches
+# up on. A wake-up on time, or none for _LATE, breaks the streak.
+_SATURATED: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +91,30 @@ class BatchWindow:
 class LoopLoad:
     """Whether the event loop of this Trio run is saturated, as streams see it.
 
-    Streams report how late they ran after a publish woke them; one late wake-up
-    marks the loop busy for the window that follows.
+    Streams report how late they ran after a publish woke them. Late wake-ups without
+    a break for a tenth of the window mark the loop busy for the window that follows.
     """
 
-    __slots__ = ("_busy_until",)
+    __slots__ = ("_busy_until", "_last_late", "_late_since")
 
     def __init__(self) -> None:
         self._busy_until = -math.inf
+        self._late_since = -math.inf  # the start of the current streak of late wake-ups
+        self._last_late = -math.inf
 
     def note_wake_delay(self, delay: float, *, now: float, window: BatchWindow) -> None:
         """A stream woken by a publish ran ``delay`` seconds after it; ``now`` is the time."""
-        if window.seconds > 0 and delay >= _BUSY * window.seconds:
-            self._busy_until = max(self._busy_until, now + window.seconds)
+        seconds = window.seconds
+        if seconds <= 0:
+            return
+        if delay < _LATE * seconds:
+            self._late_since = -math.inf  # on time: the streak is broken
+            return
+        if now - self._last_late > _LATE * seconds:
+            self._late_since = now  # a new streak
+        self._last_late = now
+        if now - self._late_since >= _SATURATED * seconds:
+            self._busy_until = max(self._busy_until, now + seconds)
 
     def is_busy(self, now: float) -> bool:
         return now < self._busy_until

@@ -30,11 +30,22 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 
 from ._stream import ChunkWriter, EventStreamBody
 
-__all__ = ["CHUNK_WRITER_EXTENSION", "AsgiChunkWriter", "EventStreamConnection"]
+__all__ = [
+    "ASGI_WRITE_TIMEOUT",
+    "CHUNK_WRITER_EXTENSION",
+    "AsgiChunkWriter",
+    "EventStreamConnection",
+]
 
 CHUNK_WRITER_EXTENSION: Final = "trio_sse.chunk_writer"
 """The scope extension under which a server offers a :class:`ChunkWriter` for the
 response's body, usable once the response's first body chunk has been sent."""
+
+
+# A chunk the server has not taken in this long is given up on, and the stream ends:
+# the server's own bounds (TCP_USER_TIMEOUT, 30 s under serve()) normally end such a
+# write first.
+ASGI_WRITE_TIMEOUT: Final = 60.0
 
 
 class AsgiChunkWriter:
@@ -46,12 +57,22 @@ class AsgiChunkWriter:
         self._send = send
 
     async def write(self, chunk: bytes) -> None:
-        await self._send(
-            cast(
-                HTTPResponseBodyEvent,
-                {"type": "http.response.body", "body": chunk, "more_body": True},
-            )
+        """Send ``chunk``; see :meth:`ChunkWriter.write`.
+
+        Raises:
+            trio.TooSlowError: The server did not take it within ``ASGI_WRITE_TIMEOUT``.
+
+        Cancellation: shielded, with that bound: a message cancelled halfway through the
+        server's send could leave the body with part of a chunk.
+        """
+        message = cast(
+            HTTPResponseBodyEvent,
+            {"type": "http.response.body", "body": chunk, "more_body": True},
         )
+        with trio.move_on_after(ASGI_WRITE_TIMEOUT, shield=True) as scope:
+            await self._send(message)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
 
 
 class EventStreamConnection(TrioASGIHTTPConnection):
@@ -98,12 +119,10 @@ class EventStreamConnection(TrioASGIHTTPConnection):
         plain = AsgiChunkWriter(send)
         async with body:
             # The first chunk goes through ASGI: it carries the headers with it.
-            first = await body.next_chunk()
-            if first is not None:
-                await plain.write(first)
-                extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
-                writer: ChunkWriter = extensions.get(CHUNK_WRITER_EXTENSION, plain)
-                await body.stream_to(writer)
+            await plain.write(body.first_chunk())
+            extensions = cast(dict[str, Any], self.scope.get("extensions") or {})
+            writer: ChunkWriter = extensions.get(CHUNK_WRITER_EXTENSION, plain)
+            await body.stream_to(writer)
         await send(
             cast(
                 HTTPResponseBodyEvent,

@@ -38,7 +38,7 @@ from quart.wrappers.response import ResponseBody
 from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..broker import Broker, CloseReason, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
-from ._batching import DEFAULT_WINDOW, BatchWindow, loop_load
+from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -121,6 +121,10 @@ class ChunkWriter(Protocol):
 
         Backpressure: waits while the client does not read (the server's socket write
         blocks), so a stream never runs ahead of its connection.
+
+        Cancellation: never loses or splits a chunk. A write either completes or, if it
+        cannot (the connection broke, or a bounded wait ran out), raises; an outside
+        cancellation takes effect only after it.
         """
 
 
@@ -153,7 +157,7 @@ class EventStreamBody(ResponseBody):
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
         self._batching = BatchWindow(min_write_interval)
-        self._prelude: bytes | None = prelude
+        self._prelude = prelude  # b"" once written
         self._prelude_events = prelude_events
         self._stack = AsyncExitStack()
         self._subscription: Subscription | None = None
@@ -162,9 +166,12 @@ class EventStreamBody(ResponseBody):
         self._expires_at = expires_at
         self._deadline = math.inf  # expires_at on Trio's clock, from __aenter__ on
         self._observer = observer
+        self._load = LoopLoad()  # this run's, from __aenter__ on
+        self._last_chunk_at = 0.0  # for the heartbeat
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
+        self._load = loop_load()
         self._opened_at = trio.current_time()
         if self._expires_at is not None:
             self._deadline = self._opened_at + (self._expires_at - time.time())
@@ -198,73 +205,16 @@ class EventStreamBody(ResponseBody):
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
 
-    async def stream_to(self, writer: ChunkWriter) -> None:
-        """The write loop: every chunk of the stream to ``writer``, until the stream ends.
+    def first_chunk(self) -> bytes:
+        """The stream's first chunk: ``retry``, the opening comment, initial events, replay.
 
-        Call it inside ``async with body``. Returns when the stream ends cleanly (the
-        broker closed the subscription, the token expired); the response then needs
-        only its end.
-
-        Cancellation: the client's disconnect cancels it wherever it waits.
+        It goes out at once, so that clients and proxies see the stream open; any
+        replay rides in the same write. Call it once, inside ``async with body``,
+        before :meth:`stream_to`.
         """
-        while (chunk := await self.next_chunk()) is not None:
-            await writer.write(chunk)
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> bytes:
-        # Quart's own body loop, for an app that does not use EventStreamConnection:
-        # it calls again once the previous chunk is written, as stream_to() does.
-        chunk = await self.next_chunk()
-        if chunk is None:
-            raise StopAsyncIteration
-        return chunk
-
-    async def next_chunk(self) -> bytes | None:
-        """Wait until the next chunk is due, and return it; ``None`` once the stream ends.
-
-        Call it again only once the previous chunk is written: the time of that call
-        is when the write ended, which the batching window counts from.
-
-        Cancellation: a cancelled call takes no frame.
-        """
-        prelude, self._prelude = self._prelude, None
-        if prelude is not None:
-            await trio.lowlevel.checkpoint()
-            return self._with_replay(prelude)
-        subscription = self._subscription
-        last_write_end = trio.current_time()
-        if subscription is None or self._has_expired(last_write_end):
-            return None
-        if not await self._wait_for_frames(subscription, last_write_end):
-            # Silent until the heartbeat was due, or the token expired.
-            return None if self._has_expired(trio.current_time()) else _HEARTBEAT
-        queued_at = subscription.first_queued_at
-        now = trio.current_time()
-        hold = self._batching.hold_until(
-            last_write_end=last_write_end,
-            queued_at=queued_at,
-            now=now,
-            is_loop_busy=loop_load().is_busy(now),
-        )
-        if hold is not None:
-            with trio.move_on_at(hold):
-                # Half full: write now rather than risk being dropped as slow.
-                await subscription.wait_queued(max(1, subscription.capacity // 2))
-        try:
-            frames = subscription.receive_batch_nowait()
-        except trio.EndOfChannel:
-            return None
-        self.events_sent += len(frames)
-        if self._observer is not None:
-            self._observer.written(trio.current_time() - queued_at)
-        return frames[0] if len(frames) == 1 else b"".join(frames)
-
-    def _with_replay(self, prelude: bytes) -> bytes:
-        # The first chunk goes out at once, so clients and proxies see the stream
-        # open; it carries any replay too, in the same write.
+        prelude, self._prelude = self._prelude, b""
         self.events_sent += self._prelude_events
+        self._last_chunk_at = trio.current_time()
         if self._subscription is None:
             return prelude
         try:
@@ -274,33 +224,119 @@ class EventStreamBody(ResponseBody):
         self.events_sent += len(frames)
         return b"".join([prelude, *frames])
 
-    def _has_expired(self, now: float) -> bool:
-        if now < self._deadline:
-            return False
-        # The token that opened the stream has expired: end it cleanly. The client
-        # reconnects, and must then present a fresh token.
-        self._end = StreamEnd.AUTH_EXPIRED
-        return True
+    async def stream_to(self, writer: ChunkWriter) -> None:
+        """The write loop: every chunk after the first to ``writer``, until the stream ends.
 
-    async def _wait_for_frames(self, subscription: Subscription, now: float) -> bool:
-        """Wait for a frame until a heartbeat is due; ``False`` if none came.
+        Returns when the stream ends cleanly (the broker closed the subscription, the
+        token expired); the response then needs only its end.
 
-        Also ``True`` once the subscription is closed, so that the stream ends.
+        Cancellation: the client's disconnect cancels it wherever it waits. The writer
+        must not lose a chunk to cancellation (see :class:`ChunkWriter`): the timer
+        below may fire during a write.
         """
+        subscription = self._subscription
+        while subscription is not None:
+            # One timer for the heartbeat and the token's expiry around the whole loop,
+            # re-armed only when it fires, rather than a deadline per wait: a deadline
+            # costs the scheduler a heap entry and a cancel scope, once per delivery.
+            with trio.CancelScope(deadline=self._silence_ends()):
+                while (chunk := await self._next_batch(subscription)) is not None:
+                    await writer.write(chunk)
+                return
+            chunk = self._after_silence(subscription)
+            if chunk is None:
+                return
+            if chunk:
+                await writer.write(chunk)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        # Quart's own body loop, for an app that does not use EventStreamConnection:
+        # it calls again once the previous chunk is written, as stream_to() does, and
+        # each call has a timer of its own.
+        if self._prelude:
+            await trio.lowlevel.checkpoint()
+            return self.first_chunk()
+        subscription = self._subscription
+        while subscription is not None:
+            with trio.CancelScope(deadline=self._silence_ends()):
+                chunk = await self._next_batch(subscription)
+                if chunk is None:
+                    break
+                return chunk
+            chunk = self._after_silence(subscription)
+            if chunk is None:
+                break
+            if chunk:
+                return chunk
+        raise StopAsyncIteration
+
+    def _silence_ends(self) -> float:
+        """When the stream must write a heartbeat, or end because its token expired."""
+        return min(self._last_chunk_at + self._heartbeat, self._deadline)
+
+    def _after_silence(self, subscription: Subscription) -> bytes | None:
+        """What the timer means: ``None`` to end, a heartbeat, or ``b""`` to go on."""
+        now = trio.current_time()
+        if now >= self._deadline:
+            # The token that opened the stream has expired: end it cleanly. The
+            # client reconnects, and must then present a fresh token.
+            self._end = StreamEnd.AUTH_EXPIRED
+            return None
+        if subscription.queued or subscription.close_reason is not None:
+            return b""  # frames came meanwhile: they go out next, no heartbeat needed
+        if now - self._last_chunk_at < self._heartbeat:
+            return b""  # the timer was set before the last write: set it again
+        self._last_chunk_at = now
+        return _HEARTBEAT
+
+    async def _next_batch(self, subscription: Subscription) -> bytes | None:
+        """Wait for frames, let a batch form if the loop is busy, and take it.
+
+        Call it again only once the previous chunk is written: the time of that call
+        is when the write ended, which the batching window counts from.
+
+        Returns:
+            The chunk to write, or ``None`` once the subscription is closed and drained.
+
+        Cancellation: a cancelled call takes no frame.
+        """
+        last_write_end = trio.current_time()
         if subscription.queued:
             # Frames came while we wrote: still one checkpoint per write.
             await subscription.wait_queued(1)
-            return True
-        with trio.move_on_at(min(now + self._heartbeat, self._deadline)):
+            now = trio.current_time()
+        else:
             await subscription.wait_queued(1)
-        if not subscription.queued:
-            return subscription.close_reason is not None
-        # Woken by a publish: how late the loop ran us tells how busy it is.
-        woken_at = trio.current_time()
-        loop_load().note_wake_delay(
-            woken_at - subscription.first_queued_at, now=woken_at, window=self._batching
+            now = trio.current_time()
+            if subscription.queued:
+                # Woken by a publish: how late the loop ran us tells how busy it is.
+                self._load.note_wake_delay(
+                    now - subscription.first_queued_at, now=now, window=self._batching
+                )
+        queued_at = subscription.first_queued_at
+        hold = self._batching.hold_until(
+            last_write_end=last_write_end,
+            queued_at=queued_at,
+            now=now,
+            is_loop_busy=self._load.is_busy(now),
         )
-        return True
+        if hold is not None:
+            with trio.CancelScope(deadline=hold):
+                # Half full: write now rather than risk being dropped as slow.
+                await subscription.wait_queued(max(1, subscription.capacity // 2))
+            now = trio.current_time()
+        try:
+            frames = subscription.receive_batch_nowait()
+        except trio.EndOfChannel:
+            return None
+        self.events_sent += len(frames)
+        self._last_chunk_at = now
+        if self._observer is not None:
+            self._observer.written(now - queued_at)
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
