@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import logging
 import os
 import socket
@@ -24,7 +23,7 @@ from ._file_limit import raise_open_file_limit
 from ._workers import run_workers, until_signal_or_orphaned
 from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
-from .server import check_tls_files, listen_socket, serve
+from .server import check_tls_files, listen_socket, serve, use_server_gc_policy
 from .web import AuthConfig, CorsPolicy
 
 __all__ = ["MEMORY", "run_serve"]
@@ -63,12 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
         _check_tls(args)
         if args.workers > 1:
             return _serve_workers(args)
-        # The collector policy of a serving process: everything loaded so far (modules,
-        # the app, its routes) lives as long as the process, so it is moved out of the
-        # collector's sight once; full collections then walk only what connections
-        # create. Thresholds stay Python's defaults, so cycles made at run time are
-        # still found as soon as ever.
-        gc.freeze()
+        use_server_gc_policy()
         trio.run(_serve, args)
     except _StartupError as exc:
         print(f"trio-sse serve: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ What the Hypercorn CLI cannot do for SSE, and this does:
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -56,6 +57,7 @@ __all__ = [
     "check_tls_files",
     "listen_socket",
     "serve",
+    "use_server_gc_policy",
 ]
 
 logger = logging.getLogger("trio_sse.server")
@@ -92,6 +94,32 @@ TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 
 # How long on_shutdown may take before the shutdown goes ahead without it.
 _ON_SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+# The collector's first threshold for a serving process (Python's default: 700). Every
+# delivery and every request allocates short-lived objects, freed by reference count,
+# while thousands of connections keep long-lived ones in the young generations; at
+# 700, collections ran 5 times per 1000 deliveries and took a fifth of the server's
+# CPU in the fan-out benchmark. At 10,000 they take about 2 %. Nothing is kept from
+# the collector: reference cycles (Hypercorn leaves one per closed connection) wait
+# for at most 10,000 net allocations, a few MiB, before they are freed.
+GC_THRESHOLD: Final = 10_000
+
+
+def use_server_gc_policy() -> None:
+    """Set the garbage collector up for a process that serves streams.
+
+    Call it once, when start-up is done and before serving (``trio-sse serve`` does):
+
+    * ``gc.freeze()``: what is loaded so far (modules, the app, its routes) lives as long
+      as the process, so the collector stops walking it.
+    * ``gc.set_threshold(GC_THRESHOLD)``: young collections 14 times rarer; the older
+      generations keep their ratios, so full collections stay as rare, relatively.
+
+    It changes the whole process, so the library never calls it by itself.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def listen_socket(
