@@ -14,7 +14,7 @@ frames in all.
 
 The channel has Trio's memory-channel semantics (bounded, ``*_nowait`` twins that
 raise ``trio.WouldBlock``, ``trio.EndOfChannel`` once closed and drained), built on a
-``deque`` and trio's lowest-level wake-up: it is used once per delivery per
+``list`` and trio's lowest-level wake-up: it is used once per delivery per
 subscriber, where ``MemorySendChannel.send_nowait`` alone took 12 % of a delivery's
 CPU in a profile of the server (it carries KeyboardInterrupt protection and
 multi-producer bookkeeping that a channel with one writer and one reader does not need).
@@ -22,7 +22,6 @@ multi-producer bookkeeping that a channel with one writer and one reader does no
 
 from __future__ import annotations
 
-import collections
 import enum
 from typing import Final
 
@@ -72,7 +71,9 @@ class Subscription:
         # Replayed frames (or a reset notice) are kept apart from the channel so that
         # a replay longer than queue_size does not count as a slow consumer.
         self._backlog = backlog
-        self._frames: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: frames leave all at once (one write takes everything
+        # queued), and an empty deque costs 0.7 KiB per subscriber to a list's 56 B.
+        self._frames: list[bytes] = []
         self._capacity = queue_size
         self._is_closed = False
         self._is_discarded = False
@@ -114,12 +115,12 @@ class Subscription:
             raise trio.ClosedResourceError("this subscription was discarded")
         batch, self._backlog = self._backlog, []
         frames = self._frames
-        take = min(len(frames), max_frames - len(batch))
+        take = max(0, min(len(frames), max_frames - len(batch)))
         if take == len(frames) and not batch:
-            batch = list(frames)  # the common case: everything, in one step
-            frames.clear()
+            batch, self._frames = frames, []  # the common case: everything, in one step
         else:
-            batch.extend(frames.popleft() for _ in range(take))
+            batch += frames[:take]
+            del frames[:take]
         if not batch:
             if self._is_closed:
                 raise trio.EndOfChannel

@@ -23,7 +23,12 @@ from typing import Any, Final, cast
 
 import quart
 import trio
-from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+)
 from quart.utils import encode_headers
 from quart.wrappers import Request
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -82,6 +87,15 @@ class EventStreamConnection(TrioASGIHTTPConnection):
     ``app.asgi_http_class = EventStreamConnection``. Without it, streams still work,
     through Quart's generic body loop.
     """
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        # As quart-trio does, but the response is sent from this task rather than a
+        # second child: one task fewer for every open stream. A disconnect still
+        # cancels the nursery, and with it this body.
+        request = self._create_request_from_scope(send)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.handle_messages, nursery, request, receive)
+            await self.handle_request(nursery, request, send)
 
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, send: ASGISendCallable

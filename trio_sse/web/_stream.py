@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Final, Protocol, Self
 
@@ -159,7 +159,9 @@ class EventStreamBody(ResponseBody):
         self._batching = BatchWindow(min_write_interval)
         self._prelude = prelude  # b"" once written
         self._prelude_events = prelude_events
-        self._stack = AsyncExitStack()
+        # The subscribe() context, held directly rather than in an AsyncExitStack: the
+        # stack's deque alone cost 0.8 KiB per open stream.
+        self._subscribed: AbstractAsyncContextManager[Subscription] | None = None
         self._subscription: Subscription | None = None
         self._end: StreamEnd | None = None  # decided here, rather than by how the loop ended
         self._opened_at = 0.0
@@ -176,9 +178,9 @@ class EventStreamBody(ResponseBody):
         if self._expires_at is not None:
             self._deadline = self._opened_at + (self._expires_at - time.time())
         try:
-            self._subscription = await self._stack.enter_async_context(
-                self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
-            )
+            subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
+            self._subscription = await subscribed.__aenter__()
+            self._subscribed = subscribed
         except BrokerClosedError:
             # Shutting down between the handler and here: end at once, cleanly, and
             # the client reconnects (to another worker, behind a load balancer).
@@ -198,12 +200,14 @@ class EventStreamBody(ResponseBody):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Keep this minimal: the exit stack must always run, or the subscription leaks.
-        # Its result is dropped on purpose: a stream never swallows an exception.
+        # Keep this minimal: the subscription's exit must always run, or it leaks. Its
+        # result is dropped on purpose: a stream never swallows an exception.
         try:
             self._log_close(exc)
         finally:
-            await self._stack.__aexit__(exc_type, exc, tb)
+            subscribed, self._subscribed = self._subscribed, None
+            if subscribed is not None:
+                await subscribed.__aexit__(exc_type, exc, tb)
 
     def first_chunk(self) -> bytes:
         """The stream's first chunk: ``retry``, the opening comment, initial events, replay.
