@@ -19,7 +19,7 @@ ASGI sends. ``tests/test_stream.py`` checks that the fast path is taken under se
 from __future__ import annotations
 
 import os
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import trio
 from hypercorn.events import RawData
@@ -111,10 +111,11 @@ def offer_socket_writers(app: ASGIFramework) -> ASGIFramework:
         if scope["type"] == "http" and scope["http_version"] == "1.1" and scope["method"] == "GET":
             writer = _socket_writer(send)
             if writer is not None:
-                # Hypercorn's types say each extension is a dict; ASGI says any object.
-                extensions: dict[str, Any] = dict(scope.get("extensions") or {})
+                # Into the request's own dict (Hypercorn makes one per request): a copy
+                # would cost every open stream a dict more. Hypercorn's types say each
+                # extension is a dict; ASGI says any object.
+                extensions = cast(dict[str, Any], scope.setdefault("extensions", {}))
                 extensions[CHUNK_WRITER_EXTENSION] = writer
-                scope["extensions"] = extensions
         await app(scope, receive, send)
 
     return wrapped
