@@ -1,6 +1,7 @@
 """`nox -s bench`: trio-sse, sse-starlette and Go's net/http side by side, each on one core.
 
-    PYTHONPATH=. python benchmarks/compare.py [--quick] [--scenarios fanout,latency,idle,churn]
+    PYTHONPATH=. python benchmarks/compare.py [--quick]
+                                              [--scenarios fanout,fanout0,latency,idle,churn]
                                               [--servers trio-sse,sse-starlette,go]
                                               [--write-interval S] [--write docs/benchmarks.md]
 
@@ -37,7 +38,9 @@ from benchmarks import scenarios
 from benchmarks.scenarios import Target
 from tests.test_cli import listening_process
 
-SCENARIOS = ("fanout", "latency", "idle", "churn")
+SCENARIOS = ("fanout", "fanout0", "latency", "idle", "churn")
+# fanout0: the same fan-out with trio-sse's batching window off (--write-interval 0), so
+# that every delivery is one write, as it is for the peers: the cost of a write.
 TRIO_SSE = "trio-sse"
 STARLETTE = "sse-starlette"
 GO = "go"
@@ -68,11 +71,12 @@ def build_go_peer(directory: Path) -> tuple[Path, str]:
     return binary, about.split()[2]
 
 
-def server_command(name: str, args: argparse.Namespace) -> list[str]:
+def server_command(name: str, args: argparse.Namespace, scenario: str = "") -> list[str]:
     if name == TRIO_SSE:
         command = [sys.executable, "-m", "trio_sse.cli", "serve", "--port", "0"]
-        if args.write_interval is not None:
-            command += ["--write-interval", str(args.write_interval)]
+        write_interval = 0 if scenario == "fanout0" else args.write_interval
+        if write_interval is not None:
+            command += ["--write-interval", str(write_interval)]
     elif name == GO:
         command = [str(args.go_binary), "-port", "0"]
     else:
@@ -83,8 +87,9 @@ def server_command(name: str, args: argparse.Namespace) -> list[str]:
 
 
 @asynccontextmanager
-async def running(name: str, args: argparse.Namespace) -> AsyncIterator[Target]:
-    async with listening_process(server_command(name, args)) as (process, (host, port)):
+async def running(name: str, args: argparse.Namespace, scenario: str) -> AsyncIterator[Target]:
+    command = server_command(name, args, scenario)
+    async with listening_process(command) as (process, (host, port)):
         yield Target(host, port, process.pid)
 
 
@@ -172,8 +177,8 @@ async def run_scenario(
     scenario: str, name: str, args: argparse.Namespace
 ) -> dict[str, float | None]:
     """Run one scenario against a fresh server; return its figures by key."""
-    async with running(name, args) as target:
-        if scenario == "fanout":
+    async with running(name, args, scenario) as target:
+        if scenario in ("fanout", "fanout0"):
             runs = await scenarios.fanout(
                 target,
                 subscriber_count=args.subscribers,
@@ -187,10 +192,11 @@ async def run_scenario(
                     f"{run.cpu_per_delivery_us:.1f} µs server CPU per delivery, "
                     f"client busy {run.client_busy:.0%}"
                 )
+            key = scenario
             return {
-                "fanout_rate": median([r.deliveries_per_second for r in runs]),
-                "fanout_cpu": median([r.cpu_per_delivery_us for r in runs]),
-                "fanout_client_busy": max(r.client_busy for r in runs),
+                f"{key}_rate": median([r.deliveries_per_second for r in runs]),
+                f"{key}_cpu": median([r.cpu_per_delivery_us for r in runs]),
+                f"{key}_client_busy": max(r.client_busy for r in runs),
             }
         if scenario == "latency":
             result = await scenarios.latency(
@@ -256,6 +262,15 @@ def build_rows(figures: dict[str, dict[str, float | None]], args: argparse.Names
             ),
             row("fan-out: server CPU per delivery", "µs", "fanout_cpu"),
         ]
+    if "fanout0" in args.scenarios:
+        rows += [
+            row(
+                "fan-out, trio-sse's batching off: server CPU per delivery",
+                "µs",
+                "fanout0_cpu",
+                against(STARLETTE, "<= 1x", lambda a, b: a <= b),
+            ),
+        ]
     if "latency" in args.scenarios:
         rows += [
             row(f"latency: {args.subscribers} subscribers at 2 events/s, p50", "ms", "latency_p50"),
@@ -272,7 +287,7 @@ def build_rows(figures: dict[str, dict[str, float | None]], args: argparse.Names
                 f"idle: memory per connection ({args.connections} open)",
                 "KiB",
                 "idle_kib",
-                against(STARLETTE, "<= 0.6x", lambda a, b: a <= 0.6 * b),
+                alone("<= 28 KiB", lambda a: a <= 28),
             ),
             row(
                 f"idle: time to open {args.connections} connections",
@@ -419,18 +434,30 @@ async def main(args: argparse.Namespace) -> None:
     figures: dict[str, dict[str, float | None]] = {name: {} for name in args.servers}
     for index, scenario in enumerate(args.scenarios):
         print(f"{scenario}:")
+        servers = args.servers
+        if scenario == "fanout0" and "fanout" in args.scenarios and TRIO_SSE in servers:
+            # The peers never batch: their fan-out run already wrote once per delivery.
+            servers = [TRIO_SSE]
+            for peer in args.servers:
+                if peer != TRIO_SSE:
+                    figures[peer] |= {
+                        key.replace("fanout_", "fanout0_"): value
+                        for key, value in figures[peer].items()
+                        if key.startswith("fanout_")
+                    }
         # Alternate which server goes first, so drift on a shared machine hits both.
-        for name in args.servers if index % 2 == 0 else reversed(args.servers):
+        for name in servers if index % 2 == 0 else reversed(servers):
             figures[name].update(await run_scenario(scenario, name, args))
     rows = build_rows(figures, args)
     notes = []
     for name in args.servers:
-        busy = figures[name].get("fanout_client_busy")
-        if busy is not None and busy > 0.9:
-            notes.append(
-                f"the load client was {busy:.0%} busy during {LABELS[name]}'s fan-out, so that "
-                "figure may be limited by the client rather than the server"
-            )
+        for key, what in (("fanout", "fan-out"), ("fanout0", "fan-out with batching off")):
+            busy = figures[name].get(f"{key}_client_busy")
+            if busy is not None and busy > 0.9 and not (key == "fanout0" and name != TRIO_SSE):
+                notes.append(
+                    f"the load client was {busy:.0%} busy during {LABELS[name]}'s {what}, so "
+                    "that figure may be limited by the client rather than the server"
+                )
     print()
     print(text_table(rows, table_servers(args)))
     for note in notes:

@@ -3,7 +3,8 @@
 Starts `trio-sse serve --port 0` (its log in a temporary file), runs
 `trio-sse loadtest` against it with the options given (defaults below: 10,000
 connections with churn), samples the server's RSS and CPU time from /proc while it
-runs, then stops the server and prints both. Linux only (/proc).
+runs, then stops the server and prints both. The server is pinned to CPU 0 and the
+load tester to CPU 1 (`taskset`, when both are there). Linux only (/proc).
 
     PYTHONPATH=. python benchmarks/loadtest_serve.py [loadtest options...]
 
@@ -12,6 +13,8 @@ The exit status is the load test's.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,8 +24,10 @@ from tests.test_cli import SERVE, listening_process
 
 DEFAULT_OPTIONS = [
     *("--connections", "10000", "--ramp", "2000", "--duration", "30"),
-    *("--publish-rate", "0.2", "--churn", "100", "--drop", "mix"),
+    *("--publish-rate", "1", "--churn", "100", "--drop", "mix"),
 ]
+# The server gets one core and the load tester the other, as in `nox -s bench`.
+SERVER_CPU, CLIENT_CPU = 0, 1
 _CLOCK_TICKS = 100  # USER_HZ on Linux
 
 
@@ -35,12 +40,19 @@ def _sample(pid: int) -> tuple[int, float]:
     return rss, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def _pinned(command: list[str], cpu: int) -> list[str]:
+    if shutil.which("taskset") is None or not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        return command
+    return ["taskset", "-c", str(cpu), *command]
+
+
 async def main(options: list[str]) -> int:
-    async with listening_process([*SERVE, "--port", "0"]) as (server, (host, port)):
+    serve = _pinned([*SERVE, "--port", "0"], SERVER_CPU)
+    async with listening_process(serve) as (server, (host, port)):
         idle_rss, _ = _sample(server.pid)
         peak_rss = idle_rss
         command = [sys.executable, "-m", "trio_sse.cli", "loadtest"]
-        command += [f"http://{host}:{port}/events/load", *options]
+        command = _pinned([*command, f"http://{host}:{port}/events/load", *options], CLIENT_CPU)
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:

@@ -47,42 +47,66 @@ class H11SocketWriter:
     headers go with it), and only from the task that sends the response.
     """
 
-    __slots__ = ("_connection", "_socket")
+    __slots__ = ("_connection", "_pending", "_socket")
 
     def __init__(self, connection: TCPServer) -> None:
         self._connection = connection
         self._socket = connection.stream.socket
+        self._pending = b""  # framed bytes the socket did not take yet
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def write_nowait(self, chunk: bytes) -> bool:
+        """Write ``chunk`` as one HTTP chunk as far as the socket takes it now.
+
+        Only while nothing is pending (see :attr:`has_pending`). Never blocks, checkpoints
+        or raises: what the socket does not take (a full buffer, a broken connection)
+        is kept for :meth:`flush`, whose write through Hypercorn waits or finds out.
+
+        Returns:
+            Whether the whole chunk was written.
+        """
+        head = b"%x\r\n" % len(chunk)
+        sent = 0
+        # The fd is checked on every write: once Hypercorn has closed the socket, its
+        # number may already belong to another connection.
+        fd = self._socket.fileno()
+        if fd >= 0 and not self._connection.send_lock.locked():
+            try:
+                sent = os.writev(fd, (head, chunk, _CRLF))
+            except OSError:
+                sent = 0
+            if sent == len(head) + len(chunk) + 2:
+                return True
+        self._pending = b"".join((head, chunk, _CRLF))[sent:]
+        return False
+
+    async def flush(self) -> None:
+        """Write what :meth:`write_nowait` kept, through Hypercorn's own write.
+
+        Cancellation: shielded, as Hypercorn shields its socket write (the kernel's
+        ``TCP_USER_TIMEOUT`` bounds it), and the shield also covers its lock, which is
+        free (only this stream writes during a response): a chunk is never lost to
+        cancellation.
+        """
+        rest, self._pending = self._pending, b""
+        if rest:
+            with trio.CancelScope(shield=True):
+                await self._connection.protocol_send(RawData(data=rest))
 
     async def write(self, chunk: bytes) -> None:
         """Write ``chunk`` as one HTTP chunk.
 
         Cancellation: no checkpoint when the kernel takes the whole chunk at once (the
         stream's wait for its next frames is the checkpoint of each round of its loop);
-        otherwise as Hypercorn's write, shielded, and ended by the kernel's
-        ``TCP_USER_TIMEOUT`` for a reader that stopped reading. A chunk is never lost
-        to cancellation.
+        otherwise as :meth:`flush`. A chunk is never lost to cancellation.
         """
-        head = b"%x\r\n" % len(chunk)
-        sent = 0
-        connection = self._connection
-        # The fd is checked on every write: once Hypercorn has closed the socket, its
-        # number may already belong to another connection.
-        fd = self._socket.fileno()
-        if fd >= 0 and not connection.send_lock.locked():
-            try:
-                sent = os.writev(fd, (head, chunk, _CRLF))
-            except OSError:
-                # Full (EAGAIN), or reset: Hypercorn's write below waits, or finds out
-                # and reports the connection closed.
-                sent = 0
-            if sent == len(head) + len(chunk) + 2:
-                return
-        rest = b"".join((head, chunk, _CRLF))[sent:]
-        # Hypercorn shields its socket write (TCP_USER_TIMEOUT bounds it); the shield
-        # here also covers its lock, which is free (only this task writes during a
-        # response), so that a cancellation cannot drop the chunk before the write.
-        with trio.CancelScope(shield=True):
-            await connection.protocol_send(RawData(data=rest))
+        if self._pending:
+            await self.flush()
+        if not self.write_nowait(chunk):
+            await self.flush()
 
 
 def _socket_writer(send: ASGISendCallable) -> H11SocketWriter | None:

@@ -10,6 +10,8 @@ from ._memory import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
 from ._memory import MemoryBroker as MemoryBroker
 from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
 from ._subscription import CloseReason as CloseReason
+from ._subscription import FrameSink as FrameSink
+from ._subscription import SinkResult as SinkResult
 from ._subscription import Subscription as Subscription
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "Broker",
     "BrokerStatistics",
     "CloseReason",
+    "FrameSink",
     "MemoryBroker",
+    "SinkResult",
     "Subscription",
     "validate_topic",
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+import trio
+
 from ._subscription import CloseReason, Subscription
 
 __all__ = ["LocalFanout"]
@@ -55,8 +57,10 @@ class LocalFanout:
         if not subscribers:
             return
         slow: list[Subscription] = []
+        # One clock read for the whole fan-out: "when it was offered" for every subscriber.
+        now = trio.current_time()
         for subscription in subscribers:
-            if subscription.offer(frame):
+            if subscription.offer(frame, now):
                 self.delivered += 1
             elif subscription.close_reason is CloseReason.SLOW_CONSUMER:
                 slow.append(subscription)

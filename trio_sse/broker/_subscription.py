@@ -23,11 +23,12 @@ multi-producer bookkeeping that a channel with one writer and one reader does no
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Final
 
 import trio
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "CloseReason", "Subscription"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "CloseReason", "FrameSink", "SinkResult", "Subscription"]
 
 # Past this many queued frames a subscriber is slow rather than momentarily busy: a
 # coalesced write drains the whole queue at once, so a reader that keeps up never
@@ -46,6 +47,24 @@ class CloseReason(enum.Enum):
     """The broker was closed, normally because the server is shutting down."""
 
 
+class SinkResult(enum.Enum):
+    """What a :data:`FrameSink` did with a frame it was offered."""
+
+    WRITTEN = "written"
+    """Delivered in full: the reader stays parked."""
+
+    PENDING = "pending"
+    """Taken, but the reader must run to finish delivering it: it is woken."""
+
+    DECLINED = "declined"
+    """Not taken: the frame is queued as usual, and the reader woken."""
+
+
+FrameSink = Callable[[bytes, float], SinkResult]
+"""Takes ``(frame, offered_at)`` while the reader is parked with nothing queued; see
+:meth:`Subscription.set_sink`."""
+
+
 class Subscription:
     """A subscriber's queue of encoded frames, created by a broker's ``subscribe()``.
 
@@ -59,6 +78,7 @@ class Subscription:
         "_goal",
         "_is_closed",
         "_is_discarded",
+        "_sink",
         "_waiter",
         "close_reason",
         "first_queued_at",
@@ -81,6 +101,7 @@ class Subscription:
         # with trio's lowest-level primitive: this is once per delivery, and a
         # ParkingLot or an Event costs several times more per wake-up.
         self._waiter: trio.lowlevel.Task | None = None
+        self._sink: FrameSink | None = None
         self._goal = 1
         # When the oldest live frame now queued was offered (trio.current_time()): the
         # start of the publish-to-write latency of the next batch. Set only when the
@@ -167,16 +188,32 @@ class Subscription:
 
     # The methods below are the broker's side.
 
-    def offer(self, frame: bytes) -> bool:
-        """Queue ``frame`` without waiting; close the subscription if it is full.
+    def offer(self, frame: bytes, offered_at: float | None = None) -> bool:
+        """Deliver or queue ``frame`` without waiting; close the subscription if it is full.
+
+        Args:
+            frame: The encoded event.
+            offered_at: When the fan-out began (``trio.current_time()``), read once for
+                all its subscribers; read here if not given.
 
         Returns:
-            ``True`` if the frame was queued, ``False`` if the subscription is (now)
-            closed and the frame was not delivered.
+            ``True`` if the frame was delivered or queued, ``False`` if the subscription
+            is (now) closed and the frame was not delivered.
         """
         if self._is_closed:
             return False
+        if offered_at is None:
+            offered_at = trio.current_time()
         frames = self._frames
+        sink = self._sink
+        if sink is not None and not frames and not self._backlog:
+            result = sink(frame, offered_at)
+            if result is SinkResult.WRITTEN:
+                return True
+            if result is SinkResult.PENDING:
+                self._sink = None
+                self._wake()
+                return True
         if len(frames) >= self._capacity:
             self.close(CloseReason.SLOW_CONSUMER)
             # A reader this far behind resumes from history when it reconnects. The
@@ -188,11 +225,26 @@ class Subscription:
             frames.clear()
             return False
         if not frames:
-            self.first_queued_at = trio.current_time()
+            self.first_queued_at = offered_at
         frames.append(frame)
         if self._waiter is not None and len(frames) >= self._goal:
             self._wake()
         return True
+
+    def set_sink(self, sink: FrameSink | None) -> None:
+        """Let ``sink`` take frames directly while the reader is parked with nothing queued.
+
+        For a reader that can deliver a frame synchronously (a socket write that does
+        not block): the fan-out then calls ``sink(frame, offered_at)`` in its own task
+        instead of queueing the frame and waking the reader, which saves a task switch
+        per delivery. What the sink does not take is queued as usual. The reader sets
+        it before :meth:`wait_queued` and clears it (``None``) after; it is cleared
+        when the sink asks for the reader (:attr:`SinkResult.PENDING`).
+
+        The sink runs inside a publisher's fan-out: it must not block, checkpoint or
+        raise.
+        """
+        self._sink = sink
 
     def close(self, reason: CloseReason) -> None:
         """End the subscription: the reader gets what is queued, then EndOfChannel.

@@ -42,11 +42,11 @@ _FLOWING: Final = 0.5
 # default) found the loop busy with a few ms of other work per round.
 _LATE: Final = 0.02
 
-# The loop is saturated once it has run woken streams late without a break for this
-# part of the window (25 ms by default): round after round of writes, not a one-off
-# pause (a full garbage collection, a burst of new connections) that it soon catches
-# up on. A wake-up on time, or none for _LATE, breaks the streak.
-_SATURATED: Final = 0.1
+# The loop is saturated once it has run streams late without a break for this part of
+# the window (12.5 ms by default): a fan-out or a round of writes that long, not a
+# one-off pause (a full garbage collection, a burst of new connections) that it soon
+# catches up on. A delivery on time, or none for _LATE, breaks the streak.
+_SATURATED: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +91,9 @@ class BatchWindow:
 class LoopLoad:
     """Whether the event loop of this Trio run is saturated, as streams see it.
 
-    Streams report how late they ran after a publish woke them. Late wake-ups without
-    a break for a tenth of the window mark the loop busy for the window that follows.
+    Streams report how late they ran after a publish woke them, or how far into its
+    fan-out a publish wrote to them directly. Late deliveries without a break for a
+    twentieth of the window mark the loop busy for the window that follows.
     """
 
     __slots__ = ("_busy_until", "_last_late", "_late_since")
@@ -103,7 +104,7 @@ class LoopLoad:
         self._last_late = -math.inf
 
     def note_wake_delay(self, delay: float, *, now: float, window: BatchWindow) -> None:
-        """A stream woken by a publish ran ``delay`` seconds after it; ``now`` is the time."""
+        """A delivery came ``delay`` seconds after its publish; ``now`` is the time."""
         seconds = window.seconds
         if seconds <= 0:
             return

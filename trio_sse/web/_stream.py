@@ -29,14 +29,14 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Protocol, Self, runtime_checkable
 
 import quart
 import trio
 from quart.wrappers.response import ResponseBody
 
 from .._errors import BrokerClosedError, BrokerUnavailableError
-from ..broker import Broker, CloseReason, Subscription, validate_topic
+from ..broker import Broker, CloseReason, SinkResult, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
 
@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "ChunkWriter",
+    "DirectChunkWriter",
     "EventStreamBody",
     "StreamEnd",
     "StreamObserver",
@@ -128,6 +129,32 @@ class ChunkWriter(Protocol):
         """
 
 
+@runtime_checkable
+class DirectChunkWriter(ChunkWriter, Protocol):
+    """A :class:`ChunkWriter` that can also write at once, from any task, without waiting.
+
+    With one, a stream lets publishes write to it directly while it waits for events
+    (see :meth:`~trio_sse.broker.Subscription.set_sink`): no task switch per delivery.
+    """
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether :meth:`write_nowait` kept bytes that :meth:`flush` must write."""
+
+    def write_nowait(self, chunk: bytes) -> bool:
+        """Write ``chunk`` as far as the connection takes it now; keep the rest.
+
+        Only while nothing is pending. Never blocks, checkpoints or raises: a broken
+        connection is found out by :meth:`flush`.
+
+        Returns:
+            Whether all of it was written; if not, call :meth:`flush` next.
+        """
+
+    async def flush(self) -> None:
+        """Write what :meth:`write_nowait` kept, waiting as :meth:`write` does."""
+
+
 class EventStreamBody(ResponseBody):
     """The body of an SSE response: a subscription that lives exactly as long as the stream.
 
@@ -170,6 +197,9 @@ class EventStreamBody(ResponseBody):
         self._observer = observer
         self._load = LoopLoad()  # this run's, from __aenter__ on
         self._last_chunk_at = 0.0  # for the heartbeat
+        self._direct: DirectChunkWriter | None = None  # while stream_to() runs with one
+        self._parked_at = 0.0  # when the stream last waited for frames after a write
+        self._sink = self._write_directly  # one bound method, not one per wait
         self.events_sent = 0
 
     async def __aenter__(self) -> Self:
@@ -239,13 +269,16 @@ class EventStreamBody(ResponseBody):
         below may fire during a write.
         """
         subscription = self._subscription
+        if isinstance(writer, DirectChunkWriter):
+            self._direct = writer
         while subscription is not None:
             # One timer for the heartbeat and the token's expiry around the whole loop,
             # re-armed only when it fires, rather than a deadline per wait: a deadline
             # costs the scheduler a heap entry and a cancel scope, once per delivery.
             with trio.CancelScope(deadline=self._silence_ends()):
                 while (chunk := await self._next_batch(subscription)) is not None:
-                    await writer.write(chunk)
+                    if chunk:
+                        await writer.write(chunk)
                 return
             chunk = self._after_silence(subscription)
             if chunk is None:
@@ -269,7 +302,7 @@ class EventStreamBody(ResponseBody):
                 chunk = await self._next_batch(subscription)
                 if chunk is None:
                     break
-                return chunk
+                return chunk  # never b"": there is no direct writer here
             chunk = self._after_silence(subscription)
             if chunk is None:
                 break
@@ -303,7 +336,8 @@ class EventStreamBody(ResponseBody):
         is when the write ended, which the batching window counts from.
 
         Returns:
-            The chunk to write, or ``None`` once the subscription is closed and drained.
+            The chunk to write; ``b""`` if publishes wrote directly meanwhile and there is
+            nothing more to write now; ``None`` once the subscription is closed and drained.
 
         Cancellation: a cancelled call takes no frame.
         """
@@ -313,7 +347,22 @@ class EventStreamBody(ResponseBody):
             await subscription.wait_queued(1)
             now = trio.current_time()
         else:
-            await subscription.wait_queued(1)
+            direct = self._direct
+            if direct is not None:
+                # While we wait, publishes write straight to the connection.
+                self._parked_at = last_write_end
+                subscription.set_sink(self._sink)
+                try:
+                    await subscription.wait_queued(1)
+                finally:
+                    subscription.set_sink(None)
+                if direct.has_pending:
+                    await direct.flush()
+                    return b""
+                # Publishes may have written meanwhile: the last write ended then.
+                last_write_end = self._parked_at
+            else:
+                await subscription.wait_queued(1)
             now = trio.current_time()
             if subscription.queued:
                 # Woken by a publish: how late the loop ran us tells how busy it is.
@@ -341,6 +390,33 @@ class EventStreamBody(ResponseBody):
         if self._observer is not None:
             self._observer.written(now - queued_at)
         return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _write_directly(self, frame: bytes, offered_at: float) -> SinkResult:
+        """The subscription's sink while the stream waits: write ``frame`` from the publisher.
+
+        The batching rule still holds: while the loop is saturated and events flow,
+        the frame is declined, so that it queues and the stream batches it.
+        """
+        direct = self._direct
+        if direct is None:  # pragma: no cover - the sink is set only with a writer
+            return SinkResult.DECLINED
+        now = trio.current_time()
+        load = self._load
+        # Its place in the fan-out: how busy the loop is, as a wake-up's delay would say.
+        load.note_wake_delay(now - offered_at, now=now, window=self._batching)
+        hold = self._batching.hold_until(
+            last_write_end=self._parked_at,
+            queued_at=offered_at,
+            now=now,
+            is_loop_busy=load.is_busy(now),
+        )
+        if hold is not None:
+            return SinkResult.DECLINED
+        self.events_sent += 1
+        self._last_chunk_at = self._parked_at = now
+        if self._observer is not None:
+            self._observer.written(now - offered_at)
+        return SinkResult.WRITTEN if direct.write_nowait(frame) else SinkResult.PENDING
 
     def _log_close(self, exc: BaseException | None) -> None:
         subscription = self._subscription
