@@ -34,6 +34,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import trio_sse
+from trio_sse.web import EventStreamConnection
 
 TOPIC: Final = "chat"
 # Long enough for a paragraph, short enough that a screen shows several messages.
@@ -65,6 +66,8 @@ def _field(body: dict[str, Any], name: str, limit: int) -> str:
 def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
     """The chat app, publishing to and streaming from ``broker``."""
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
+    # The room's stream is sent by its own write loop rather than Quart's body loop.
+    app.asgi_http_class = EventStreamConnection
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
 
     @app.get("/")
