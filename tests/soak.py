@@ -39,9 +39,8 @@ from trio_sse.server import use_server_gc_policy
 KINDS: Final = ("fin", "rst", "stall", "mid_event", "mid_request")
 TOPIC: Final = "soak"
 _STALL_SECONDS: Final = 0.02
-# What the process may hold beyond the warm-up before a full collection: garbage waits
-# for the collector, bounded by its thresholds (GC_THRESHOLD young objects, and full
-# collections once a quarter more objects reached the old generation), not by cycles.
+# What the process may hold beyond the warm-up before a full collection: garbage that
+# waits for the collector is bounded by its thresholds, not by the number of cycles.
 UNCOLLECTED_GROWTH_LIMIT: Final = 16 * 1024 * 1024
 _CYCLE_TIMEOUT: Final = 10.0
 
