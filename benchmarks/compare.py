@@ -407,6 +407,9 @@ def markdown(rows: list[Row], args: argparse.Namespace, notes: list[str]) -> str
         "",
         "- **fan-out**: deliveries per second from the first POST to the last event "
         "received by the last subscriber; server CPU time from `/proc/PID/stat`.",
+        "- **fan-out, batching off**: the same fan-out with `trio-sse serve --write-interval 0`, "
+        "so that each delivery is one write, as it is for the peers (whose fan-out run gives "
+        "their figure): the cost of a delivery.",
         "- **latency**: from just before each POST to a subscriber reading the event, "
         "over every delivery; the publish request is included.",
         "- **idle**: RSS (`/proc/PID/status`) after all connections are open, minus RSS "

@@ -16,20 +16,23 @@ from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
 from ._limits import StreamLimiter as StreamLimiter
 from ._metrics import Metrics as Metrics
-from ._responder import CHUNK_WRITER_EXTENSION as CHUNK_WRITER_EXTENSION
-from ._responder import AsgiChunkWriter as AsgiChunkWriter
+from ._observer import StreamEnd as StreamEnd
+from ._observer import StreamObserver as StreamObserver
 from ._responder import EventStreamConnection as EventStreamConnection
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
-from ._stream import ChunkWriter as ChunkWriter
 from ._stream import EventStreamBody as EventStreamBody
-from ._stream import StreamEnd as StreamEnd
-from ._stream import StreamObserver as StreamObserver
 from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
+from ._writers import ASGI_WRITE_TIMEOUT as ASGI_WRITE_TIMEOUT
+from ._writers import CHUNK_WRITER_EXTENSION as CHUNK_WRITER_EXTENSION
+from ._writers import AsgiChunkWriter as AsgiChunkWriter
+from ._writers import ChunkWriter as ChunkWriter
+from ._writers import DirectChunkWriter as DirectChunkWriter
 
 __all__ = [
+    "ASGI_WRITE_TIMEOUT",
     "CHUNK_WRITER_EXTENSION",
     "CORS_MAX_AGE",
     "DEFAULT_HEARTBEAT",
@@ -46,6 +49,7 @@ __all__ = [
     "ChunkWriter",
     "CorsPolicy",
     "Credentials",
+    "DirectChunkWriter",
     "EventStreamBody",
     "EventStreamConnection",
     "Grant",

@@ -34,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..broker import Broker
-from ._stream import StreamEnd
+from ._observer import StreamEnd
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_TOPIC_LABELS", "DISCONNECT_REASONS", "Metrics"]
 

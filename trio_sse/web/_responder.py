@@ -19,7 +19,7 @@ Routes do not change: a handler returns :func:`~trio_sse.web.event_stream` as be
 from __future__ import annotations
 
 import math
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import quart
 import trio
@@ -34,51 +34,10 @@ from quart.wrappers import Request
 from quart.wrappers.request import Body
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from ._stream import ChunkWriter, EventStreamBody
+from ._stream import EventStreamBody
+from ._writers import CHUNK_WRITER_EXTENSION, AsgiChunkWriter, ChunkWriter
 
-__all__ = [
-    "ASGI_WRITE_TIMEOUT",
-    "CHUNK_WRITER_EXTENSION",
-    "AsgiChunkWriter",
-    "EventStreamConnection",
-]
-
-CHUNK_WRITER_EXTENSION: Final = "trio_sse.chunk_writer"
-"""The scope extension under which a server offers a :class:`ChunkWriter` for the
-response's body, usable once the response's first body chunk has been sent."""
-
-
-# A chunk the server has not taken in this long is given up on, and the stream ends:
-# the server's own bounds (TCP_USER_TIMEOUT, 30 s under serve()) normally end such a
-# write first.
-ASGI_WRITE_TIMEOUT: Final = 60.0
-
-
-class AsgiChunkWriter:
-    """Writes each chunk as one ASGI ``http.response.body`` message."""
-
-    __slots__ = ("_send",)
-
-    def __init__(self, send: ASGISendCallable) -> None:
-        self._send = send
-
-    async def write(self, chunk: bytes) -> None:
-        """Send ``chunk``; see :meth:`ChunkWriter.write`.
-
-        Raises:
-            trio.TooSlowError: The server did not take it within ``ASGI_WRITE_TIMEOUT``.
-
-        Cancellation: shielded, with that bound: a message cancelled halfway through the
-        server's send could leave the body with part of a chunk.
-        """
-        message = cast(
-            HTTPResponseBodyEvent,
-            {"type": "http.response.body", "body": chunk, "more_body": True},
-        )
-        with trio.move_on_after(ASGI_WRITE_TIMEOUT, shield=True) as scope:
-            await self._send(message)
-        if scope.cancelled_caught:
-            raise trio.TooSlowError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
+__all__ = ["EventStreamConnection"]
 
 
 class EventStreamConnection(TrioASGIHTTPConnection):

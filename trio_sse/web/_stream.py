@@ -10,8 +10,10 @@ The structure (see docs/design.md for the task tree):
   wait for frames (or a heartbeat's silence), let a batch form if the loop is busy
   (:class:`~trio_sse.web.BatchWindow`), write it as one chunk, again. It runs in
   the request task, driven by :class:`~trio_sse.web.EventStreamConnection`, which
-  hands it the fastest writer the server offers. Under a plain Quart app the body is
-  also an async iterator of the same chunks, for Quart's own body loop.
+  hands it the fastest writer the server offers. With a writer that can write at
+  once (:class:`~trio_sse.web.DirectChunkWriter`), publishes write to the connection
+  themselves while the loop waits: no task switch per delivery. Under a plain Quart
+  app the body is also an async iterator of the same chunks, for Quart's own loop.
 * A client disconnect makes quart-trio cancel the request nursery; the loop's pending
   wait gets ``Cancelled`` within milliseconds and ``__aexit__`` runs.
 
@@ -22,33 +24,30 @@ generator).
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Final, Protocol, Self, runtime_checkable
+from typing import Final, Self
 
 import quart
 import trio
 from quart.wrappers.response import ResponseBody
 
 from .._errors import BrokerClosedError, BrokerUnavailableError
-from ..broker import Broker, CloseReason, SinkResult, Subscription, validate_topic
+from ..broker import Broker, SinkResult, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
+from ._observer import StreamEnd, StreamObserver
+from ._writers import ChunkWriter, DirectChunkWriter
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
-    "ChunkWriter",
-    "DirectChunkWriter",
     "EventStreamBody",
-    "StreamEnd",
-    "StreamObserver",
     "event_stream",
     "last_event_id_of",
 ]
@@ -72,87 +71,6 @@ SSE_HEADERS: Final = {
 
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
-
-
-class StreamEnd(enum.Enum):
-    """Why a stream ended: in its log line, and as the ``reason`` label in ``/metrics``."""
-
-    CLIENT_CLOSED = "client_closed"
-    """The client went away (FIN, RST, or an HTTP/2 stream reset)."""
-
-    SLOW_CONSUMER = "slow_consumer"
-    """Its queue filled up; the client resumes from history when it reconnects."""
-
-    SHUTDOWN = "shutdown"
-    """The broker was closed: the server is shutting down."""
-
-    AUTH_EXPIRED = "auth_expired"
-    """The token that opened the stream expired; the client must bring a fresh one."""
-
-    UNAVAILABLE = "unavailable"
-    """The broker's backplane could not serve the subscription (e.g. Redis is down)."""
-
-    ENDED = "ended"
-    """The body ended without any of the above (a subscription closed for no reason given)."""
-
-    ERROR = "error"
-    """An exception ended the stream; the log line names it."""
-
-    @classmethod
-    def closed_by_broker(cls, reason: CloseReason) -> StreamEnd:
-        """The stream end that a broker's :class:`~trio_sse.broker.CloseReason` means."""
-        return cls.SLOW_CONSUMER if reason is CloseReason.SLOW_CONSUMER else cls.SHUTDOWN
-
-
-class StreamObserver(Protocol):
-    """What a stream reports about itself, e.g. to :class:`~trio_sse.web.Metrics`."""
-
-    def stream_closed(self, reason: StreamEnd) -> None:
-        """A stream ended, for ``reason``."""
-
-    def written(self, seconds: float) -> None:
-        """A batch of live events went to the server ``seconds`` after the oldest was published."""
-
-
-class ChunkWriter(Protocol):
-    """Where a stream's write loop puts its chunks: one HTTP response body."""
-
-    async def write(self, chunk: bytes) -> None:
-        """Write ``chunk`` as the next part of the body; return once the server took it.
-
-        Backpressure: waits while the client does not read (the server's socket write
-        blocks), so a stream never runs ahead of its connection.
-
-        Cancellation: never loses or splits a chunk. A write either completes or, if it
-        cannot (the connection broke, or a bounded wait ran out), raises; an outside
-        cancellation takes effect only after it.
-        """
-
-
-@runtime_checkable
-class DirectChunkWriter(ChunkWriter, Protocol):
-    """A :class:`ChunkWriter` that can also write at once, from any task, without waiting.
-
-    With one, a stream lets publishes write to it directly while it waits for events
-    (see :meth:`~trio_sse.broker.Subscription.set_sink`): no task switch per delivery.
-    """
-
-    @property
-    def has_pending(self) -> bool:
-        """Whether :meth:`write_nowait` kept bytes that :meth:`flush` must write."""
-
-    def write_nowait(self, chunk: bytes) -> bool:
-        """Write ``chunk`` as far as the connection takes it now; keep the rest.
-
-        Only while nothing is pending. Never blocks, checkpoints or raises: a broken
-        connection is found out by :meth:`flush`.
-
-        Returns:
-            Whether all of it was written; if not, call :meth:`flush` next.
-        """
-
-    async def flush(self) -> None:
-        """Write what :meth:`write_nowait` kept, waiting as :meth:`write` does."""
 
 
 class EventStreamBody(ResponseBody):
