@@ -61,14 +61,18 @@ class H11SocketWriter:
     def write_nowait(self, chunk: bytes) -> bool:
         """Write ``chunk`` as one HTTP chunk as far as the socket takes it now.
 
-        Only while nothing is pending (see :attr:`has_pending`). Never blocks, checkpoints
-        or raises: what the socket does not take (a full buffer, a broken connection)
-        is kept for :meth:`flush`, whose write through Hypercorn waits or finds out.
+        Never blocks, checkpoints or raises: what the socket does not take (a full
+        buffer, a broken connection), or all of it while earlier bytes are pending, is
+        kept for :meth:`flush`, whose write through Hypercorn waits or finds out.
 
         Returns:
             Whether the whole chunk was written.
         """
         head = b"%x\r\n" % len(chunk)
+        if self._pending:
+            # Never ahead of what is still to be written.
+            self._pending = b"".join((self._pending, head, chunk, _CRLF))
+            return False
         sent = 0
         # The fd is checked on every write: once Hypercorn has closed the socket, its
         # number may already belong to another connection.

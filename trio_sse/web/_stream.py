@@ -242,8 +242,10 @@ class EventStreamBody(ResponseBody):
             return None
         if subscription.queued or subscription.close_reason is not None:
             return b""  # frames came meanwhile: they go out next, no heartbeat needed
-        if now - self._last_chunk_at < self._heartbeat:
-            return b""  # the timer was set before the last write: set it again
+        if now < self._last_chunk_at + self._heartbeat:
+            # The timer was set before the last write: set it again. (The same sum as
+            # the timer's deadline, so that rounding cannot make this spin.)
+            return b""
         self._last_chunk_at = now
         return _HEARTBEAT
 
@@ -266,6 +268,11 @@ class EventStreamBody(ResponseBody):
             now = trio.current_time()
         else:
             direct = self._direct
+            if direct is not None and direct.has_pending:
+                # A direct write a publish began, whose wake-up a cancellation (the
+                # heartbeat's timer) overtook: finish it before anything else.
+                await direct.flush()
+                return b""
             if direct is not None:
                 # While we wait, publishes write straight to the connection.
                 self._parked_at = last_write_end

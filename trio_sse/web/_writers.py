@@ -56,8 +56,9 @@ class DirectChunkWriter(ChunkWriter, Protocol):
     def write_nowait(self, chunk: bytes) -> bool:
         """Write ``chunk`` as far as the connection takes it now; keep the rest.
 
-        Only while nothing is pending. Never blocks, checkpoints or raises: a broken
-        connection is found out by :meth:`flush`.
+        Never blocks, checkpoints or raises: a broken connection is found out by
+        :meth:`flush`. While bytes are pending it writes nothing and keeps ``chunk``
+        after them, so that the order holds.
 
         Returns:
             Whether all of it was written; if not, call :meth:`flush` next.
