@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         "--write-interval",
         type=_seconds(),
         default=DEFAULT_MIN_WRITE_INTERVAL,
-        help="batching window: while events come fast, a stream waits this long after a "
-        "round of writes so that events published meanwhile share one write; 0 writes at once",
+        help="batching window: while the server is saturated and events come fast, a stream "
+        "writes at most once per window, so that events published meanwhile share one write; "
+        "0 writes at once",
     )
     serve_cmd.add_argument(
         "--history", type=_count(0), default=DEFAULT_HISTORY, help="events kept per topic"
