@@ -13,7 +13,7 @@ shielding, ``TCP_USER_TIMEOUT`` and disconnect handling stay Hypercorn's.
 The writer is found by following Hypercorn's ASGI ``send`` to its connection
 (``HTTPStream`` -> ``H11Protocol`` -> ``TCPServer``), each step checked by type: on any
 other version, protocol (HTTP/2) or stream (TLS) none is offered, and streams use plain
-ASGI sends. ``tests/test_stream.py`` checks that the fast path is taken under serve().
+ASGI sends. ``tests/test_write_path.py`` checks that it is offered under serve().
 """
 
 from __future__ import annotations
@@ -107,8 +107,7 @@ class H11SocketWriter:
         stream's wait for its next frames is the checkpoint of each round of its loop);
         otherwise as :meth:`flush`. A chunk is never lost to cancellation.
         """
-        if self._pending:
-            await self.flush()
+        # Behind any pending bytes, write_nowait() keeps the chunk: one flush writes both.
         if not self.write_nowait(chunk):
             await self.flush()
 

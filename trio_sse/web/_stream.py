@@ -268,12 +268,14 @@ class EventStreamBody(ResponseBody):
             now = trio.current_time()
         else:
             direct = self._direct
-            if direct is not None and direct.has_pending:
-                # A direct write a publish began, whose wake-up a cancellation (the
-                # heartbeat's timer) overtook: finish it before anything else.
-                await direct.flush()
-                return b""
-            if direct is not None:
+            if direct is None:
+                await subscription.wait_queued(1)
+            else:
+                if direct.has_pending:
+                    # A direct write a publish began, whose wake-up a cancellation (the
+                    # heartbeat's timer) overtook: finish it before anything else.
+                    await direct.flush()
+                    return b""
                 # While we wait, publishes write straight to the connection.
                 self._parked_at = last_write_end
                 subscription.set_sink(self._sink)
@@ -286,8 +288,6 @@ class EventStreamBody(ResponseBody):
                     return b""
                 # Publishes may have written meanwhile: the last write ended then.
                 last_write_end = self._parked_at
-            else:
-                await subscription.wait_queued(1)
             now = trio.current_time()
             if subscription.queued:
                 # Woken by a publish: how late the loop ran us tells how busy it is.
