@@ -1,16 +1,21 @@
 """Brokers: topics, fan-out to subscribers, and replay history. Depends on Trio only."""
 
+from ._interface import MAX_EVENT_ID_LENGTH as MAX_EVENT_ID_LENGTH
+from ._interface import MAX_IDEMPOTENCY_KEY_LENGTH as MAX_IDEMPOTENCY_KEY_LENGTH
 from ._interface import RESET_EVENT_TYPE as RESET_EVENT_TYPE
 from ._interface import BackplaneStatistics as BackplaneStatistics
 from ._interface import Broker as Broker
 from ._interface import BrokerStatistics as BrokerStatistics
+from ._interface import validate_idempotency_key as validate_idempotency_key
 from ._interface import validate_topic as validate_topic
 from ._memory import DEFAULT_HISTORY as DEFAULT_HISTORY
 from ._memory import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
 from ._memory import MemoryBroker as MemoryBroker
 from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
+from ._subscription import REPLAY_PIECE as REPLAY_PIECE
 from ._subscription import CloseReason as CloseReason
 from ._subscription import FrameSink as FrameSink
+from ._subscription import ReplaySource as ReplaySource
 from ._subscription import SinkResult as SinkResult
 from ._subscription import Subscription as Subscription
 
@@ -18,6 +23,9 @@ __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "REPLAY_PIECE",
     "RESET_EVENT_TYPE",
     "BackplaneStatistics",
     "Broker",
@@ -25,7 +33,9 @@ __all__ = [
     "CloseReason",
     "FrameSink",
     "MemoryBroker",
+    "ReplaySource",
     "SinkResult",
     "Subscription",
+    "validate_idempotency_key",
     "validate_topic",
 ]

@@ -14,22 +14,36 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from .._errors import InvalidTopicError
+from .._errors import InvalidEventError, InvalidTopicError
 from ..protocol import ServerSentEvent
 from ._subscription import Subscription
 
 __all__ = [
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
     "RESET_EVENT_TYPE",
     "BackplaneStatistics",
     "Broker",
     "BrokerStatistics",
     "reset_event",
+    "validate_idempotency_key",
     "validate_topic",
 ]
 
 # Unreserved URL characters only, so a topic is safe in a path, a Redis key and a
 # log line without escaping; 128 is ample for names like "orders.eu-west.42".
 _TOPIC: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+# An id travels back in every reconnect's Last-Event-ID header: a long one makes each
+# reconnect of its readers costly, and past the server's header limit (16 KiB) fail
+# with 431, which a browser's EventSource does not retry.
+MAX_EVENT_ID_LENGTH: Final = 256
+
+# Long enough for a UUID or a hash in any usual encoding, with room for a prefix.
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 128
+
+# Visible ASCII only: the key travels in a header and may be logged and stored in Redis.
+_IDEMPOTENCY_KEY: Final = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 RESET_EVENT_TYPE: Final = "reset"
 """The type of the event a subscriber gets when its ``Last-Event-ID`` is not in history.
@@ -51,6 +65,20 @@ def validate_topic(topic: str) -> str:
             f"topic must be 1 to 128 characters from [A-Za-z0-9._~-], got {topic!r:.140}"
         )
     return topic
+
+
+def validate_idempotency_key(key: str) -> str:
+    """Return ``key`` unchanged if it may be used as an idempotency key.
+
+    Raises:
+        InvalidEventError: ``key`` is not 1 to 128 visible ASCII characters.
+    """
+    if not isinstance(key, str) or _IDEMPOTENCY_KEY.fullmatch(key) is None:
+        raise InvalidEventError(
+            f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII "
+            f"characters, got {key!r:.160}"
+        )
+    return key
 
 
 def reset_event(last_event_id: str, *, resume_id: str | None) -> ServerSentEvent:
@@ -114,11 +142,18 @@ class BrokerStatistics:
 class Broker(Protocol):
     """What the web layer needs from a broker."""
 
-    async def publish(self, topic: str, event: ServerSentEvent) -> str:
+    async def publish(
+        self, topic: str, event: ServerSentEvent, *, idempotency_key: str | None = None
+    ) -> str:
         """Publish ``event`` to every subscriber of ``topic`` and to its history.
 
         Assigns an id when ``event.id`` is ``None``. Never waits for a subscriber:
         one whose queue is full is disconnected instead.
+
+        With ``idempotency_key``: if an earlier publish to ``topic`` used the same key
+        and its event is still in history, nothing is published and that event's id is
+        returned. A publisher that got no answer (an error, a timeout, a broken
+        connection) retries with the same key and cannot publish twice.
 
         Returns:
             The event's id. Ids a broker assigns increase with every publish to a
@@ -127,8 +162,10 @@ class Broker(Protocol):
 
         Raises:
             InvalidTopicError: Bad topic name. Nothing is published.
-            InvalidEventError: ``event.id`` is one this broker cannot store (a
-                Redis broker takes only stream ids above the topic's newest).
+            InvalidEventError: ``event.id`` is one this broker cannot store (ids
+                must increase per topic and be at most ``MAX_EVENT_ID_LENGTH``
+                characters), or ``idempotency_key`` is malformed (see
+                :func:`validate_idempotency_key`). Nothing is published.
             BrokerClosedError: The broker is closed. Nothing is published.
             BrokerUnavailableError: The backing store is down. Nothing is published.
         """

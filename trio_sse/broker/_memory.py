@@ -114,12 +114,16 @@ class MemoryBroker:
     def is_closed(self) -> bool:
         return self._is_closed
 
-    async def publish(self, topic: str, event: ServerSentEvent) -> str:
+    async def publish(
+        self, topic: str, event: ServerSentEvent, *, idempotency_key: str | None = None
+    ) -> str:
         """Publish ``event``; see :meth:`trio_sse.broker.Broker.publish`.
 
         Cancellation: the one checkpoint comes first, so a cancelled publish
         publishes nothing, and one that passed it completes in full.
         """
+        if idempotency_key is not None:  # issue 12: being built on its own branch
+            raise NotImplementedError("idempotent publishing is not built yet")
         validate_topic(topic)
         await trio.lowlevel.checkpoint()
         if self._is_closed:

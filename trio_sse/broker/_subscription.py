@@ -24,17 +24,29 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "CloseReason", "FrameSink", "SinkResult", "Subscription"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "REPLAY_PIECE",
+    "CloseReason",
+    "FrameSink",
+    "ReplaySource",
+    "SinkResult",
+    "Subscription",
+]
 
 # Past this many queued frames a subscriber is slow rather than momentarily busy: a
 # coalesced write drains the whole queue at once, so a reader that keeps up never
 # gets near it, and one that cannot is cheaper to replay from history (1000 deep by
 # default) after a reconnect than to buffer for.
 DEFAULT_QUEUE_SIZE: Final = 256
+
+# How much of a replay is read (and written) at once: a stale reconnect costs this
+# much memory at a time, not its whole history.
+REPLAY_PIECE: Final = 64 * 1024
 
 
 class CloseReason(enum.Enum):
@@ -65,6 +77,26 @@ FrameSink = Callable[[bytes, float], SinkResult]
 :meth:`Subscription.set_sink`."""
 
 
+class ReplaySource(Protocol):
+    """Replayed frames that a broker reads on demand, piece by piece (see ``Subscription``).
+
+    For a broker whose history lives elsewhere (Redis): a stale reconnect then costs
+    one piece at a time, not the whole history at once.
+    """
+
+    async def read(self, max_bytes: int) -> list[bytes]:
+        """The next frames of the replay, oldest first; ``[]`` once it is complete.
+
+        Returns at least one frame while any remain, and stops adding frames once they
+        add up to ``max_bytes`` or more (so a frame larger than that comes alone).
+
+        Raises:
+            BrokerUnavailableError: The store did not answer; the stream ends and its
+                client resumes later from the last id it got.
+        """
+        ...
+
+
 class Subscription:
     """A subscriber's queue of encoded frames, created by a broker's ``subscribe()``.
 
@@ -78,6 +110,7 @@ class Subscription:
         "_goal",
         "_is_closed",
         "_is_discarded",
+        "_replay",
         "_sink",
         "_waiter",
         "close_reason",
@@ -85,12 +118,21 @@ class Subscription:
         "topic",
     )
 
-    def __init__(self, topic: str, *, queue_size: int, backlog: list[bytes]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        queue_size: int,
+        backlog: list[bytes],
+        replay: ReplaySource | None = None,
+    ) -> None:
         self.topic: Final = topic
         self.close_reason: CloseReason | None = None
         # Replayed frames (or a reset notice) are kept apart from the channel so that
-        # a replay longer than queue_size does not count as a slow consumer.
+        # a replay longer than queue_size does not count as a slow consumer. The
+        # backlog comes first, then what `replay` reads, then live frames.
         self._backlog = backlog
+        self._replay = replay
         # A list, not a deque: frames leave all at once (one write takes everything
         # queued), and an empty deque costs 0.7 KiB per subscriber to a list's 56 B.
         self._frames: list[bytes] = []
@@ -111,7 +153,8 @@ class Subscription:
     async def receive_batch(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Wait for at least one frame, then return every frame already queued.
 
-        The backlog (replay) comes first, whole, then live frames, in publish order.
+        The backlog comes first, whole, then the replay (in pieces of about
+        ``REPLAY_PIECE`` bytes), then live frames, in publish order.
 
         Returns:
             One or more encoded frames; write them together (one chunk) so a burst
@@ -120,11 +163,19 @@ class Subscription:
         Raises:
             trio.EndOfChannel: The broker closed the subscription and every frame
                 queued before that has been returned; see :attr:`close_reason`.
+            BrokerUnavailableError: The replay's source did not answer.
 
         Cancellation: a cancelled call takes no frame.
         """
-        await self.wait_queued(1)
-        return self.receive_batch_nowait(max_frames)
+        while True:
+            await self.wait_queued(1)
+            try:
+                return self.receive_batch_nowait(max_frames)
+            except trio.WouldBlock:
+                # Only a pending replay makes a wait return with nothing to take.
+                frames = await self.receive_replay(REPLAY_PIECE)
+                if frames:
+                    return frames
 
     def receive_batch_nowait(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
         """Like :meth:`receive_batch`, but raise ``trio.WouldBlock`` if nothing is queued.
@@ -135,6 +186,11 @@ class Subscription:
         if self._is_discarded:
             raise trio.ClosedResourceError("this subscription was discarded")
         batch, self._backlog = self._backlog, []
+        if self._replay is not None:
+            # Live frames wait until the replay before them is read.
+            if batch:
+                return batch
+            raise trio.WouldBlock
         frames = self._frames
         take = max(0, min(len(frames), max_frames - len(batch)))
         if take == len(frames) and not batch:
@@ -149,6 +205,38 @@ class Subscription:
         return batch
 
     @property
+    def replay_pending(self) -> bool:
+        """Whether a :class:`ReplaySource` still has frames to read, before any live frame.
+
+        While it does, :meth:`receive_batch_nowait` returns only the backlog; read the
+        replay with :meth:`receive_replay`.
+        """
+        return self._replay is not None
+
+    async def receive_replay(self, max_bytes: int) -> list[bytes]:
+        """The next piece of the replay (see :meth:`ReplaySource.read`); ``[]`` once done.
+
+        Call it only after the backlog was taken (``receive_batch_nowait``), and only
+        while :attr:`replay_pending`.
+
+        Raises:
+            BrokerUnavailableError: From the source; the replay is then given up.
+        """
+        replay = self._replay
+        if replay is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        try:
+            frames = await replay.read(max_bytes)
+        except BaseException:
+            self._replay = None
+            raise
+        if not frames:
+            self._replay = None
+            # Live frames queued during the replay may now go to a waiting reader.
+        return frames
+
+    @property
     def queued(self) -> int:
         """Frames waiting to be received (replayed ones included)."""
         return len(self._backlog) + len(self._frames)
@@ -161,6 +249,8 @@ class Subscription:
     async def wait_queued(self, count: int) -> None:
         """Wait until at least ``count`` frames are queued, or the subscription is closed.
 
+        Returns at once while a replay is pending (:attr:`replay_pending`).
+
         Takes nothing: follow with :meth:`receive_batch_nowait`. A ``count`` above
         :attr:`capacity` is capped there, since the queue never holds more.
 
@@ -168,7 +258,7 @@ class Subscription:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         count = min(count, self._capacity)
-        if self.queued >= count or self._is_closed:
+        if self.queued >= count or self._is_closed or self._replay is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if self._waiter is not None:
@@ -206,7 +296,7 @@ class Subscription:
             offered_at = trio.current_time()
         frames = self._frames
         sink = self._sink
-        if sink is not None and not frames and not self._backlog:
+        if sink is not None and not frames and not self._backlog and self._replay is None:
             result = sink(frame, offered_at)
             if result is SinkResult.WRITTEN:
                 return True
@@ -222,6 +312,7 @@ class Subscription:
             # joining up to queue_size frames into one chunk of its own on the way:
             # with 100 stalled readers of 10 KiB events, a transient 100 MiB.
             self._backlog = []
+            self._replay = None
             frames.clear()
             return False
         if not frames:
@@ -254,10 +345,12 @@ class Subscription:
         if self.close_reason is None:
             self.close_reason = reason
         self._is_closed = True
+        self._replay = None  # the client resumes from what it got, on its next connection
         self._wake()
 
     def discard(self) -> None:
         """Release what is queued; the subscriber is gone and nothing more will be read."""
         self._is_closed = self._is_discarded = True
         self._backlog = []
+        self._replay = None
         self._frames.clear()

@@ -167,7 +167,9 @@ class RedisBroker:
 
     # Publishing
 
-    async def publish(self, topic: str, event: ServerSentEvent) -> str:
+    async def publish(
+        self, topic: str, event: ServerSentEvent, *, idempotency_key: str | None = None
+    ) -> str:
         """Append ``event`` to the topic's stream; see :meth:`trio_sse.broker.Broker.publish`.
 
         Returns:
@@ -182,6 +184,8 @@ class RedisBroker:
         Cancellation: a publish cancelled at its first checkpoint publishes nothing;
         one cancelled while Redis works on it may or may not be stored.
         """
+        if idempotency_key is not None:  # issue 12: being built on its own branch
+            raise NotImplementedError("idempotent publishing is not built yet")
         validate_topic(topic)
         await trio.lowlevel.checkpoint()
         if self._is_closed:
