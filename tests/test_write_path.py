@@ -1,7 +1,9 @@
 """The write path: which writer a stream gets, and that the direct one frames HTTP/1.1 exactly.
 
 Under ``trio_sse.serve()`` a plain HTTP/1.1 stream writes straight to its socket
-(``H11SocketWriter``); every other request gets none and streams through ASGI. The
+(``H11SocketWriter``), an HTTP/2 one through a writer bounded in unsent bytes
+(``H2StreamWriter``, see tests/test_bounded_writes.py); every other request gets
+none and streams through ASGI. The
 wire is read back with h11, which rejects any framing error.
 """
 
@@ -57,14 +59,14 @@ async def test_serve_offers_the_socket_writer_to_plain_http1_gets_only() -> None
         assert answer.endswith(b'{"writer":null}\n')
 
 
-async def test_http2_gets_no_socket_writer() -> None:
+async def test_http2_gets_the_bounded_stream_writer() -> None:
     async with (
         running_server(app=writer_app()) as server,
         httpx.AsyncClient(base_url=server.url, http1=False, http2=True, timeout=TIMEOUT) as client,
     ):
         response = await client.get("/writer")
         assert response.http_version == "HTTP/2"
-        assert response.json() == {"writer": None}
+        assert response.json() == {"writer": "H2StreamWriter"}
 
 
 class H11Reader:
@@ -114,7 +116,9 @@ async def test_direct_writes_are_exact_http1_chunks(
     monkeypatch.setattr(H11SocketWriter, "write_nowait", counted)
     count, size = 40, 30_000 if receive_buffer else 100
     broker = MemoryBroker(queue_size=count + 1)
-    async with running_server(broker=broker, heartbeat=0) as server:
+    # Room for the whole burst: this test is about framing, not about slow readers.
+    max_buffer = count * (size + 64)
+    async with running_server(broker=broker, heartbeat=0, max_buffer=max_buffer) as server:
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)

@@ -10,19 +10,33 @@ socket takes it. When the socket's buffer is full (a slow reader), or the write 
 the rest goes through Hypercorn's own ``protocol_send`` after all, so backpressure,
 shielding, ``TCP_USER_TIMEOUT`` and disconnect handling stay Hypercorn's.
 
-The writer is found by following Hypercorn's ASGI ``send`` to its connection
-(``HTTPStream`` -> ``H11Protocol`` -> ``TCPServer``), each step checked by type: on any
-other version, protocol (HTTP/2) or stream (TLS) none is offered, and streams use plain
-ASGI sends. ``tests/test_write_path.py`` checks that it is offered under serve().
+Over HTTP/2 the problem is the opposite one. Hypercorn's h2 stream buffer lets a body
+write return whenever less than 16 KiB is pending, and a stream whose flow-control
+window is closed takes nothing, so every write returns at once and a client that never
+opens its window has the server buffer all it is sent (+223 MiB for 2 MiB published to
+100 such streams). :class:`H2StreamWriter` writes through ASGI as usual but first waits
+while more than ``max_buffer`` bytes of its stream are unsent, and resets the stream
+when the client makes no progress for as long as a stalled HTTP/1.1 connection is
+given (``TCP_USER_TIMEOUT``).
+
+Each writer is found by following Hypercorn's ASGI ``send`` to its connection
+(``HTTPStream`` -> ``H11Protocol`` -> ``TCPServer``, or ``HTTPStream`` ->
+``H2Protocol``), each step checked by type: on any other version or stream (TLS for
+HTTP/1.1) none is offered, and streams use plain ASGI sends.
+``tests/test_write_path.py`` checks that they are offered under serve().
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Final, cast
 
+import h2.errors
+import h2.exceptions
 import trio
 from hypercorn.events import RawData
+from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.tcp_server import TCPServer
@@ -30,14 +44,22 @@ from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
     ASGISendCallable,
+    HTTPResponseBodyEvent,
     Scope,
 )
+from priority.priority import MissingStreamError
 
-from .web import CHUNK_WRITER_EXTENSION
+from .web import ASGI_WRITE_TIMEOUT, CHUNK_WRITER_EXTENSION, SlowReaderError
 
-__all__ = ["H11SocketWriter", "offer_socket_writers"]
+__all__ = ["H2StreamWriter", "H11SocketWriter", "offer_socket_writers"]
 
 _CRLF: Final = b"\r\n"
+
+# Bounds the shield around an abort: one RST_STREAM frame and Hypercorn's bookkeeping.
+_ABORT_TIMEOUT: Final = 5.0
+
+# Until a stream sets its own (EventStreamBody.max_buffer).
+_DEFAULT_MAX_BUFFER: Final = 1024 * 1024
 
 
 class H11SocketWriter:
@@ -112,11 +134,126 @@ class H11SocketWriter:
             await self.flush()
 
 
-def _socket_writer(send: ASGISendCallable) -> H11SocketWriter | None:
+class H2StreamWriter:
+    """Writes one HTTP/2 response body through ASGI, bounded in the bytes left unsent.
+
+    A :class:`~trio_sse.web.BoundedChunkWriter`: before each write it waits while the
+    stream's unsent bytes in Hypercorn, plus the chunk, would pass :attr:`max_buffer`
+    (until they are all sent: the client read them and opened its window again). A
+    client that lets ``stall_timeout`` pass without that has its stream reset
+    (``RST_STREAM``, ``CANCEL``) and the write raises :class:`SlowReaderError`.
+    """
+
+    __slots__ = (
+        "_pending",
+        "_protocol",
+        "_send",
+        "_stall_timeout",
+        "_stalled_at",
+        "_stream_id",
+        "max_buffer",
+    )
+
+    def __init__(
+        self,
+        send: ASGISendCallable,
+        protocol: H2Protocol,
+        stream_id: int,
+        *,
+        stall_timeout: float,
+    ) -> None:
+        self._send = send
+        self._protocol = protocol
+        self._stream_id = stream_id
+        self._stall_timeout = stall_timeout
+        self.max_buffer = _DEFAULT_MAX_BUFFER
+        self._pending = b""  # a chunk whose write was cancelled while it waited
+        self._stalled_at: float | None = None  # when the current wait for room began
+
+    def _buffer(self) -> StreamBuffer | None:
+        return self._protocol.stream_buffers.get(self._stream_id)
+
+    def _must_wait(self, size: int) -> bool:
+        buffer = self._buffer()
+        if buffer is None:
+            return False  # the stream is gone: the send finds that out
+        unsent = len(buffer.buffer)
+        # A chunk larger than the bound still goes, once nothing else is unsent.
+        return unsent > 0 and unsent + size > self.max_buffer
+
+    async def write(self, chunk: bytes) -> None:
+        """Write ``chunk`` once the client has room for it; see the class.
+
+        Raises:
+            SlowReaderError: The client made no progress for ``stall_timeout``; the
+                stream was reset.
+
+        Cancellation: a cancelled wait keeps the chunk, which goes out first on the
+        next write. Once the chunk is handed to Hypercorn, shielded (bounded by
+        ``ASGI_WRITE_TIMEOUT``), as :class:`~trio_sse.web.AsgiChunkWriter` is.
+        """
+        if self._pending:
+            chunk = self._pending + chunk
+        self._pending = chunk
+        if self._must_wait(len(chunk)):
+            if self._stalled_at is None:
+                self._stalled_at = trio.current_time()
+            with trio.move_on_at(self._stalled_at + self._stall_timeout) as waiting:
+                while self._must_wait(len(chunk)):
+                    buffer = self._buffer()
+                    assert buffer is not None
+                    await buffer.drain()
+            if waiting.cancelled_caught:
+                self._pending = b""
+                await self.abort()
+                raise SlowReaderError(
+                    f"the client read nothing of its HTTP/2 stream in {self._stall_timeout} s"
+                )
+        self._stalled_at = None
+        self._pending = b""
+        message = cast(
+            HTTPResponseBodyEvent,
+            {"type": "http.response.body", "body": chunk, "more_body": True},
+        )
+        with trio.move_on_after(ASGI_WRITE_TIMEOUT, shield=True) as sending:
+            await self._send(message)
+        if sending.cancelled_caught:
+            raise SlowReaderError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
+
+    async def abort(self) -> None:
+        """Reset the stream and drop its unsent bytes.
+
+        Cancellation: shielded, bounded by a few seconds (one frame to write).
+        """
+        protocol, stream_id = self._protocol, self._stream_id
+        self._pending = b""
+        with trio.move_on_after(_ABORT_TIMEOUT, shield=True):
+            try:
+                protocol.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.ProtocolError:
+                return  # already closed, by the client or the connection
+            buffer = self._buffer()
+            if buffer is not None:
+                await buffer.close()
+            data = protocol.connection.data_to_send()
+            if data:
+                await protocol.send(RawData(data=data))
+            # Hypercorn's sender forgets the stream the next time it looks at it: it
+            # finds the stream reset.
+            with contextlib.suppress(MissingStreamError):
+                protocol.priority.unblock(stream_id)
+            await protocol.has_data.set()
+
+
+def _socket_writer(
+    send: ASGISendCallable, stall_timeout: float
+) -> H11SocketWriter | H2StreamWriter | None:
     stream = getattr(send, "__self__", None)
     if not isinstance(stream, HTTPStream):
         return None
     protocol = getattr(stream.send, "__self__", None)
+    if isinstance(protocol, H2Protocol):
+        return H2StreamWriter(send, protocol, stream.stream_id, stall_timeout=stall_timeout)
     if not isinstance(protocol, H11Protocol):
         return None
     connection = getattr(protocol.send, "__self__", None)
@@ -125,18 +262,24 @@ def _socket_writer(send: ASGISendCallable) -> H11SocketWriter | None:
     return H11SocketWriter(connection)
 
 
-def offer_socket_writers(app: ASGIFramework) -> ASGIFramework:
-    """Wrap ``app`` so that each plain HTTP/1.1 ``GET`` offers an :class:`H11SocketWriter`.
+def offer_socket_writers(app: ASGIFramework, *, stall_timeout: float) -> ASGIFramework:
+    """Wrap ``app`` so that each ``GET`` offers the best writer for its connection.
 
-    The writer goes into ``scope["extensions"]`` under
+    Plain HTTP/1.1: an :class:`H11SocketWriter`; HTTP/2 (h2c or TLS): an
+    :class:`H2StreamWriter` that gives up on a client after ``stall_timeout`` seconds
+    without progress. The writer goes into ``scope["extensions"]`` under
     :data:`~trio_sse.web.CHUNK_WRITER_EXTENSION`; apps that do not know it ignore it.
     Wrap the app that Hypercorn calls directly: the writer is found from its ``send``.
     """
 
     async def wrapped(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         # HTTP/1.0 bodies are not chunked, and HEAD responses have none.
-        if scope["type"] == "http" and scope["http_version"] == "1.1" and scope["method"] == "GET":
-            writer = _socket_writer(send)
+        if (
+            scope["type"] == "http"
+            and scope["http_version"] in ("1.1", "2")
+            and scope["method"] == "GET"
+        ):
+            writer = _socket_writer(send, stall_timeout)
             if writer is not None:
                 # Into the request's own dict (Hypercorn makes one per request): a copy
                 # would cost every open stream a dict more. Hypercorn's types say each

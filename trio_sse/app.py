@@ -42,6 +42,7 @@ from .broker import Broker, MemoryBroker, validate_topic
 from .protocol import ServerSentEvent
 from .web import (
     DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_IP,
     DEFAULT_MIN_WRITE_INTERVAL,
@@ -79,6 +80,7 @@ class AppState:
     heartbeat: float
     retry: int | None
     min_write_interval: float
+    max_buffer: int
     authorizer: Authorizer
     limiter: StreamLimiter
     metrics: Metrics
@@ -201,6 +203,7 @@ def create_app(
     retry: int | None = DEFAULT_RETRY,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
     auth: AuthConfig | None = None,
     max_streams: int = DEFAULT_MAX_STREAMS,
     max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
@@ -216,6 +219,8 @@ def create_app(
         max_body_size: Largest publish body, in bytes; larger ones get a 413.
         min_write_interval: The batching window, in seconds (see
             :func:`~trio_sse.web.event_stream`); 0 writes every wake-up at once.
+        max_buffer: Bytes a stream may hold for a client that does not keep up (see
+            :func:`~trio_sse.web.event_stream`).
         auth: Who may publish and subscribe (:class:`~trio_sse.web.AuthConfig`);
             everything is open if omitted.
         max_streams: Streams open at once; more get 503 with ``Retry-After``. 0: no cap.
@@ -227,6 +232,8 @@ def create_app(
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
     if not min_write_interval >= 0:
         raise ValueError(f"min_write_interval must be >= 0 seconds, got {min_write_interval}")
+    if max_buffer < 1:
+        raise ValueError(f"max_buffer must be >= 1 byte, got {max_buffer}")
     if max_body_size < 1:
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
     # No static folder: the reference app serves no files, and apps built on it (the
@@ -256,6 +263,7 @@ def create_app(
         heartbeat=heartbeat,
         retry=retry,
         min_write_interval=min_write_interval,
+        max_buffer=max_buffer,
         authorizer=Authorizer(auth if auth is not None else AuthConfig()),
         limiter=limiter,
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
@@ -279,6 +287,7 @@ def create_app(
             min_write_interval=state.min_write_interval,
             expires_at=expires_at,
             observer=state.metrics,
+            max_buffer=state.max_buffer,
         )
 
     @app.post("/events/<topic>")

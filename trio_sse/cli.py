@@ -33,6 +33,7 @@ from .server import (
 )
 from .web import (
     DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_IP,
     DEFAULT_MIN_WRITE_INTERVAL,
@@ -149,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--max-body", type=_count(1), default=DEFAULT_MAX_BODY_SIZE, help="publish body limit"
+    )
+    serve_cmd.add_argument(
+        "--max-buffer",
+        type=_count(1),
+        default=DEFAULT_MAX_BUFFER,
+        metavar="BYTES",
+        help="bytes a stream may hold for a client that does not keep up (its queued "
+        "events, and what HTTP/2 has not sent) before it is dropped as slow",
     )
     serve_cmd.add_argument("--backlog", type=_count(1), default=DEFAULT_BACKLOG)
     serve_cmd.add_argument(

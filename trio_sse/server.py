@@ -226,7 +226,8 @@ async def serve(
         host: Address to listen on.
         port: Port to listen on; 0 picks a free one (see ``task_status``).
         backlog: Accept queue length.
-        tcp_user_timeout: See :func:`listen_socket`.
+        tcp_user_timeout: See :func:`listen_socket`. Also how long an HTTP/2 stream
+            may make no progress with ``max_buffer`` bytes unsent before it is reset.
         graceful_timeout: Seconds connections get to finish after ``on_shutdown``.
         access_log: Log every request to stderr (costly under load).
         on_shutdown: Awaited first when shutdown begins, for at most 1 s: end the
@@ -281,5 +282,10 @@ async def serve(
                 await on_shutdown()
 
     if is_asgi(app):
-        app = offer_socket_writers(_finish_responses_shielded(app))  # type: ignore[arg-type]
+        # An HTTP/2 client that stops reading is given as long as a stalled HTTP/1.1
+        # connection is (whose zero-window probes TCP_USER_TIMEOUT bounds).
+        app = offer_socket_writers(
+            _finish_responses_shielded(app),  # type: ignore[arg-type]
+            stall_timeout=tcp_user_timeout if tcp_user_timeout > 0 else DEFAULT_TCP_USER_TIMEOUT,
+        )
     await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

@@ -23,6 +23,7 @@ multi-producer bookkeeping that a channel with one writer and one reader does no
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -77,6 +78,20 @@ FrameSink = Callable[[bytes, float], SinkResult]
 :meth:`Subscription.set_sink`."""
 
 
+def _take(frames: list[bytes], count: int, max_bytes: int | None) -> list[bytes]:
+    """Remove and return the first ``count`` frames, or fewer once ``max_bytes`` is reached."""
+    if max_bytes is not None:
+        size = 0
+        for index in range(count):
+            size += len(frames[index])
+            if size >= max_bytes:
+                count = index + 1
+                break
+    taken = frames[:count]
+    del frames[:count]
+    return taken
+
+
 class ReplaySource(Protocol):
     """Replayed frames that a broker reads on demand, piece by piece (see ``Subscription``).
 
@@ -105,11 +120,13 @@ class Subscription:
 
     __slots__ = (
         "_backlog",
+        "_byte_capacity",
         "_capacity",
         "_frames",
         "_goal",
         "_is_closed",
         "_is_discarded",
+        "_queued_bytes",
         "_replay",
         "_sink",
         "_waiter",
@@ -137,6 +154,10 @@ class Subscription:
         # queued), and an empty deque costs 0.7 KiB per subscriber to a list's 56 B.
         self._frames: list[bytes] = []
         self._capacity = queue_size
+        # Bytes of the live frames queued, and how many make the subscriber slow (see
+        # limit_bytes()); no bound until a stream sets one.
+        self._queued_bytes = 0
+        self._byte_capacity = sys.maxsize
         self._is_closed = False
         self._is_discarded = False
         # The reader parked in wait_queued(), and how many frames it waits for. Woken
@@ -177,27 +198,50 @@ class Subscription:
                 if frames:
                     return frames
 
-    def receive_batch_nowait(self, max_frames: int = DEFAULT_QUEUE_SIZE) -> list[bytes]:
+    def receive_batch_nowait(
+        self, max_frames: int = DEFAULT_QUEUE_SIZE, max_bytes: int | None = None
+    ) -> list[bytes]:
         """Like :meth:`receive_batch`, but raise ``trio.WouldBlock`` if nothing is queued.
+
+        Args:
+            max_frames: Take at most this many live frames.
+            max_bytes: Stop taking frames once they add up to this many bytes or more
+                (a frame larger than that comes alone), so that a stream writes a long
+                backlog or queue in pieces of bounded size; ``None``: no bound.
 
         Raises:
             trio.ClosedResourceError: The subscription was discarded (its subscriber left).
         """
         if self._is_discarded:
             raise trio.ClosedResourceError("this subscription was discarded")
-        batch, self._backlog = self._backlog, []
-        if self._replay is not None:
-            # Live frames wait until the replay before them is read.
-            if batch:
+        if self._backlog:
+            batch = _take(self._backlog, len(self._backlog), max_bytes)
+            if self._backlog or self._replay is not None:
+                # The rest of the backlog, then the replay, come before live frames.
                 return batch
+            if max_bytes is not None:
+                max_bytes -= sum(map(len, batch))
+                if max_bytes <= 0:
+                    return batch
+        elif self._replay is not None:
+            # Live frames wait until the replay before them is read.
             raise trio.WouldBlock
-        frames = self._frames
-        take = max(0, min(len(frames), max_frames - len(batch)))
-        if take == len(frames) and not batch:
-            batch, self._frames = frames, []  # the common case: everything, in one step
         else:
-            batch += frames[:take]
-            del frames[:take]
+            batch = []
+        frames = self._frames
+        count = min(len(frames), max_frames - len(batch))
+        if (
+            count == len(frames)
+            and not batch
+            and (max_bytes is None or self._queued_bytes <= max_bytes)
+        ):
+            # The common case: everything, in one step.
+            batch, self._frames = frames, []
+            self._queued_bytes = 0
+        elif count > 0:
+            taken = _take(frames, count, max_bytes)
+            self._queued_bytes -= sum(map(len, taken))
+            batch += taken
         if not batch:
             if self._is_closed:
                 raise trio.EndOfChannel
@@ -220,20 +264,16 @@ class Subscription:
         while :attr:`replay_pending`.
 
         Raises:
-            BrokerUnavailableError: From the source; the replay is then given up.
+            BrokerUnavailableError: From the source.
         """
         replay = self._replay
         if replay is None:
             await trio.lowlevel.checkpoint()
             return []
-        try:
-            frames = await replay.read(max_bytes)
-        except BaseException:
-            self._replay = None
-            raise
-        if not frames:
-            self._replay = None
-            # Live frames queued during the replay may now go to a waiting reader.
+        # A failed read ends the stream; a cancelled one is simply read again.
+        frames = await replay.read(max_bytes)
+        if not frames and self._replay is replay:
+            self._replay = None  # live frames are next
         return frames
 
     @property
@@ -246,10 +286,34 @@ class Subscription:
         """Live frames that may be queued before the subscriber counts as slow."""
         return self._capacity
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the live frames queued (the backlog and replay not included)."""
+        return self._queued_bytes
+
+    @property
+    def byte_capacity(self) -> int:
+        """Bytes of live frames that may be queued before the subscriber counts as slow."""
+        return self._byte_capacity
+
+    def limit_bytes(self, max_bytes: int) -> None:
+        """Count the subscriber as slow once its live frames pass ``max_bytes`` bytes.
+
+        Set by the stream that reads it (its ``max_buffer``): the frames are shared,
+        but a reader that stalls holds them after the topic's history let them go. A
+        single frame larger than this is still queued when nothing else is.
+        A reader waiting for more frames (:meth:`wait_queued`) is also woken once half
+        of this is queued.
+        """
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._byte_capacity = max_bytes
+
     async def wait_queued(self, count: int) -> None:
         """Wait until at least ``count`` frames are queued, or the subscription is closed.
 
-        Returns at once while a replay is pending (:attr:`replay_pending`).
+        Returns at once while a replay is pending (:attr:`replay_pending`), and once
+        half of :attr:`byte_capacity` is queued, whatever ``count``.
 
         Takes nothing: follow with :meth:`receive_batch_nowait`. A ``count`` above
         :attr:`capacity` is capped there, since the queue never holds more.
@@ -258,7 +322,12 @@ class Subscription:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         count = min(count, self._capacity)
-        if self.queued >= count or self._is_closed or self._replay is not None:
+        if (
+            self.queued >= count
+            or self._is_closed
+            or self._replay is not None
+            or 2 * self._queued_bytes >= self._byte_capacity
+        ):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if self._waiter is not None:
@@ -304,7 +373,10 @@ class Subscription:
                 self._sink = None
                 self._wake()
                 return True
-        if len(frames) >= self._capacity:
+        size = len(frame)
+        if len(frames) >= self._capacity or (
+            frames and self._queued_bytes + size > self._byte_capacity
+        ):
             self.close(CloseReason.SLOW_CONSUMER)
             # A reader this far behind resumes from history when it reconnects. The
             # queue would only be written late to a client that cannot keep up (or
@@ -314,11 +386,15 @@ class Subscription:
             self._backlog = []
             self._replay = None
             frames.clear()
+            self._queued_bytes = 0
             return False
         if not frames:
             self.first_queued_at = offered_at
         frames.append(frame)
-        if self._waiter is not None and len(frames) >= self._goal:
+        self._queued_bytes += size
+        if self._waiter is not None and (
+            len(frames) >= self._goal or 2 * self._queued_bytes >= self._byte_capacity
+        ):
             self._wake()
         return True
 
@@ -354,3 +430,4 @@ class Subscription:
         self._backlog = []
         self._replay = None
         self._frames.clear()
+        self._queued_bytes = 0

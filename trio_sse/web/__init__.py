@@ -20,6 +20,7 @@ from ._observer import StreamEnd as StreamEnd
 from ._observer import StreamObserver as StreamObserver
 from ._responder import EventStreamConnection as EventStreamConnection
 from ._stream import DEFAULT_HEARTBEAT as DEFAULT_HEARTBEAT
+from ._stream import DEFAULT_MAX_BUFFER as DEFAULT_MAX_BUFFER
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
 from ._stream import EventStreamBody as EventStreamBody
@@ -28,14 +29,17 @@ from ._stream import last_event_id_of as last_event_id_of
 from ._writers import ASGI_WRITE_TIMEOUT as ASGI_WRITE_TIMEOUT
 from ._writers import CHUNK_WRITER_EXTENSION as CHUNK_WRITER_EXTENSION
 from ._writers import AsgiChunkWriter as AsgiChunkWriter
+from ._writers import BoundedChunkWriter as BoundedChunkWriter
 from ._writers import ChunkWriter as ChunkWriter
 from ._writers import DirectChunkWriter as DirectChunkWriter
+from ._writers import SlowReaderError as SlowReaderError
 
 __all__ = [
     "ASGI_WRITE_TIMEOUT",
     "CHUNK_WRITER_EXTENSION",
     "CORS_MAX_AGE",
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_BUFFER",
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_STREAMS_PER_IP",
     "DEFAULT_MIN_WRITE_INTERVAL",
@@ -46,6 +50,7 @@ __all__ = [
     "AuthError",
     "Authorizer",
     "BatchWindow",
+    "BoundedChunkWriter",
     "ChunkWriter",
     "CorsPolicy",
     "Credentials",
@@ -55,6 +60,7 @@ __all__ = [
     "Grant",
     "LoopLoad",
     "Metrics",
+    "SlowReaderError",
     "StreamEnd",
     "StreamLimiter",
     "StreamObserver",

@@ -34,8 +34,15 @@ from quart.wrappers import Request
 from quart.wrappers.request import Body
 from quart_trio.asgi import TrioASGIHTTPConnection
 
+from ._observer import StreamEnd
 from ._stream import EventStreamBody
-from ._writers import CHUNK_WRITER_EXTENSION, AsgiChunkWriter, ChunkWriter
+from ._writers import (
+    CHUNK_WRITER_EXTENSION,
+    AsgiChunkWriter,
+    BoundedChunkWriter,
+    ChunkWriter,
+    SlowReaderError,
+)
 
 __all__ = ["EventStreamConnection"]
 
@@ -97,12 +104,24 @@ class EventStreamConnection(TrioASGIHTTPConnection):
         await send(start)
         del start
         plain = AsgiChunkWriter(send)
-        async with body:
-            # The first chunk goes through ASGI: it carries the headers with it.
-            await plain.write(body.first_chunk())
-            extensions = cast(dict[str, Any], self.scope.get("extensions") or {})
-            writer: ChunkWriter = extensions.get(CHUNK_WRITER_EXTENSION, plain)
-            await body.stream_to(writer)
+        extensions = cast(dict[str, Any], self.scope.get("extensions") or {})
+        writer: ChunkWriter = extensions.get(CHUNK_WRITER_EXTENSION, plain)
+        if isinstance(writer, BoundedChunkWriter):
+            writer.max_buffer = body.max_buffer
+        try:
+            async with body:
+                # The first chunk carries the headers with it; through the bounded
+                # writer if there is one, since it may be a whole piece of replay.
+                first = body.first_chunk()
+                await (writer if isinstance(writer, BoundedChunkWriter) else plain).write(first)
+                del first
+                await body.stream_to(writer)
+        except SlowReaderError:
+            return  # the writer ended the response (and the log line says why)
+        if body.end_reason() is StreamEnd.SLOW_CONSUMER and isinstance(writer, BoundedChunkWriter):
+            # A clean end would wait behind the bytes the client is not reading.
+            await writer.abort()
+            return
         await send(
             cast(
                 HTTPResponseBodyEvent,

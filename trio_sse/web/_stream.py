@@ -37,14 +37,15 @@ import trio
 from quart.wrappers.response import ResponseBody
 
 from .._errors import BrokerClosedError, BrokerUnavailableError
-from ..broker import Broker, SinkResult, Subscription, validate_topic
+from ..broker import REPLAY_PIECE, Broker, SinkResult, Subscription, validate_topic
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
 from ._observer import StreamEnd, StreamObserver
-from ._writers import ChunkWriter, DirectChunkWriter
+from ._writers import ChunkWriter, DirectChunkWriter, SlowReaderError
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_BUFFER",
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "EventStreamBody",
@@ -57,6 +58,17 @@ logger = logging.getLogger("trio_sse.stream")
 # Below the 30 to 60 s idle timeouts common in proxies and load balancers, and often
 # enough that a vanished client is found within TCP_USER_TIMEOUT plus one interval.
 DEFAULT_HEARTBEAT: Final = 15.0
+
+# What a stream may hold for a client that does not keep up: its queued events, and
+# over HTTP/2 the bytes its server has not sent. Room for a 0.25 s batching window of
+# 10 KiB events at 50 per second with half to spare, while 100 streams of clients that
+# stopped reading hold 25 MiB at most.
+DEFAULT_MAX_BUFFER: Final = 256 * 1024
+
+# The most a stream writes at once (one event larger than this goes alone): a replay
+# or a long queue goes out in pieces, each written before the next is built, so a
+# stale reconnect costs a piece of memory at a time, not its whole history.
+_PIECE: Final = REPLAY_PIECE
 
 # The batching window (see BatchWindow), under the name the app and CLI options use.
 DEFAULT_MIN_WRITE_INTERVAL: Final = DEFAULT_WINDOW
@@ -96,8 +108,12 @@ class EventStreamBody(ResponseBody):
         prelude_events: int,
         expires_at: float | None = None,
         observer: StreamObserver | None = None,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
     ) -> None:
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be >= 1 byte, got {max_buffer}")
         self._broker = broker
+        self.max_buffer: Final = max_buffer
         self._topic = topic
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
@@ -129,6 +145,7 @@ class EventStreamBody(ResponseBody):
             subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
             self._subscription = await subscribed.__aenter__()
             self._subscribed = subscribed
+            self._subscription.limit_bytes(self.max_buffer)
         except BrokerClosedError:
             # Shutting down between the handler and here: end at once, cleanly, and
             # the client reconnects (to another worker, behind a load balancer).
@@ -170,7 +187,7 @@ class EventStreamBody(ResponseBody):
         if self._subscription is None:
             return prelude
         try:
-            frames = self._subscription.receive_batch_nowait()
+            frames = self._subscription.receive_batch_nowait(max_bytes=_PIECE)
         except (trio.WouldBlock, trio.EndOfChannel):
             return prelude
         self.events_sent += len(frames)
@@ -250,6 +267,14 @@ class EventStreamBody(ResponseBody):
         return _HEARTBEAT
 
     async def _next_batch(self, subscription: Subscription) -> bytes | None:
+        """The next chunk: a piece of replay while one is pending, else :meth:`_next_live`."""
+        if subscription.replay_pending:
+            replayed = await self._next_replayed(subscription)
+            if replayed is not None or self._end is not None:
+                return replayed
+        return await self._next_live(subscription)
+
+    async def _next_live(self, subscription: Subscription) -> bytes | None:
         """Wait for frames, let a batch form if the loop is busy, and take it.
 
         Call it again only once the previous chunk is written: the time of that call
@@ -307,7 +332,7 @@ class EventStreamBody(ResponseBody):
                 await subscription.wait_queued(max(1, subscription.capacity // 2))
             now = trio.current_time()
         try:
-            frames = subscription.receive_batch_nowait()
+            frames = subscription.receive_batch_nowait(max_bytes=_PIECE)
         except trio.EndOfChannel:
             return None
         self.events_sent += len(frames)
@@ -315,6 +340,30 @@ class EventStreamBody(ResponseBody):
         if self._observer is not None:
             self._observer.written(now - queued_at)
         return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    async def _next_replayed(self, subscription: Subscription) -> bytes | None:
+        """The next piece of a replay the broker reads on demand; ``None`` once it is done.
+
+        Also ``None``, with the stream's end decided, if the broker cannot read it.
+
+        Cancellation: a cancelled call takes no frame.
+        """
+        try:
+            frames = subscription.receive_batch_nowait(max_bytes=_PIECE)  # the backlog first
+        except trio.WouldBlock:
+            try:
+                frames = await subscription.receive_replay(_PIECE)
+            except BrokerUnavailableError as exc:
+                # As when subscribing: end cleanly, and the client resumes later from
+                # the last id it got.
+                logger.warning("replay failed: topic=%s: %s", self._topic, exc)
+                self._end = StreamEnd.UNAVAILABLE
+                return None
+        if not frames:
+            return None
+        self.events_sent += len(frames)
+        self._last_chunk_at = trio.current_time()
+        return b"".join(frames)
 
     def _write_directly(self, frame: bytes, offered_at: float) -> SinkResult:
         """The subscription's sink while the stream waits: write ``frame`` from the publisher.
@@ -343,20 +392,24 @@ class EventStreamBody(ResponseBody):
             self._observer.written(now - offered_at)
         return SinkResult.WRITTEN if direct.write_nowait(frame) else SinkResult.PENDING
 
-    def _log_close(self, exc: BaseException | None) -> None:
+    def end_reason(self, exc: BaseException | None = None) -> StreamEnd:
+        """Why the stream ended (or would, if it ended now with ``exc``)."""
         subscription = self._subscription
-        error = ""
         if self._end is not None:
-            reason = self._end
-        elif subscription is not None and subscription.close_reason is not None:
-            reason = StreamEnd.closed_by_broker(subscription.close_reason)
-        elif isinstance(exc, trio.Cancelled):
-            reason = StreamEnd.CLIENT_CLOSED
-        elif exc is not None:
-            reason = StreamEnd.ERROR
-            error = f" error={type(exc).__name__}"
-        else:
-            reason = StreamEnd.ENDED
+            return self._end
+        if subscription is not None and subscription.close_reason is not None:
+            return StreamEnd.closed_by_broker(subscription.close_reason)
+        if isinstance(exc, SlowReaderError):
+            return StreamEnd.SLOW_CONSUMER
+        if isinstance(exc, trio.Cancelled):
+            return StreamEnd.CLIENT_CLOSED
+        if exc is not None:
+            return StreamEnd.ERROR
+        return StreamEnd.ENDED
+
+    def _log_close(self, exc: BaseException | None) -> None:
+        reason = self.end_reason(exc)
+        error = f" error={type(exc).__name__}" if reason is StreamEnd.ERROR and exc else ""
         logger.info(
             "stream closed: topic=%s reason=%s duration=%.3fs events=%d%s",
             self._topic,
@@ -380,6 +433,7 @@ def event_stream(
     min_write_interval: float = DEFAULT_MIN_WRITE_INTERVAL,
     expires_at: float | None = None,
     observer: StreamObserver | None = None,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
 ) -> quart.Response:
     """Build a streaming ``text/event-stream`` response for one subscription.
 
@@ -403,6 +457,12 @@ def event_stream(
         expires_at: When the permission to read the stream ends (Unix time, e.g. a
             JWT's ``exp``); the stream then ends cleanly, with reason ``auth_expired``.
         observer: Told of each batch written and of the stream's end (metrics).
+        max_buffer: Bytes the stream may hold for a client that does not keep up: its
+            queued events (a subscriber past it is dropped as slow, and resumes from
+            history when it reconnects) and, over HTTP/2 under ``trio_sse.serve()``,
+            the bytes its server has not sent yet (a client that reads none of them
+            for ``TCP_USER_TIMEOUT`` has its stream reset). Replays and long queues
+            are written in pieces of 64 KiB, each once the previous one was taken.
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
@@ -429,6 +489,7 @@ def event_stream(
         prelude_events=len(initial),
         expires_at=expires_at,
         observer=observer,
+        max_buffer=max_buffer,
     )
     response: quart.Response = quart.current_app.response_class(
         body, status=200, headers=SSE_HEADERS

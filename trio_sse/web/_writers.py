@@ -6,8 +6,12 @@
   lets publishes deliver straight to the connection (see ``Subscription.set_sink``).
 * :class:`AsgiChunkWriter`: one ASGI ``http.response.body`` message per chunk; works
   under any ASGI server.
+* :class:`BoundedChunkWriter`: one that keeps at most a given number of bytes
+  waiting for a client that does not read, and can abort its response (HTTP/2,
+  where the server's own writes never wait).
 * :data:`CHUNK_WRITER_EXTENSION`: the scope extension under which a server offers a
-  better one (``trio_sse.serve()`` offers a direct socket writer for HTTP/1.1).
+  better one (``trio_sse.serve()`` offers a direct socket writer for HTTP/1.1 and a
+  bounded writer for HTTP/2).
 """
 
 from __future__ import annotations
@@ -21,9 +25,19 @@ __all__ = [
     "ASGI_WRITE_TIMEOUT",
     "CHUNK_WRITER_EXTENSION",
     "AsgiChunkWriter",
+    "BoundedChunkWriter",
     "ChunkWriter",
     "DirectChunkWriter",
+    "SlowReaderError",
 ]
+
+
+class SlowReaderError(trio.TooSlowError):
+    """A writer gave up on a client that did not take its bytes in time.
+
+    The stream ends, counted as ``slow_consumer``; the client resumes from history
+    with ``Last-Event-ID`` when it reconnects.
+    """
 
 
 class ChunkWriter(Protocol):
@@ -68,6 +82,30 @@ class DirectChunkWriter(ChunkWriter, Protocol):
         """Write what :meth:`write_nowait` kept, waiting as :meth:`write` does."""
 
 
+@runtime_checkable
+class BoundedChunkWriter(ChunkWriter, Protocol):
+    """A :class:`ChunkWriter` for a connection whose server would buffer without bound.
+
+    Over HTTP/2 a server's body writes return at once whatever the client's flow-control
+    window, so a client that never opens it would have the server buffer everything.
+    Such a writer waits instead while more than :attr:`max_buffer` bytes are unsent,
+    and gives up (:class:`SlowReaderError`) when the client makes no progress for as
+    long as a stalled HTTP/1.1 connection is given (``TCP_USER_TIMEOUT``).
+
+    Cancellation: a cancelled :meth:`write` keeps its chunk and writes it before the
+    next one, so that no chunk is lost or split.
+    """
+
+    max_buffer: int
+    """Unsent bytes (in the server, for this response) above which a write waits."""
+
+    async def abort(self) -> None:
+        """End the response abruptly (HTTP/2: reset the stream), dropping what is unsent.
+
+        For a client dropped as slow: a clean end would wait behind the unsent bytes.
+        """
+
+
 CHUNK_WRITER_EXTENSION: Final = "trio_sse.chunk_writer"
 """The scope extension under which a server offers a :class:`ChunkWriter` for the
 response's body, usable once the response's first body chunk has been sent."""
@@ -91,7 +129,7 @@ class AsgiChunkWriter:
         """Send ``chunk``; see :meth:`ChunkWriter.write`.
 
         Raises:
-            trio.TooSlowError: The server did not take it within ``ASGI_WRITE_TIMEOUT``.
+            SlowReaderError: The server did not take it within ``ASGI_WRITE_TIMEOUT``.
 
         Cancellation: shielded, with that bound: a message cancelled halfway through the
         server's send could leave the body with part of a chunk.
@@ -103,4 +141,4 @@ class AsgiChunkWriter:
         with trio.move_on_after(ASGI_WRITE_TIMEOUT, shield=True) as scope:
             await self._send(message)
         if scope.cancelled_caught:
-            raise trio.TooSlowError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
+            raise SlowReaderError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
