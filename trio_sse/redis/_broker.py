@@ -5,10 +5,9 @@ idempotency check, the topic cap, the ``XADD`` and the trim to ``history`` entri
 ``history_bytes`` bytes and ``history_ttl`` seconds, atomically. The stream id Redis
 assigns is the event id, so ``Last-Event-ID`` means the same on every worker. In each
 process, one reader task per topic with local subscribers blocks in ``XREAD`` and fans
-what it reads out to
-those subscribers through :class:`~trio_sse.broker._fanout.LocalFanout`, exactly as
-the memory broker does from ``publish()``. No subscriber ever holds a Redis
-connection of its own.
+what it reads out to those subscribers through
+:class:`~trio_sse.broker._fanout.LocalFanout`, exactly as the memory broker does from
+``publish()``. No subscriber ever holds a Redis connection of its own.
 
 The hand-over from replay to live, without a gap or a duplicate, rests on one
 invariant: a reader's ``position`` is the id of the last entry it fanned out, and
@@ -187,15 +186,24 @@ class RedisBroker:
 
     Guarantees:
 
-    * ``publish()`` returns after Redis acknowledged the ``XADD``. If Redis is down
-      it raises :class:`~trio_sse.BrokerUnavailableError`, and the event is in no
-      stream and reaches no subscriber. Only when the connection breaks or the
-      timeout expires *after* the command was sent is the outcome unknown (the error
-      says so); the same holds for a publish cancelled after its first checkpoint.
+    * ``publish()`` returns after Redis acknowledged the write. When it raises
+      :class:`~trio_sse.BrokerUnavailableError` because Redis could not be reached,
+      nothing was stored; when the connection broke or the timeout expired *after*
+      the script was sent (a stuck or paused Redis), the event may be stored and
+      delivered all the same (the error says so), and so may a publish cancelled
+      after its first checkpoint. A retry with the same ``idempotency_key`` settles
+      it: it answers the stored event's id, or publishes it once.
     * While Redis is away, open subscriptions stay open; each reader retries with
       back-off and resumes after the last id it delivered, so no acknowledged event
-      is skipped. What Redis itself keeps across a restart depends on its
-      persistence settings (see the README).
+      is skipped (one trimmed before the reader got to it is announced with a reset
+      notice). What Redis itself keeps across a restart depends on its persistence
+      settings (see the README).
+    * Bounded: per topic, history holds at most ``history`` entries and about
+      ``history_bytes`` bytes (the newest entry whatever its size); an entry goes at
+      the first publish after it is ``history_ttl`` old, and a topic with no publish
+      for ``history_ttl`` is removed from Redis. A publish that would create one
+      more than ``max_topics`` topics under the key prefix is refused. A replay
+      costs one page (about ``REPLAY_PIECE`` bytes) at a time in this process.
     """
 
     def __init__(
