@@ -88,9 +88,12 @@ end
 -- work is constant per publish on average.
 local length = redis.call('XLEN', stream)
 local cutoff = now - ttl
-local start, keep = '-', nil
+local start, keep, count = '-', nil, 1
 while not keep do
-  local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', 16)
+  -- Usually the oldest entry stays, or it alone goes: read one first, more only
+  -- as more go (an entry may be large).
+  local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
+  count = math.min(count * 2, 64)
   if #batch == 0 then
     break
   end
