@@ -119,6 +119,8 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
                 open_redis_broker(
                     args.broker,
                     history=history,
+                    history_bytes=int(args.history_bytes),
+                    history_ttl=float(args.history_ttl),
                     queue_size=queue_size,
                     max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
                 )

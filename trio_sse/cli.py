@@ -137,6 +137,19 @@ def _parser() -> argparse.ArgumentParser:
         "--history", type=_count(0), default=DEFAULT_HISTORY, help="events kept per topic"
     )
     serve_cmd.add_argument(
+        "--history-bytes",
+        type=_count(1),
+        default=4 * 1024 * 1024,
+        help="bytes of events kept per topic (the newest event is kept whatever its size)",
+    )
+    serve_cmd.add_argument(
+        "--history-ttl",
+        type=_positive_seconds,
+        default=3600.0,
+        help="seconds an event is kept for replay; with Redis, a topic with no publish for "
+        "this long is removed",
+    )
+    serve_cmd.add_argument(
         "--queue-size",
         type=_count(1),
         default=DEFAULT_QUEUE_SIZE,
@@ -253,8 +266,9 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--max-topics",
         type=_count(1),
         default=None,
-        help="topics one process holds at once; default: 10000 in memory, 1000 with Redis "
-        "(one reader connection each)",
+        help="topics one process holds at once; with Redis also the topics Redis holds for "
+        "all workers together (one counts until --history-ttl after its last publish); "
+        "default: 10000 in memory, 1000 with Redis (one reader connection each)",
     )
 
 

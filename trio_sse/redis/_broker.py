@@ -1,18 +1,25 @@
 """The Redis Streams broker: topics shared by every process and host that use one Redis.
 
-Each topic is a Redis stream. A publish is one ``XADD`` (trimmed to about
-``history`` entries), and the stream id Redis assigns is the event id, so
-``Last-Event-ID`` means the same on every worker. In each process, one reader task
-per topic with local subscribers blocks in ``XREAD`` and fans what it reads out to
-those subscribers through :class:`~trio_sse.broker._fanout.LocalFanout`, exactly as
-the memory broker does from ``publish()``. No subscriber ever holds a Redis
-connection of its own.
+Each topic is a Redis stream. A publish is one Lua script (see ``_scripts``): the
+idempotency check, the topic cap, the ``XADD`` and the trim to ``history`` entries,
+``history_bytes`` bytes and ``history_ttl`` seconds, atomically. The stream id Redis
+assigns is the event id, so ``Last-Event-ID`` means the same on every worker. In each
+process, one reader task per topic with local subscribers blocks in ``XREAD`` and fans
+what it reads out to those subscribers through
+:class:`~trio_sse.broker._fanout.LocalFanout`, exactly as the memory broker does from
+``publish()``. No subscriber ever holds a Redis connection of its own.
 
 The hand-over from replay to live, without a gap or a duplicate, rests on one
 invariant: a reader's ``position`` is the id of the last entry it fanned out, and
 it changes only in the same synchronous step as that fan-out. A subscriber is
 registered in the same step as it reads ``position``, so it gets every entry after
-``position`` live, and ``XRANGE (last_event_id, position]`` is the rest.
+``position`` live, and ``XRANGE (last_event_id, position]`` is the rest: read page by
+page (:class:`_StreamReplay`), each only when the stream asks for it.
+
+Trimming may remove an entry before a lagging reader has read it (a burst of large
+events while its connection was being re-established). Each entry names the one
+added before it, so the reader notices and sends its subscribers a reset notice
+rather than skipping the entry silently.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import coredis
 import trio
 from coredis.exceptions import RedisError, ResponseError
 from coredis.response.types import StreamEntry
-from coredis.tokens import PureToken
 
 from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..broker import (
@@ -34,15 +40,24 @@ from ..broker import (
     BrokerStatistics,
     CloseReason,
     Subscription,
+    validate_idempotency_key,
     validate_topic,
 )
 from ..broker._fanout import LocalFanout
 from ..broker._interface import reset_event
 from ..protocol import ServerSentEvent
-from ._entries import entry_frame, fields_of
-from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id
+from . import _scripts
+from ._entries import entry_frame, entry_from_reply, fields_of, previous_id
+from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id, publishable_id
 
-__all__ = ["DEFAULT_KEY_PREFIX", "DEFAULT_MAX_TOPICS", "DEFAULT_TIMEOUT", "RedisBroker"]
+__all__ = [
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_HISTORY_TTL",
+    "DEFAULT_KEY_PREFIX",
+    "DEFAULT_MAX_TOPICS",
+    "DEFAULT_TIMEOUT",
+    "RedisBroker",
+]
 
 logger = logging.getLogger("trio_sse.redis")
 
@@ -53,6 +68,12 @@ DEFAULT_KEY_PREFIX: Final = "trio_sse:topic:"
 # Redis answers in well under a millisecond on a LAN; five seconds without an answer
 # means it is down or stuck, and a publisher is better told so than left waiting.
 DEFAULT_TIMEOUT: Final = 5.0
+
+# History per topic, besides its count: the bytes of its events' fields (the newest
+# event is kept whatever its size), and its age. A topic with no publish for
+# DEFAULT_HISTORY_TTL disappears from Redis.
+DEFAULT_HISTORY_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_HISTORY_TTL: Final = 3600.0
 
 # Each topic with local subscribers has its own reader and so its own blocked Redis
 # connection. Redis allows 10,000 clients by default, shared by every worker.
@@ -105,6 +126,54 @@ class _TopicReader:
         self.retry_delay = 0.0  # the back-off after the next failure; 0 while reading
 
 
+class _StreamReplay:
+    """A subscription's replay, ``(after, until]`` of the topic's stream, read page by page.
+
+    Each :meth:`read` is one script call: it checks that nothing after the last id
+    handed out has been trimmed (else the replay ends with a reset notice, resuming
+    at ``until``, where live delivery starts) and returns the next page. Nothing is
+    read before the stream asks, so a reconnect that does not read costs nothing here.
+    """
+
+    __slots__ = ("_after", "_broker", "_key", "_last_event_id", "_until")
+
+    def __init__(
+        self, broker: RedisBroker, key: str, last_event_id: str, after: StreamId, until: StreamId
+    ) -> None:
+        self._broker = broker
+        self._key = key
+        self._last_event_id = last_event_id  # as the client will know it, for a notice
+        self._after = after
+        self._until = until
+
+    async def read(self, max_bytes: int) -> list[bytes]:
+        """The next frames of the replay; ``[]`` once complete (see ``ReplaySource``)."""
+        frames: list[bytes] = []
+        while not frames and self._after < self._until:
+            first, entries = await self._broker._read_page(
+                self._key, self._after, self._until, max_bytes
+            )
+            # Nothing after `after` was trimmed if the stream still starts at or
+            # before it, or if the entry after it names it as its predecessor.
+            intact = (first is not None and first <= self._after) or (
+                bool(entries) and previous_id(entries[0]) == self._after
+            )
+            if not intact or not entries:
+                # (No entries while `after` is below `until` means they were trimmed.)
+                self._after = self._until
+                notice = reset_event(self._last_event_id, resume_id=format_stream_id(self._until))
+                return [notice.encode()]
+            for entry in entries:
+                stream_id, frame = entry_frame(entry)
+                if frame is not None:
+                    frames.append(frame)
+                self._after = stream_id
+            self._last_event_id = format_stream_id(self._after)
+        if not frames:
+            await trio.lowlevel.checkpoint()
+        return frames
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -117,15 +186,24 @@ class RedisBroker:
 
     Guarantees:
 
-    * ``publish()`` returns after Redis acknowledged the ``XADD``. If Redis is down
-      it raises :class:`~trio_sse.BrokerUnavailableError`, and the event is in no
-      stream and reaches no subscriber. Only when the connection breaks or the
-      timeout expires *after* the command was sent is the outcome unknown (the error
-      says so); the same holds for a publish cancelled after its first checkpoint.
+    * ``publish()`` returns after Redis acknowledged the write. When it raises
+      :class:`~trio_sse.BrokerUnavailableError` because Redis could not be reached,
+      nothing was stored; when the connection broke or the timeout expired *after*
+      the script was sent (a stuck or paused Redis), the event may be stored and
+      delivered all the same (the error says so), and so may a publish cancelled
+      after its first checkpoint. A retry with the same ``idempotency_key`` settles
+      it: it answers the stored event's id, or publishes it once.
     * While Redis is away, open subscriptions stay open; each reader retries with
       back-off and resumes after the last id it delivered, so no acknowledged event
-      is skipped. What Redis itself keeps across a restart depends on its
-      persistence settings (see the README).
+      is skipped (one trimmed before the reader got to it is announced with a reset
+      notice). What Redis itself keeps across a restart depends on its persistence
+      settings (see the README).
+    * Bounded: per topic, history holds at most ``history`` entries and about
+      ``history_bytes`` bytes (the newest entry whatever its size); an entry goes at
+      the first publish after it is ``history_ttl`` old, and a topic with no publish
+      for ``history_ttl`` is removed from Redis. A publish that would create one
+      more than ``max_topics`` topics under the key prefix is refused. A replay
+      costs one page (about ``REPLAY_PIECE`` bytes) at a time in this process.
     """
 
     def __init__(
@@ -136,6 +214,8 @@ class RedisBroker:
         nursery: trio.Nursery,
         where: str,
         history: int,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
         queue_size: int,
         key_prefix: str,
         timeout: float,
@@ -146,6 +226,10 @@ class RedisBroker:
         self._nursery = nursery
         self._where = where
         self._history = history
+        self._history_bytes = history_bytes
+        self._history_ttl_ms = max(1, round(history_ttl * 1000))
+        self._publish_script = commands.register_script(_scripts.PUBLISH)
+        self._read_page_script = commands.register_script(_scripts.READ_PAGE)
         self._queue_size = queue_size
         self._key_prefix = key_prefix
         self._timeout = timeout
@@ -165,6 +249,11 @@ class RedisBroker:
     def _key(self, topic: str) -> str:
         return self._key_prefix + topic
 
+    @property
+    def _topics_key(self) -> str:
+        # A topic name has no ":", so this is no topic's stream.
+        return self._key_prefix + ":topics"
+
     # Publishing
 
     async def publish(
@@ -172,57 +261,81 @@ class RedisBroker:
     ) -> str:
         """Append ``event`` to the topic's stream; see :meth:`trio_sse.broker.Broker.publish`.
 
+        With ``idempotency_key``, the check for an earlier publish with the same key
+        and the write are one Lua script, so two publishes with one key never both
+        write, even when the first one's answer was lost.
+
         Returns:
-            The Redis stream id, once Redis has acknowledged the event.
+            The Redis stream id, once Redis has acknowledged the event (or the id of
+            the retained event published earlier with ``idempotency_key``).
 
         Raises:
             InvalidTopicError: Bad topic name.
-            InvalidEventError: ``event.id`` is not a stream id above the topic's newest.
+            InvalidEventError: ``event.id`` is not a stream id (``<ms>-<seq>`` or
+                ``<ms>``, ASCII digits, at most ``MAX_PUBLISHED_ID``) above the topic's
+                newest, or ``idempotency_key`` is malformed.
             BrokerClosedError: The broker is closed.
-            BrokerUnavailableError: Redis did not acknowledge the event in time.
+            BrokerUnavailableError: Redis did not acknowledge the event in time, or
+                refused it; or the topic is new and Redis already holds
+                ``max_topics`` topics under this key prefix.
 
         Cancellation: a publish cancelled at its first checkpoint publishes nothing;
-        one cancelled while Redis works on it may or may not be stored.
+        one cancelled while Redis works on it may or may not be stored (a retry with
+        the same ``idempotency_key`` then settles it).
         """
-        if idempotency_key is not None:  # issue 12: being built on its own branch
-            raise NotImplementedError("idempotent publishing is not built yet")
         validate_topic(topic)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        identifier = "*" if event.id is None else publishable_id(event.id)
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
-        identifier = event.id
-        if identifier is not None and parse_stream_id(identifier) in (None, ZERO_ID):
-            raise InvalidEventError(
-                "with the Redis broker an event id must be a Redis stream id above 0-0, "
-                f"like 1732400000000-0, got {identifier!r}"
-            )
+        key = self._key(topic)
+        arguments: list[str | int] = [
+            topic,
+            identifier,
+            self._history,
+            self._history_bytes,
+            self._history_ttl_ms,
+            self._max_topics,
+            idempotency_key or "",
+        ]
+        for name, value in fields_of(event).items():
+            arguments += (name, value)
         try:
             with trio.fail_after(self._timeout):
-                reply = await self._commands.xadd(
-                    self._key(topic),
-                    fields_of(event),
-                    identifier=identifier,
-                    trim_strategy=PureToken.MAXLEN,
-                    threshold=self._history,
-                    trim_operator=PureToken.APPROXIMATELY,
+                reply: object = await self._publish_script(
+                    keys=[key, f"{key}:meta", f"{key}:keys", self._topics_key], args=arguments
                 )
         except ResponseError as exc:
-            if identifier is not None and "equal or smaller" in str(exc):
-                raise InvalidEventError(
-                    f"event id {identifier} is not above the newest id of topic {topic!r}; "
-                    "Redis stream ids must increase"
-                ) from None
-            raise self._unavailable(f"refused the event ({exc})", exc) from exc
+            raise self._refused("refused the publish script", exc) from exc
         except _FAILURES as exc:
             raise self._unavailable(
                 "did not acknowledge the event (if the connection broke after sending it, "
-                "it may still have been stored)",
+                "it may still have been stored: retry with the same idempotency key)",
                 exc,
             ) from exc
         self._mark_connected()
-        self._published += 1
-        assert reply is not None  # only NOMKSTREAM makes XADD answer nil
-        return reply.decode()
+        assert isinstance(reply, list), f"unexpected reply {reply!r}"
+        assert len(reply) == 2, f"unexpected reply {reply!r}"
+        status, value = (bytes(part).decode() for part in reply)
+        if status == "added":
+            self._published += 1
+            return value
+        if status == "duplicate":
+            return value
+        if status == "full":
+            raise BrokerUnavailableError(
+                f"topic {topic!r} is new and Redis at {self._where} already holds {value} "
+                "topics (max_topics); a topic leaves when it has had no publish for "
+                "history_ttl"
+            )
+        if "equal or smaller" in value:
+            raise InvalidEventError(
+                f"event id {identifier} is not above the newest id of topic {topic!r}; "
+                "Redis stream ids must increase"
+            )
+        raise self._refused("refused the event", ResponseError(value))
 
     # Subscribing
 
@@ -247,10 +360,7 @@ class RedisBroker:
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
         reader = self._acquire_reader(topic)
-        # The backlog list is the subscription's own: the replay is added to it after
-        # registration, before anyone can read the subscription.
-        backlog: list[bytes] = []
-        subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
+        subscription: Subscription | None = None
         try:
             with trio.move_on_after(self._timeout):
                 await reader.ready.wait()
@@ -259,23 +369,20 @@ class RedisBroker:
                     f"Redis at {self._where} did not answer in {self._timeout} s "
                     f"(starting to read topic {topic!r}): {self._last_error}"
                 )
-            await self._hand_over(reader, subscription, backlog, last_event_id)
+            subscription = await self._hand_over(reader, last_event_id)
             yield subscription
         finally:
-            self._fanout.remove(subscription)
+            if subscription is not None:
+                self._fanout.remove(subscription)
             self._release_reader(reader)
 
-    async def _hand_over(
-        self,
-        reader: _TopicReader,
-        subscription: Subscription,
-        backlog: list[bytes],
-        last_event_id: str | None,
-    ) -> None:
-        """Register ``subscription`` and queue its replay, with no gap and no duplicate."""
+    async def _hand_over(self, reader: _TopicReader, last_event_id: str | None) -> Subscription:
+        """Make and register a subscription with its replay, with no gap and no duplicate."""
+        topic, queue_size = reader.topic, self._queue_size
         if last_event_id is None:
+            subscription = Subscription(topic, queue_size=queue_size, backlog=[])
             self._fanout.add(subscription)
-            return
+            return subscription
         wanted = parse_stream_id(last_event_id)
         if wanted is not None and wanted > reader.position:
             # The client saw an event this reader has not fanned out yet (another
@@ -285,20 +392,19 @@ class RedisBroker:
                 wanted = None
             else:
                 await self._wait_for_position(reader, wanted)
+        # No checkpoint from here to the registration: see the module docs.
         position = reader.position
+        if wanted is None:
+            resume = format_stream_id(position) if position != ZERO_ID else None
+            notice = reset_event(last_event_id, resume_id=resume).encode()
+            subscription = Subscription(topic, queue_size=queue_size, backlog=[notice])
+        elif wanted == position:
+            subscription = Subscription(topic, queue_size=queue_size, backlog=[])
+        else:
+            replay = _StreamReplay(self, reader.key, last_event_id, wanted, position)
+            subscription = Subscription(topic, queue_size=queue_size, backlog=[], replay=replay)
         self._fanout.add(subscription)
-        if wanted == position:
-            return
-        if wanted is not None:
-            entries = await self._replay(reader.key, wanted, position)
-            # After the XRANGE: the first entry only moves forward, so if nothing after
-            # `wanted` is trimmed now, nothing was when the XRANGE ran.
-            info = await self._stream_info(reader.key)
-            if info is not None and info.first_entry is not None and info.first_entry <= wanted:
-                backlog.extend(frame for _, frame in map(entry_frame, entries) if frame)
-                return
-        resume = format_stream_id(position) if position != ZERO_ID else None
-        backlog.append(reset_event(last_event_id, resume_id=resume).encode())
+        return subscription
 
     async def _wait_for_position(self, reader: _TopicReader, wanted: StreamId) -> None:
         with trio.move_on_after(self._timeout):
@@ -310,16 +416,24 @@ class RedisBroker:
             f"{format_stream_id(wanted)} within {self._timeout} s: {self._last_error}"
         )
 
-    async def _replay(self, key: str, after: StreamId, until: StreamId) -> tuple[StreamEntry, ...]:
+    async def _read_page(
+        self, key: str, after: StreamId, until: StreamId, max_bytes: int
+    ) -> tuple[StreamId | None, list[StreamEntry]]:
+        """The stream's first id, and its entries in ``(after, until]`` up to ``max_bytes``."""
         try:
             with trio.fail_after(self._timeout):
-                entries = await self._commands.xrange(
-                    key, f"({format_stream_id(after)}", format_stream_id(until)
+                reply: object = await self._read_page_script(
+                    keys=[key],
+                    args=[format_stream_id(after), format_stream_id(until), max_bytes],
                 )
         except _FAILURES as exc:
             raise self._unavailable("did not answer the replay (XRANGE)", exc) from exc
         self._mark_connected()
-        return entries
+        assert isinstance(reply, list), f"unexpected reply {reply!r}"
+        assert reply, "the replay script returned nothing"
+        head, *entries = reply
+        first = parse_stream_id(bytes(head).decode()) if head else None
+        return first, [entry_from_reply(entry) for entry in entries]
 
     async def _stream_info(self, key: str) -> _StreamInfo | None:
         """The stream's first entry and newest id ever generated; ``None`` if no stream."""
@@ -412,6 +526,17 @@ class RedisBroker:
         deliver = self._fanout.deliver
         topic = reader.topic
         for entry in entries:
+            previous = previous_id(entry)
+            if previous is not None and previous > reader.position:
+                # Trimmed before this reader read it (see the module docs).
+                logger.warning(
+                    "topic %s: entries after %s were trimmed before this process read them",
+                    topic,
+                    format_stream_id(reader.position),
+                )
+                deliver(
+                    topic, reset_event(format_stream_id(reader.position), resume_id=None).encode()
+                )
             stream_id, frame = entry_frame(entry)
             if frame is not None:
                 deliver(topic, frame)
@@ -427,6 +552,12 @@ class RedisBroker:
     def _lost(self, exc: BaseException) -> None:
         self._is_connected = False
         self._last_error = _describe(exc)
+
+    def _refused(self, what: str, exc: BaseException) -> BrokerUnavailableError:
+        # Redis answered: the link is up, whatever it said.
+        self._mark_connected()
+        self._last_error = _describe(exc)
+        return BrokerUnavailableError(f"Redis at {self._where} {what}: {_describe(exc)}")
 
     def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailableError:
         self._lost(exc)

@@ -9,14 +9,16 @@ streams.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from coredis.response.types import StreamEntry
 
 from ..protocol import ServerSentEvent
 from ._ids import StreamId, parse_stream_id
 
-__all__ = ["entry_frame", "fields_of"]
+__all__ = ["entry_frame", "entry_from_reply", "fields_of", "previous_id"]
 
 logger = logging.getLogger("trio_sse.redis")
 
@@ -42,6 +44,20 @@ def entry_frame(entry: StreamEntry) -> tuple[StreamId, bytes | None]:
         logger.warning("skipped stream entry %s: not a trio_sse event", text_id)
         return stream_id, None
     return stream_id, frame
+
+
+def previous_id(entry: StreamEntry) -> StreamId | None:
+    """The id of the entry that came before ``entry`` when it was added (its ``p``), if known."""
+    fields: Mapping[bytes, bytes] = entry.field_values  # type: ignore[assignment]
+    previous = fields.get(b"p")
+    return parse_stream_id(previous.decode("ascii", "replace")) if previous is not None else None
+
+
+def entry_from_reply(reply: Sequence[Any]) -> StreamEntry:
+    """A stream entry as a Lua script returns it: ``[id, [field, value, ...]]``."""
+    identifier, flat = reply
+    values = OrderedDict(zip(flat[::2], flat[1::2], strict=True))
+    return StreamEntry(identifier=identifier, field_values=values)
 
 
 def fields_of(event: ServerSentEvent) -> dict[str, str]:

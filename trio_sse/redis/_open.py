@@ -11,7 +11,14 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from ..broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
-from ._broker import DEFAULT_KEY_PREFIX, DEFAULT_MAX_TOPICS, DEFAULT_TIMEOUT, RedisBroker
+from ._broker import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_TTL,
+    DEFAULT_KEY_PREFIX,
+    DEFAULT_MAX_TOPICS,
+    DEFAULT_TIMEOUT,
+    RedisBroker,
+)
 
 __all__ = ["open_redis_broker"]
 
@@ -38,6 +45,8 @@ async def open_redis_broker(
     url: str,
     *,
     history: int = DEFAULT_HISTORY,
+    history_bytes: int = DEFAULT_HISTORY_BYTES,
+    history_ttl: float = DEFAULT_HISTORY_TTL,
     queue_size: int = DEFAULT_QUEUE_SIZE,
     key_prefix: str = DEFAULT_KEY_PREFIX,
     command_timeout: float = DEFAULT_TIMEOUT,
@@ -51,13 +60,20 @@ async def open_redis_broker(
 
     Args:
         url: ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or ``unix://...``.
-        history: Entries kept per topic stream for replay, approximately: Redis trims
-            whole internal nodes, so a little more is kept. At least 1, since live
+        history: Entries kept per topic stream for replay. At least 1, since live
             delivery reads from the stream.
+        history_bytes: Bytes of event fields kept per topic stream; the oldest events
+            are trimmed past it (the newest is kept whatever its size).
+        history_ttl: Seconds an event is kept: it is trimmed at the first publish to
+            its topic after it is this old, and a topic with no publish for this
+            long is removed from Redis, with its idempotency keys.
         queue_size: Frames a subscriber may have queued before it is dropped as slow.
         key_prefix: Prepended to each topic to make its stream key.
         command_timeout: Seconds to wait for Redis in a publish, a replay or a ping.
-        max_topics: Topics this process may read at once (one connection each).
+        max_topics: Topics this process may read at once (one connection each), and
+            topics Redis may hold under ``key_prefix`` (all processes together; one
+            counts until ``history_ttl`` after its last publish): a publish to one
+            more raises ``BrokerUnavailableError``.
 
     Raises:
         ValueError: A bad URL or option.
@@ -66,6 +82,10 @@ async def open_redis_broker(
     where = _where(url)
     if history < 1:
         raise ValueError(f"history must be >= 1 with Redis, got {history}")
+    if history_bytes < 1:
+        raise ValueError(f"history_bytes must be >= 1, got {history_bytes}")
+    if not history_ttl > 0:
+        raise ValueError(f"history_ttl must be > 0 seconds, got {history_ttl}")
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
     if not command_timeout > 0:
@@ -93,6 +113,8 @@ async def open_redis_broker(
                 nursery=nursery,
                 where=where,
                 history=history,
+                history_bytes=history_bytes,
+                history_ttl=history_ttl,
                 queue_size=queue_size,
                 key_prefix=key_prefix,
                 timeout=command_timeout,

@@ -1,0 +1,164 @@
+"""The Lua scripts the Redis broker runs: one publish, one page of a replay.
+
+A script runs atomically in Redis, so a publish's checks (idempotency key, topic
+cap), its ``XADD`` and its trimming happen with nothing in between; and a replay
+page's check for trimmed history sees the same stream as the entries it returns.
+
+Keys of one topic (``<prefix><topic>`` is its stream; topic names have no ``:``,
+so none of these can be another topic's stream):
+
+* ``<prefix><topic>:meta``: a hash, ``bytes`` (the retained entries' field bytes)
+  and ``last`` (the newest id this script added);
+* ``<prefix><topic>:keys``: a hash, idempotency key -> id, for retained entries only;
+* ``<prefix>:topics``: a sorted set of the prefix's topics, scored by when each
+  expires (ms, Redis's clock).
+
+Each entry holds the event's fields plus ``t`` (when it was added, ms, Redis's
+clock: its age, whatever its id), ``p`` (the id of the entry before it, so a reader
+can tell that one was trimmed before it read it) and, with an idempotency key, ``k``.
+Every publish sets all four keys to expire ``ttl`` after it, so an idle topic leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["PUBLISH", "READ_PAGE", "RESERVED_FIELDS"]
+
+RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
+
+# KEYS: stream, meta, keys, topics.
+# ARGV: topic, id ('*' for Redis's), max entries, max bytes, ttl (ms), max topics,
+#       idempotency key ('' for none), then the event's field/value pairs.
+# Returns {'added', id}, {'duplicate', id}, {'full', max topics} or {'refused', error}.
+PUBLISH: Final = """
+local stream, meta, keys, topics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local topic, id = ARGV[1], ARGV[2]
+local max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, max_topics, key = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+
+if key ~= '' then
+  local earlier = redis.call('HGET', keys, key)
+  if earlier then
+    return {'duplicate', earlier}
+  end
+end
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local expires = redis.call('ZSCORE', topics, topic)
+if not expires or tonumber(expires) <= now then
+  redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
+  if redis.call('ZCARD', topics) >= max_topics then
+    return {'full', ARGV[6]}
+  end
+end
+
+local previous, bytes = '0-0', 0
+if redis.call('EXISTS', stream) == 1 then
+  previous = redis.call('HGET', meta, 'last') or ''
+  bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+end
+local fields = {}
+for i = 8, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+fields[#fields + 1] = 't'
+fields[#fields + 1] = tostring(now)
+if previous ~= '' then
+  fields[#fields + 1] = 'p'
+  fields[#fields + 1] = previous
+end
+if key ~= '' then
+  fields[#fields + 1] = 'k'
+  fields[#fields + 1] = key
+end
+local added = redis.pcall('XADD', stream, id, unpack(fields))
+if type(added) == 'table' and added.err then
+  return {'refused', added.err}
+end
+for i = 1, #fields do
+  bytes = bytes + #fields[i]
+end
+
+-- Trim from the oldest entry while there are too many, too many bytes, or it is
+-- older than ttl; never the entry just added. Each entry is removed once, so the
+-- work is constant per publish on average.
+local length = redis.call('XLEN', stream)
+local cutoff = now - ttl
+local start, keep, count = '-', nil, 1
+while not keep do
+  -- Usually the oldest entry stays, or it alone goes: read one first, more only
+  -- as more go (an entry may be large).
+  local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
+  count = math.min(count * 2, 64)
+  if #batch == 0 then
+    break
+  end
+  for _, entry in ipairs(batch) do
+    local entry_id, values = entry[1], entry[2]
+    local size, at, entry_key = 0, nil, nil
+    for i = 1, #values, 2 do
+      size = size + #values[i] + #values[i + 1]
+      if values[i] == 't' then
+        at = tonumber(values[i + 1])
+      elseif values[i] == 'k' then
+        entry_key = values[i + 1]
+      end
+    end
+    at = at or tonumber(string.match(entry_id, '^%d+'))
+    if entry_id == added or not (length > max_entries or bytes > max_bytes or at <= cutoff) then
+      keep = entry_id
+      break
+    end
+    length = length - 1
+    bytes = bytes - size
+    if entry_key and redis.call('HGET', keys, entry_key) == entry_id then
+      redis.call('HDEL', keys, entry_key)
+    end
+    start = '(' .. entry_id
+  end
+end
+if keep and start ~= '-' then
+  redis.call('XTRIM', stream, 'MINID', keep)
+end
+
+redis.call('HSET', meta, 'bytes', math.max(bytes, 0), 'last', added)
+if key ~= '' then
+  redis.call('HSET', keys, key, added)
+end
+redis.call('ZADD', topics, now + ttl, topic)
+for _, name in ipairs(KEYS) do
+  redis.call('PEXPIRE', name, ttl)
+end
+return {'added', added}
+"""
+
+# KEYS: stream. ARGV: after (exclusive), until (inclusive), max bytes.
+# Returns {first, entry, ...}: the id of the stream's first entry ('' if it has none),
+# then the entries after `after` up to `until`, stopping once their field bytes reach
+# max bytes (at least one, if any).
+READ_PAGE: Final = """
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local out = {head[1] and head[1][1] or ''}
+local start, budget, size = '(' .. ARGV[1], tonumber(ARGV[3]), 0
+while size < budget do
+  local batch = redis.call('XRANGE', KEYS[1], start, ARGV[2], 'COUNT', 8)
+  for _, entry in ipairs(batch) do
+    out[#out + 1] = entry
+    for _, value in ipairs(entry[2]) do
+      size = size + #value
+    end
+    start = '(' .. entry[1]
+    if size >= budget then
+      break
+    end
+  end
+  if #batch < 8 then
+    break
+  end
+end
+return out
+"""
