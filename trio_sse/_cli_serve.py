@@ -136,6 +136,7 @@ async def _serve(args: argparse.Namespace) -> None:
             heartbeat=args.heartbeat,
             retry=int(args.retry),
             max_body_size=int(args.max_body),
+            body_timeout=args.body_timeout,
             min_write_interval=args.write_interval,
             cors=args.cors,
             auth=args.auth,
