@@ -255,6 +255,9 @@ async def test_a_body_that_never_arrives_gets_408_over_http2() -> None:
             await assert_alive_and_streaming(server, subscriber, "after")
             assert [event.data for event in subscriber.events] == ["during", "after"]
             assert server.broker.statistics().published == 2
+            # With no stream left open, the connection itself is idle, and closed.
+            with trio.fail_after(REQUEST_HEAD_TIMEOUT + TIMEOUT):
+                await attacker.wait_closed()
         finally:
             await subscriber.close_fin()
             await attacker.stream.aclose()

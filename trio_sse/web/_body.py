@@ -92,26 +92,22 @@ class BodyLimiter:
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_after(self.timeout) as deadline:
-            while True:
+            while size <= self.max_size:
                 message = await receive()
                 if message["type"] != "http.request":
                     return  # http.disconnect: nobody left to answer
                 body = message.get("body", b"")
                 size += len(body)
-                if size > self.max_size:
-                    await self._too_large(scope, send)
-                    return
                 chunks.append(body)
                 if not message.get("more_body", False):
                     break
+        # Answered outside the deadline's scope, which must not cut the answer short.
+        if size > self.max_size:
+            await self._too_large(scope, send)
+            return
         if deadline.cancelled_caught:
             self.timed_out += 1
-            await _answer(
-                scope,
-                send,
-                408,
-                f"request body not received within {self.timeout:g} s; send it at once",
-            )
+            await _answer(scope, send, 408, f"request body not complete within {self.timeout:g} s")
             return
         whole: HTTPRequestEvent = {
             "type": "http.request",
