@@ -52,9 +52,11 @@ def bench(session: nox.Session) -> None:
     each server pinned to one core, prints the table and writes docs/benchmarks.md.
     Arguments after ``--`` go to it, e.g. ``nox -s bench -- --quick --scenarios fanout``
     (``--servers trio-sse,sse-starlette`` leaves the Go peer out). Then the disconnect
-    and shutdown timings. Each script in benchmarks/ takes options of its own (see its --help);
-    run one as ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root
-    (they reuse the test suite's helpers).
+    and shutdown timings, the brokers' latency, and a reader's latency next to 100
+    clients that never read (benchmarks/slow_clients.py, 20 s). Each script in
+    benchmarks/ takes options of its own (see its --help); run one as
+    ``PYTHONPATH=. python benchmarks/<name>.py`` from the repository root (they reuse
+    the test suite's helpers).
     """
     session.install("-e", ".[test,bench]")
     env = {"PYTHONPATH": "."}
@@ -64,6 +66,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/disconnect.py", env=env)
         session.run("python", "benchmarks/shutdown.py", env=env)
         session.run("python", "benchmarks/latency.py", env=env)
+        session.run("python", "benchmarks/slow_clients.py", env=env)
 
 
 @nox.session

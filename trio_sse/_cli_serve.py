@@ -139,6 +139,7 @@ async def _serve(args: argparse.Namespace) -> None:
             retry=int(args.retry),
             max_body_size=int(args.max_body),
             max_buffer=int(args.max_buffer),
+            body_timeout=args.body_timeout,
             min_write_interval=args.write_interval,
             cors=args.cors,
             auth=args.auth,

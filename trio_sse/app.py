@@ -41,6 +41,7 @@ from ._errors import (
 from .broker import Broker, MemoryBroker, validate_topic
 from .protocol import ServerSentEvent
 from .web import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_STREAMS,
@@ -49,6 +50,7 @@ from .web import (
     Action,
     AuthConfig,
     Authorizer,
+    BodyLimiter,
     CorsPolicy,
     Credentials,
     EventStreamConnection,
@@ -208,6 +210,7 @@ def create_app(
     max_streams: int = DEFAULT_MAX_STREAMS,
     max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
     cors: CorsPolicy | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -227,6 +230,9 @@ def create_app(
         max_streams_per_ip: The same, per client address. 0: no cap.
         cors: Which other origins' pages may stream and publish (see
             :class:`~trio_sse.web.CorsPolicy`); ``None`` allows the app's own origin only.
+        body_timeout: Seconds a request gets to send its whole body (at most
+            ``max_body_size`` bytes), on every route; slower gets 408 (see
+            :class:`~trio_sse.web.BodyLimiter`).
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
@@ -251,7 +257,10 @@ def create_app(
     limiter = StreamLimiter(
         app.asgi_app, max_streams=max_streams, max_streams_per_ip=max_streams_per_ip
     )
-    app.asgi_app = limiter  # type: ignore[method-assign]
+    # Outermost, so a request waiting for its body holds no stream slot.
+    app.asgi_app = BodyLimiter(  # type: ignore[method-assign]
+        limiter, timeout=body_timeout, max_size=max_body_size
+    )
     broker = broker if broker is not None else MemoryBroker()
 
     def backplane_up() -> bool:

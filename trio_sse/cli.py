@@ -32,6 +32,7 @@ from .server import (
     DEFAULT_TCP_USER_TIMEOUT,
 )
 from .web import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_BUFFER,
     DEFAULT_MAX_STREAMS,
@@ -65,6 +66,13 @@ def _positive_seconds(text: str) -> float:
     value = _at_least(0.0, float, text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _finite_positive_seconds(text: str) -> float:
+    value = _positive_seconds(text)
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError("must be finite")
     return value
 
 
@@ -171,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="bytes a stream may hold for a client that does not keep up (its queued "
         "events, and what HTTP/2 has not sent) before it is dropped as slow",
+    )
+    serve_cmd.add_argument(
+        "--body-timeout",
+        type=_finite_positive_seconds,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds a request gets to send its whole body; slower gets 408",
     )
     serve_cmd.add_argument("--backlog", type=_count(1), default=DEFAULT_BACKLOG)
     serve_cmd.add_argument(

@@ -15,6 +15,9 @@ What the Hypercorn CLI cannot do for SSE, and this does:
   ``REQUEST_HEAD_TIMEOUT`` seconds (after its TLS handshake, itself bounded by
   ``TLS_HANDSHAKE_TIMEOUT``) to complete a request head of at most
   ``MAX_REQUEST_HEAD_SIZE`` bytes. Neither touches a stream once its request is in.
+  An HTTP/2 connection with no stream open gets the same ``REQUEST_HEAD_TIMEOUT``
+  (see :mod:`trio_sse._hypercorn_idle`), and a request body its own bound, set by the
+  app (:class:`trio_sse.web.BodyLimiter`).
 * **TLS** (``certfile`` and ``keyfile``), with ALPN offering ``h2`` then ``http/1.1``.
 * **A direct write path for streams** over plain HTTP/1.1 (see
   :mod:`trio_sse._hypercorn_writer`): a delivery is one system call, not a pass
@@ -44,12 +47,14 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import is_asgi
 
+from ._hypercorn_idle import bound_idle_h2_connections
 from ._hypercorn_writer import H11SocketWriter, offer_socket_writers
 
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_GRACEFUL_TIMEOUT",
     "DEFAULT_TCP_USER_TIMEOUT",
+    "H2_MAX_CONCURRENT_STREAMS",
     "MAX_REQUEST_HEAD_SIZE",
     "REQUEST_HEAD_TIMEOUT",
     "TLS_HANDSHAKE_TIMEOUT",
@@ -86,6 +91,15 @@ REQUEST_HEAD_TIMEOUT: Final = 5.0
 # Hypercorn's h11_max_incomplete_size: a longer HTTP/1.1 request head gets 431.
 # Hypercorn's default; browsers' heads (cookies included) stay well under it.
 MAX_REQUEST_HEAD_SIZE: Final = 16 * 1024
+
+# Hypercorn's default, set explicitly as a decision. A browser carries every
+# EventSource it opens to one origin over a single HTTP/2 connection, so this is how
+# many streams a page (or its tabs) may hold at once; HTTP/1.1 stops browsers at 6,
+# which is why h2 matters for SSE. A lower value would refuse those streams, and stop
+# no attacker, who opens another connection. What each stream holds is bounded
+# elsewhere: the stream caps (``--max-streams``), the app's body deadline, and
+# REQUEST_HEAD_TIMEOUT once none is open.
+H2_MAX_CONCURRENT_STREAMS: Final = 100
 
 # Hypercorn's default (60 s) would let a client that stalls mid-handshake hold a
 # connection for a minute before REQUEST_HEAD_TIMEOUT even starts; a real handshake
@@ -268,6 +282,7 @@ async def serve(
     config.read_timeout = None
     config.keep_alive_timeout = REQUEST_HEAD_TIMEOUT
     config.h11_max_incomplete_size = MAX_REQUEST_HEAD_SIZE
+    config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
     config.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
     # Hypercorn turns TLS on when both are set.
     config.certfile = certfile
@@ -281,6 +296,7 @@ async def serve(
             with trio.move_on_after(_ON_SHUTDOWN_TIMEOUT):
                 await on_shutdown()
 
+    bound_idle_h2_connections()
     if is_asgi(app):
         # An HTTP/2 client that stops reading is given as long as a stalled HTTP/1.1
         # connection is (whose zero-window probes TCP_USER_TIMEOUT bounds).

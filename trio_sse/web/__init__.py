@@ -9,6 +9,8 @@ from ._auth import Grant as Grant
 from ._batching import BatchWindow as BatchWindow
 from ._batching import LoopLoad as LoopLoad
 from ._batching import loop_load as loop_load
+from ._body import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
+from ._body import BodyLimiter as BodyLimiter
 from ._cors import CORS_MAX_AGE as CORS_MAX_AGE
 from ._cors import CorsPolicy as CorsPolicy
 from ._cors import enable_cors as enable_cors
@@ -38,6 +40,7 @@ __all__ = [
     "ASGI_WRITE_TIMEOUT",
     "CHUNK_WRITER_EXTENSION",
     "CORS_MAX_AGE",
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MAX_BUFFER",
     "DEFAULT_MAX_STREAMS",
@@ -50,6 +53,7 @@ __all__ = [
     "AuthError",
     "Authorizer",
     "BatchWindow",
+    "BodyLimiter",
     "BoundedChunkWriter",
     "ChunkWriter",
     "CorsPolicy",
