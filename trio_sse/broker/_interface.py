@@ -127,6 +127,8 @@ class BrokerStatistics:
         published: Events accepted by ``publish()``.
         delivered: Frames queued to subscribers (one per event per subscriber).
         dropped: Subscriptions closed because their queue was full.
+        retained_bytes: Bytes of replay history held in this process, or ``None`` for
+            a broker whose history lives elsewhere.
         backplane: The link to a shared store, or ``None`` for a broker without one.
     """
 
@@ -137,6 +139,7 @@ class BrokerStatistics:
     delivered: int
     dropped: int
     backplane: BackplaneStatistics | None = None
+    retained_bytes: int | None = None
 
 
 class Broker(Protocol):
