@@ -283,8 +283,9 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--max-topics",
         type=_count(1),
         default=None,
-        help="topics one process holds at once; default: 10000 in memory, 1000 with Redis "
-        "(one reader connection each)",
+        help="topics one process holds at once (in memory, a new one replaces the topic "
+        "without subscribers that published least recently); default: 10000 in memory, "
+        "1000 with Redis (one reader connection each)",
     )
 
 
