@@ -14,6 +14,7 @@ from trio_sse import (
     BrokerClosedError,
     BrokerUnavailableError,
     CloseReason,
+    InvalidEventError,
     MemoryBroker,
     ServerSentEvent,
     Subscription,
@@ -39,7 +40,46 @@ async def test_assigned_ids_increase_and_given_ids_are_kept() -> None:
     second = await broker.publish("b", ServerSentEvent("2"))
     third = await broker.publish("a", ServerSentEvent("3"))
     assert int(first) < int(second) < int(third)
-    assert await broker.publish("a", ServerSentEvent("4", id="custom")) == "custom"
+    chosen = str(int(third) + 1_000)
+    assert await broker.publish("a", ServerSentEvent("4", id=chosen)) == chosen
+
+
+async def test_a_chosen_id_moves_the_counter_past_it() -> None:
+    # Before: an id equal to a future server id was kept, and that server id then
+    # issued again, so a reader resuming from it skipped an event.
+    broker = MemoryBroker()
+    last = await broker.publish("t", ServerSentEvent("a"))
+    future = str(int(last) + 1)  # what the next assigned id would have been
+    assert await broker.publish("t", ServerSentEvent("b", id=future)) == future
+    after = await broker.publish("t", ServerSentEvent("c"))
+    assert int(after) > int(future)
+    async with broker.subscribe("t", last_event_id=future) as sub:
+        assert ids_of(await drain(sub)) == [after]
+
+
+@pytest.mark.parametrize("reuse", ["same", "older"])
+async def test_ids_must_increase_per_topic(reuse: str) -> None:
+    # Before: a reused id was accepted, and a reader resuming from it skipped events.
+    broker = MemoryBroker()
+    first = await broker.publish("t", ServerSentEvent("a"))
+    asked = first if reuse == "same" else str(int(first) - 1)
+    with pytest.raises(InvalidEventError, match=r"not above .* ids must increase per topic"):
+        await broker.publish("t", ServerSentEvent("b", id=asked))
+    assert broker.statistics().published == 1
+    # Another topic has its own order.
+    assert await broker.publish("u", ServerSentEvent("b", id=asked)) == asked
+
+
+@pytest.mark.parametrize(
+    "chosen", ["custom", "0", "007", "-5", "+5", "1.5", " 5", "٣", str(2**53), "9" * 40_000]
+)
+async def test_chosen_ids_must_be_plain_decimal_integers(chosen: str) -> None:
+    # Before: any text was accepted, a 40 KB one making every reconnect of its
+    # readers fail with 431.
+    broker = MemoryBroker()
+    with pytest.raises(InvalidEventError, match="decimal integer from 1 to 9007199254740991"):
+        await broker.publish("t", ServerSentEvent("x", id=chosen))
+    assert broker.statistics().published == 0
 
 
 async def test_a_restarted_broker_never_reuses_ids() -> None:
@@ -64,23 +104,14 @@ async def test_history_keeps_the_newest_events_only() -> None:
     ids = [await broker.publish("t", ServerSentEvent(str(i))) for i in range(6)]
     async with broker.subscribe("t", last_event_id=ids[3]) as sub:
         assert ids_of(await sub.receive_batch()) == ids[4:]
-    # ids[2] was evicted: the events after it are all retained, but the broker cannot
-    # tell that from an id it no longer has, so it says so rather than guess.
+    # ids[2] was the last evicted: everything after it is retained, so it is placed.
     async with broker.subscribe("t", last_event_id=ids[2]) as sub:
-        (notice,) = await sub.receive_batch()
+        assert ids_of(await sub.receive_batch()) == ids[3:]
+    # Events after ids[1] are gone: a reset notice, then what is retained.
+    async with broker.subscribe("t", last_event_id=ids[1]) as sub:
+        notice, *rest = await sub.receive_batch()
         assert notice.startswith(b"event: reset\n")
-
-
-async def test_reused_ids_resume_from_their_newest_use() -> None:
-    broker = MemoryBroker(history=3)
-    await broker.publish("t", ServerSentEvent("a", id="same"))
-    await broker.publish("t", ServerSentEvent("b"))
-    await broker.publish("t", ServerSentEvent("c", id="same"))
-    last = await broker.publish("t", ServerSentEvent("d"))
-    await broker.publish("t", ServerSentEvent("e"))  # evicts the first "same"
-    async with broker.subscribe("t", last_event_id="same") as sub:
-        frames = await sub.receive_batch()
-    assert ids_of(frames)[0] == last
+        assert ids_of(rest) == ids[3:]
 
 
 async def test_history_off_gives_a_reset_notice_without_an_id() -> None:
@@ -143,13 +174,14 @@ async def test_heartbeat_free_waiting_uses_no_clock(autojump_clock: trio.testing
 async def test_memory_broker_caps_the_number_of_topics() -> None:
     broker = MemoryBroker(max_topics=2)
     await broker.publish("a", ServerSentEvent("x"))
-    async with broker.subscribe("b"):
+    async with broker.subscribe("b"), broker.subscribe("a"):
         with pytest.raises(BrokerUnavailableError, match="already holds 2 topics"):
             await broker.publish("c", ServerSentEvent("x"))
         with pytest.raises(BrokerUnavailableError, match="max_topics"):
             async with broker.subscribe("c"):
                 pass
-        # Known topics stay usable at the cap.
+        # Every topic held has subscribers, so a new one cannot replace any; known
+        # topics stay usable at the cap.
         await broker.publish("a", ServerSentEvent("y"))
         await broker.publish("b", ServerSentEvent("y"))
         async with broker.subscribe("a"):

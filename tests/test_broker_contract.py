@@ -257,16 +257,27 @@ async def test_unplaceable_last_event_id_gets_a_reset_notice_first(
             live = await broker.publish("t", ServerSentEvent("live"))
             frames: list[bytes] = []
             with trio.fail_after(TIMEOUT):
-                while len(frames) < 2:
+                while live not in ids_of(frames):
                     frames += await sub.receive_batch()
-    notice, *rest = frames
-    lines = notice.decode().split("\n")
-    assert lines[0] == f"event: {RESET_EVENT_TYPE}"
-    payload = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
-    assert payload["last_event_id"] == asked
-    # The notice carries the newest id, so a reconnect after it resumes there.
-    assert ids_of([notice]) == ids[-1:]
-    assert ids_of(rest) == [live]
+        notice, *rest = frames
+        lines = notice.decode().split("\n")
+        assert lines[0] == f"event: {RESET_EVENT_TYPE}"
+        payload = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
+        assert payload["last_event_id"] == asked
+        *replayed, last = ids_of(rest)
+        assert last == live
+        if not replayed:
+            # The notice carries the newest id, so a reconnect after it resumes there.
+            assert ids_of([notice]) == ids[-1:]
+        else:
+            # A broker that can tell which retained events came after an expired id
+            # (the memory broker: its ids are numbers) sends them after the notice,
+            # whose id resumes just before them, without a second notice.
+            assert case == "expired"
+            assert replayed == ids[-len(replayed) :]
+            (resume,) = ids_of([notice])
+            async with broker.subscribe("t", last_event_id=resume) as again:
+                assert ids_of(await receive(again)) == [*replayed, live]
 
 
 async def test_replay_longer_than_the_queue_is_not_a_slow_consumer(

@@ -89,7 +89,7 @@ async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events
             bodies = [
                 {"data": "hello"},
                 {"data": "line 1\nline 2\n\nline 4", "event": "update"},
-                {"data": {"n": [1, 2]}, "id": "custom-7"},
+                {"data": {"n": [1, 2]}, "id": "9000000000000007"},
             ]
             ids = []
             for body in bodies:
@@ -101,9 +101,9 @@ async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events
     assert [json.loads(line) for line in out.splitlines()] == [
         {"event": "message", "data": "hello", "id": ids[0]},
         {"event": "update", "data": "line 1\nline 2\n\nline 4", "id": ids[1]},
-        {"event": "message", "data": '{"n":[1,2]}', "id": "custom-7"},
+        {"event": "message", "data": '{"n":[1,2]}', "id": "9000000000000007"},
     ]
-    assert ids[2] == "custom-7"
+    assert ids[2] == "9000000000000007"
 
 
 async def test_listen_exits_1_on_a_404_with_one_line_and_no_traceback() -> None:
@@ -257,13 +257,13 @@ async def test_publish_json_data_sends_a_json_value(capsys: pytest.CaptureFixtur
         await server.wait_for_subscribers(1)
         url = f"{server.url}/events/j"
         code = await run_main(
-            "publish", url, "--data", '{"k": [1, 2]}', "--json-data", "--id", "j1"
+            "publish", url, "--data", '{"k": [1, 2]}', "--json-data", "--id", "41"
         )
         (event,) = await conn.read_events(1)
         await conn.close_fin()
     assert code == 0
-    assert capsys.readouterr() == ("j1\n", "")
-    assert (event.data, event.last_event_id) == ('{"k":[1,2]}', "j1")
+    assert capsys.readouterr() == ("41\n", "")
+    assert (event.data, event.last_event_id) == ('{"k":[1,2]}', "41")
 
 
 async def test_publish_shows_the_servers_error_with_status_1(

@@ -155,10 +155,10 @@ async def test_stalled_reader_blocks_neither_publisher_nor_other_subscribers() -
         payload = "x" * 4000
         with trio.fail_after(10):
             for i in range(200):
-                await server.publish("t", data=payload, id=str(i))
+                await server.publish("t", data=payload, id=str(i + 1))
                 # The healthy reader keeps up; it must see every event promptly.
                 events = await healthy.read_events(i + 1, timeout=2)
-                assert events[-1].last_event_id == str(i)
+                assert events[-1].last_event_id == str(i + 1)
         stats = await server.stats()
         assert stats["dropped"] == 1
         assert stats["subscribers"] == 1
@@ -261,7 +261,7 @@ async def test_tcp_user_timeout_frees_a_connection_pinned_by_a_stalled_reader() 
         # count too, until the server closes it when idle (what was long mistaken for
         # this connection lingering).
         for i in range(100):  # far more than the socket buffers hold
-            await server.broker.publish("t", ServerSentEvent("x" * 8000, id=str(i)))
+            await server.broker.publish("t", ServerSentEvent("x" * 8000, id=str(i + 1)))
         assert server.broker.statistics().dropped == 1
         # Dropped from the topic, but its handler is still stuck in the shielded write
         # until the kernel gives up on the connection.

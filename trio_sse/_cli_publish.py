@@ -3,6 +3,11 @@
 It POSTs ``{"data": ..., "event": ..., "id": ...}`` (``event`` and ``id`` only when
 given) to a ``POST /events/<topic>`` URL and prints the id the server assigned.
 
+Every request carries an ``Idempotency-Key`` (the one given, or a random one), so
+that when the answer is lost (a 503, a timeout, a connection broken after the
+request went out: the event may have been stored) the command can retry once,
+safely: the server answers the first publish's id instead of publishing again.
+
 Exit status: 0 when the server accepted the event; 1 when it refused it (its JSON
 ``error`` message is printed on stderr), could not be reached, or ``--data`` is not
 valid JSON under ``--json-data``.
@@ -11,6 +16,8 @@ valid JSON under ``--json-data``.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Final, NoReturn, TextIO
 
 import httpx
@@ -20,6 +27,11 @@ __all__ = ["publish"]
 # A publish is one small request to a broker that never waits for subscribers, so
 # a server that has not answered in this long is not going to.
 PUBLISH_TIMEOUT: Final = 10.0
+# A 503 from a backplane that timed out lasts seconds; one retry a second later
+# rides out a blip without making a script wait long for a real outage.
+RETRY_DELAY: Final = 1.0
+# Answers after which the event may or may not have been stored.
+_RETRIED_STATUS: Final = 503
 # Enough of a non-JSON error page to recognise it, not a whole HTML document.
 _MAX_ERROR_TEXT: Final = 200
 
@@ -59,9 +71,14 @@ def _payload(
     return payload
 
 
-def _post(url: str, payload: dict[str, object]) -> str:
+class _MaybeStoredError(_PublishError):
+    """No answer says whether the event was stored: a retry with the same key is safe."""
+
+
+def _post(url: str, payload: dict[str, object], idempotency_key: str) -> str:
+    headers = {"Idempotency-Key": idempotency_key}
     try:
-        response = httpx.post(url, json=payload, timeout=PUBLISH_TIMEOUT)
+        response = httpx.post(url, json=payload, headers=headers, timeout=PUBLISH_TIMEOUT)
     except httpx.InvalidURL as exc:
         raise _PublishError(f"invalid url {url!r}: {exc}") from None
     except httpx.UnsupportedProtocol:
@@ -69,14 +86,17 @@ def _post(url: str, payload: dict[str, object]) -> str:
     except httpx.ConnectError as exc:
         raise _PublishError(f"cannot connect to {url}: {exc}") from None
     except httpx.TimeoutException:
-        raise _PublishError(f"no answer from {url} within {PUBLISH_TIMEOUT:g} s") from None
+        raise _MaybeStoredError(f"no answer from {url} within {PUBLISH_TIMEOUT:g} s") from None
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+        raise _MaybeStoredError(f"POST {url} failed: {exc}") from None
     except httpx.HTTPError as exc:
         raise _PublishError(f"POST {url} failed: {exc}") from None
     if not response.is_success:
         # Hypercorn, like many HTTP/1.1 servers, sends no reason phrase.
         reason = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
         status = f"{response.status_code} {reason}"
-        raise _PublishError(f"POST {url} answered {status}: {_error_of(response)}")
+        error = _MaybeStoredError if response.status_code == _RETRIED_STATUS else _PublishError
+        raise error(f"POST {url} answered {status}: {_error_of(response)}")
     try:
         event_id = response.json()["id"]
     except (ValueError, KeyError, TypeError):
@@ -84,6 +104,18 @@ def _post(url: str, payload: dict[str, object]) -> str:
     if not isinstance(event_id, str):
         raise _PublishError(f"POST {url} answered {response.status_code} without an event id")
     return event_id
+
+
+def _post_with_one_retry(
+    url: str, payload: dict[str, object], idempotency_key: str, err: TextIO
+) -> str:
+    try:
+        return _post(url, payload, idempotency_key)
+    except _MaybeStoredError as exc:
+        err.write(f"trio-sse publish: {exc}; retrying once with the same Idempotency-Key\n")
+        err.flush()
+    time.sleep(RETRY_DELAY)
+    return _post(url, payload, idempotency_key)
 
 
 def publish(
@@ -95,6 +127,7 @@ def publish(
     event: str | None = None,
     event_id: str | None = None,
     is_json_data: bool = False,
+    idempotency_key: str | None = None,
 ) -> int:
     """Publish one event to ``url`` and print its id to ``out``.
 
@@ -107,13 +140,17 @@ def publish(
         event: The event type.
         event_id: The event id, instead of one the server picks.
         is_json_data: Parse ``data`` as JSON.
+        idempotency_key: Sent as ``Idempotency-Key``; a random one if not given. A
+            publish that gets a 503, a timeout or a broken connection is retried once
+            with it, a second later.
 
     Returns:
         The exit status: 0 if the server accepted the event, else 1.
     """
     try:
         payload = _payload(data, event, event_id, is_json_data=is_json_data)
-        published_id = _post(url, payload)
+        key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+        published_id = _post_with_one_retry(url, payload, key, err)
     except _PublishError as exc:
         err.write(f"trio-sse publish: {exc}\n")
         err.flush()

@@ -104,7 +104,14 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
     history, queue_size = int(args.history), int(args.queue_size)
     if args.broker == MEMORY:
         max_topics = DEFAULT_MAX_TOPICS if args.max_topics is None else int(args.max_topics)
-        yield MemoryBroker(history=history, queue_size=queue_size, max_topics=max_topics)
+        yield MemoryBroker(
+            history=history,
+            history_bytes=int(args.history_bytes),
+            history_ttl=float(args.history_ttl),
+            history_total_bytes=int(args.history_total_bytes),
+            queue_size=queue_size,
+            max_topics=max_topics,
+        )
         return
     try:
         from .redis import DEFAULT_MAX_TOPICS as DEFAULT_REDIS_TOPICS  # noqa: PLC0415

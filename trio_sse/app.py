@@ -5,7 +5,10 @@ Routes:
 * ``GET /events/<topic>``: stream the topic (``text/event-stream``). Resumes after the
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
 * ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
-  answers 202 ``{"id": "..."}``.
+  answers 202 ``{"id": "..."}``. With an ``Idempotency-Key`` header (1 to 128 visible
+  ASCII characters) that an earlier publish to the topic used, while that event is
+  still in history, it publishes nothing and answers that event's id: after a 503 or
+  a broken connection, retry with the same key.
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /livez``: liveness: 200 whenever the process answers.
@@ -38,7 +41,7 @@ from ._errors import (
     InvalidEventError,
     InvalidTopicError,
 )
-from .broker import Broker, MemoryBroker, validate_topic
+from .broker import Broker, MemoryBroker, validate_idempotency_key, validate_topic
 from .protocol import ServerSentEvent
 from .web import (
     DEFAULT_BODY_TIMEOUT,
@@ -146,6 +149,16 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
         return ServerSentEvent(data, event=payload.get("event"), id=payload.get("id"), retry=retry)
     except InvalidEventError as exc:
         _reject(str(exc))
+
+
+def _idempotency_key_of(request: quart.Request) -> str | None:
+    """The request's ``Idempotency-Key``, checked; ``None`` if it has none."""
+    keys = request.headers.getlist("Idempotency-Key")
+    if len(keys) > 1:
+        _reject("give one Idempotency-Key header, not several")
+    if not keys:
+        return None
+    return validate_idempotency_key(keys[0])
 
 
 def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
@@ -304,10 +317,13 @@ def create_app(
         # Check the topic before reading the body: no work for a request we refuse.
         validate_topic(topic)
         _authorize(state, Action.PUBLISH, topic)
+        idempotency_key = _idempotency_key_of(quart.request)
         body = await quart.request.get_data(cache=False)
         assert isinstance(body, bytes)
         event = _event_from_body(body)
-        event_id = await state.broker.publish(topic, event)
+        event_id = await state.broker.publish(topic, event, idempotency_key=idempotency_key)
+        # A repeated key answers exactly as the first request did: a client retrying
+        # after a lost answer cannot tell, and need not.
         return {"id": event_id}, 202
 
     @app.get("/stats")
@@ -320,6 +336,7 @@ def create_app(
             "published": snapshot.published,
             "delivered": snapshot.delivered,
             "dropped": snapshot.dropped,
+            "retained_bytes": snapshot.retained_bytes,
             "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
             "backplane": None
             if backplane is None

@@ -23,8 +23,17 @@ from ._cli_listen import listen, parse_headers
 from ._cli_loadtest import loadtest, parse_drop
 from ._cli_publish import publish
 from ._cli_serve import JWT_KEY_ENV, MEMORY, PUBLISH_TOKEN_ENV, run_serve
+from ._errors import InvalidEventError
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY
-from .broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
+from .broker import (
+    DEFAULT_HISTORY,
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_TOTAL_BYTES,
+    DEFAULT_HISTORY_TTL,
+    DEFAULT_QUEUE_SIZE,
+    ENTRY_OVERHEAD,
+    validate_idempotency_key,
+)
 from .loadtest import DropMethod, LoadTestOptions
 from .server import (
     DEFAULT_BACKLOG,
@@ -94,6 +103,13 @@ def _broker_url(text: str) -> str:
     return text
 
 
+def _idempotency_key(text: str) -> str:
+    try:
+        return validate_idempotency_key(text)
+    except InvalidEventError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-sse", description="Server-Sent Events on Trio: serve, publish and stream."
@@ -146,16 +162,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--history-bytes",
-        type=_count(1),
-        default=4 * 1024 * 1024,
-        help="bytes of events kept per topic (the newest event is kept whatever its size)",
+        type=_count(0),
+        default=DEFAULT_HISTORY_BYTES,
+        metavar="BYTES",
+        help="bytes of history kept per topic (each event counts its frame plus "
+        f"{ENTRY_OVERHEAD} B in memory; its fields with Redis); a larger event is delivered "
+        "but not kept (in memory) or kept alone (Redis)",
     )
     serve_cmd.add_argument(
         "--history-ttl",
         type=_positive_seconds,
-        default=3600.0,
-        help="seconds an event is kept for replay; with Redis, a topic with no publish for "
-        "this long is removed",
+        default=DEFAULT_HISTORY_TTL,
+        metavar="SECONDS",
+        help="seconds an event is kept in history (and its Idempotency-Key remembered); with "
+        "Redis, a topic with no publish for this long is removed",
+    )
+    serve_cmd.add_argument(
+        "--history-total-bytes",
+        type=_count(0),
+        default=DEFAULT_HISTORY_TOTAL_BYTES,
+        metavar="BYTES",
+        help="bytes of history kept in all topics together, oldest events dropped first "
+        "(in-memory broker)",
     )
     serve_cmd.add_argument(
         "--queue-size",
@@ -280,9 +308,11 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--max-topics",
         type=_count(1),
         default=None,
-        help="topics one process holds at once; with Redis also the topics Redis holds for "
-        "all workers together (one counts until --history-ttl after its last publish); "
-        "default: 10000 in memory, 1000 with Redis (one reader connection each)",
+        help="topics held at once: in memory, per process (a new one replaces the topic "
+        "without subscribers that published least recently); with Redis, the topics Redis "
+        "holds for all workers together (one counts until --history-ttl after its last "
+        "publish) and the topics each process reads; default: 10000 in memory, 1000 with "
+        "Redis (one reader connection each)",
     )
 
 
@@ -346,6 +376,14 @@ def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     publish_cmd.add_argument("--data", required=True, metavar="TEXT", help="the event's data")
     publish_cmd.add_argument("--event", metavar="TYPE", help="the event type")
     publish_cmd.add_argument("--id", metavar="ID", help="the event id (default: the server's)")
+    publish_cmd.add_argument(
+        "--idempotency-key",
+        type=_idempotency_key,
+        metavar="KEY",
+        help="1 to 128 visible ASCII characters; a publish repeating an earlier key of "
+        "the topic (while its event is in history) publishes nothing and prints the "
+        "earlier id; default: a random key. A 503 or a lost answer is retried once with it",
+    )
     publish_cmd.add_argument(
         "--json-data",
         action="store_true",
@@ -519,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             event=args.event,
             event_id=args.id,
             is_json_data=args.is_json_data,
+            idempotency_key=args.idempotency_key,
         )
     return run_serve(args)
 

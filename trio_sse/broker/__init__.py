@@ -1,15 +1,22 @@
 """Brokers: topics, fan-out to subscribers, and replay history. Depends on Trio only."""
 
+from ._fanout import LocalFanout as LocalFanout
 from ._interface import MAX_EVENT_ID_LENGTH as MAX_EVENT_ID_LENGTH
 from ._interface import MAX_IDEMPOTENCY_KEY_LENGTH as MAX_IDEMPOTENCY_KEY_LENGTH
 from ._interface import RESET_EVENT_TYPE as RESET_EVENT_TYPE
 from ._interface import BackplaneStatistics as BackplaneStatistics
 from ._interface import Broker as Broker
 from ._interface import BrokerStatistics as BrokerStatistics
+from ._interface import reset_event as reset_event
 from ._interface import validate_idempotency_key as validate_idempotency_key
 from ._interface import validate_topic as validate_topic
 from ._memory import DEFAULT_HISTORY as DEFAULT_HISTORY
+from ._memory import DEFAULT_HISTORY_BYTES as DEFAULT_HISTORY_BYTES
+from ._memory import DEFAULT_HISTORY_TOTAL_BYTES as DEFAULT_HISTORY_TOTAL_BYTES
+from ._memory import DEFAULT_HISTORY_TTL as DEFAULT_HISTORY_TTL
 from ._memory import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
+from ._memory import ENTRY_OVERHEAD as ENTRY_OVERHEAD
+from ._memory import MAX_CHOSEN_ID as MAX_CHOSEN_ID
 from ._memory import MemoryBroker as MemoryBroker
 from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
 from ._subscription import REPLAY_PIECE as REPLAY_PIECE
@@ -21,8 +28,13 @@ from ._subscription import Subscription as Subscription
 
 __all__ = [
     "DEFAULT_HISTORY",
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_HISTORY_TOTAL_BYTES",
+    "DEFAULT_HISTORY_TTL",
     "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
+    "ENTRY_OVERHEAD",
+    "MAX_CHOSEN_ID",
     "MAX_EVENT_ID_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "REPLAY_PIECE",
@@ -32,10 +44,12 @@ __all__ = [
     "BrokerStatistics",
     "CloseReason",
     "FrameSink",
+    "LocalFanout",
     "MemoryBroker",
     "ReplaySource",
     "SinkResult",
     "Subscription",
+    "reset_event",
     "validate_idempotency_key",
     "validate_topic",
 ]

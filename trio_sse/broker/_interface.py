@@ -49,8 +49,10 @@ RESET_EVENT_TYPE: Final = "reset"
 """The type of the event a subscriber gets when its ``Last-Event-ID`` is not in history.
 
 Its data is JSON: ``{"last_event_id": <the id the client sent>, "reason": <text>}``.
-It tells the client that it missed an unknown number of events and should reload
-whatever state it derives from the stream; live events follow.
+It tells the client that it may have missed events and should reload whatever state
+it derives from the stream. The retained events that the broker knows came after the
+client's id follow it, if any (the memory broker's, after a restart or an expiry),
+then live events.
 """
 
 
@@ -86,9 +88,10 @@ def reset_event(last_event_id: str, *, resume_id: str | None) -> ServerSentEvent
 
     Args:
         last_event_id: The id the client asked to resume after.
-        resume_id: The newest id in history, if any. Sent as the notice's own id, so
-            that a reconnect after the notice resumes from there instead of getting
-            a second notice.
+        resume_id: Sent as the notice's own id: where a reconnect after the notice
+            resumes without a second notice. The newest id in history when no
+            replayed event follows the notice; when some do, an id just before them,
+            so that a reconnect after the notice alone gets them again.
     """
     body = {"last_event_id": last_event_id, "reason": "last event id is not in history"}
     return ServerSentEvent(
@@ -127,6 +130,8 @@ class BrokerStatistics:
         published: Events accepted by ``publish()``.
         delivered: Frames queued to subscribers (one per event per subscriber).
         dropped: Subscriptions closed because their queue was full.
+        retained_bytes: Bytes of replay history held in this process, or ``None`` for
+            a broker whose history lives elsewhere.
         backplane: The link to a shared store, or ``None`` for a broker without one.
     """
 
@@ -137,6 +142,7 @@ class BrokerStatistics:
     delivered: int
     dropped: int
     backplane: BackplaneStatistics | None = None
+    retained_bytes: int | None = None
 
 
 class Broker(Protocol):
@@ -177,8 +183,9 @@ class Broker(Protocol):
         """Subscribe to ``topic`` for as long as the context is open.
 
         With ``last_event_id``, every retained event after it is replayed first,
-        then live events follow with no gap and no duplicate. If the id is not in
-        history, a :data:`RESET_EVENT_TYPE` event comes first instead.
+        then live events follow with no gap and no duplicate. If history cannot
+        place the id, a :data:`RESET_EVENT_TYPE` event comes first, then whatever
+        retained events the broker knows came after the id.
 
         Leaving the context by any path (return, error, cancellation) unsubscribes.
 

@@ -1,110 +1,227 @@
-"""The in-memory broker: one process, zero setup, bounded replay history per topic."""
+"""The in-memory broker: one process, zero setup, bounded replay history per topic.
+
+Rules it enforces (each one a bound or an ordering promise):
+
+* A topic's history is the newest contiguous run of its events: at most ``history``
+  events, ``history_bytes`` bytes and ``history_ttl`` seconds old. All topics together
+  hold at most ``history_total_bytes``; past that, the oldest events go first,
+  whatever their topic. An event is counted as its encoded frame plus
+  :data:`ENTRY_OVERHEAD` (and its idempotency key, if any).
+* A topic with no subscribers and nothing retained is forgotten. At ``max_topics``, a
+  new topic replaces the topic without subscribers that published least recently; it
+  is refused only when every topic held has subscribers.
+* Ids are decimal integers that increase per topic. A publisher-chosen id must be
+  above the topic's newest (see :class:`MemoryBroker`).
+* Expiry is lazy (on publish, subscribe and statistics), with an amortised O(1) cost
+  per publish: no task, no timer, no scan of all topics.
+"""
 
 from __future__ import annotations
 
+import bisect
 import collections
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from types import TracebackType
-from typing import Final, NamedTuple
+from typing import Final
 
 import trio
 
-from .._errors import BrokerClosedError, BrokerUnavailableError
+from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..protocol import ServerSentEvent
 from ._fanout import LocalFanout
-from ._interface import BrokerStatistics, reset_event, validate_topic
+from ._interface import BrokerStatistics, reset_event, validate_idempotency_key, validate_topic
 from ._subscription import DEFAULT_QUEUE_SIZE, CloseReason, Subscription
 
-__all__ = ["DEFAULT_HISTORY", "DEFAULT_MAX_TOPICS", "MemoryBroker"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_HISTORY_TOTAL_BYTES",
+    "DEFAULT_HISTORY_TTL",
+    "DEFAULT_MAX_TOPICS",
+    "ENTRY_OVERHEAD",
+    "MAX_CHOSEN_ID",
+    "MemoryBroker",
+]
 
 # Enough to cover a reconnect (3 s by default) at a few hundred events per second,
 # while a full topic holds only a thousand shared frames.
 DEFAULT_HISTORY: Final = 1000
 
-# Topics keep their history after their last subscriber leaves, so without a cap a
-# client publishing to made-up names would grow the process without bound.
+# 1000 events of 4 KiB, or 64 of the largest body the app takes (64 KiB): a topic of
+# big events cannot cost 64 MiB on its own.
+DEFAULT_HISTORY_BYTES: Final = 4 * 1024 * 1024
+
+# Replay is for reconnects, which take seconds; an hour also covers a laptop that
+# slept through a meeting, and lets a quiet topic's history go.
+DEFAULT_HISTORY_TTL: Final = 3600.0
+
+# Well under the memory of a small container (256 MiB), whatever the number of topics.
+DEFAULT_HISTORY_TOTAL_BYTES: Final = 64 * 1024 * 1024
+
+# Topics cost memory even when their history is small; with idle ones forgotten, this
+# caps topics that have subscribers or history at once.
 DEFAULT_MAX_TOPICS: Final = 10_000
 
+# What a retained event costs besides its frame's bytes: the bytes object's header,
+# its entry, its id, its slots in the topic's list and in the process-wide order
+# (276 B measured with tracemalloc on CPython 3.11), rounded up. So that many tiny
+# events cannot hold far more memory than the byte bounds say.
+ENTRY_OVERHEAD: Final = 320
 
-class _Entry(NamedTuple):
-    seq: int  # position in the topic, consecutive, for O(1) replay slicing
-    id: str
-    frame: bytes
+# An idempotency key costs its characters plus this (its str object and dict slot:
+# 69 B measured), rounded up.
+_KEY_OVERHEAD: Final = 96
+
+# The largest id a publisher may choose: the largest integer a JavaScript number holds
+# exactly (a page may parse ids), and far from the length limit of ids.
+MAX_CHOSEN_ID: Final = 2**53 - 1
+
+# Longer than any id this broker issues or accepts: not worth parsing.
+_MAX_ID_DIGITS: Final = 20
 
 
-class _TopicHistory:
-    """The last ``size`` events of one topic, findable by id."""
+def _parse_id(text: str) -> int | None:
+    """The number ``text`` spells in this broker's id form, or ``None``.
 
-    __slots__ = ("_entries", "_position")
+    The form is plain decimal: ASCII digits, no sign, no leading zero, so each number
+    has one spelling and ids compare equal as strings exactly when they do as numbers.
+    """
+    if (
+        not text
+        or len(text) > _MAX_ID_DIGITS
+        or not (text.isascii() and text.isdigit())
+        or (text[0] == "0" and text != "0")
+    ):
+        return None
+    return int(text)
 
-    def __init__(self, size: int) -> None:
-        self._entries: collections.deque[_Entry] = collections.deque(maxlen=size)
-        self._position: dict[str, int] = {}
 
-    def append(self, event_id: str, frame: bytes) -> None:
-        entries = self._entries
-        seq = entries[-1].seq + 1 if entries else 0
-        if entries.maxlen == 0:
-            return
-        if len(entries) == entries.maxlen:
-            oldest = entries[0]
-            # A reused id may point at a newer entry; only forget it if it is this one.
-            if self._position.get(oldest.id) == oldest.seq:
-                del self._position[oldest.id]
-        entries.append(_Entry(seq, event_id, frame))
-        self._position[event_id] = seq
+class _Entry:
+    __slots__ = ("frame", "id", "key", "published_at", "size")
 
-    def after(self, event_id: str) -> list[bytes] | None:
-        """The frames after ``event_id``, or ``None`` if that id is not retained."""
-        seq = self._position.get(event_id)
-        if seq is None:
-            return None
-        entries = self._entries
-        start = seq - entries[0].seq + 1
-        return [entries[i].frame for i in range(start, len(entries))]
+    def __init__(self, event_id: int, frame: bytes, key: str | None, published_at: float) -> None:
+        self.id = event_id
+        self.frame = frame
+        self.key = key
+        self.published_at = published_at
+        self.size = len(frame) + ENTRY_OVERHEAD
+        if key is not None:
+            self.size += len(key) + _KEY_OVERHEAD
+
+
+class _Topic:
+    """One topic's retained events, oldest first, and what is known before them."""
+
+    __slots__ = ("entries", "floor", "head", "keys", "name", "size")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # entries[head:] are retained; a list with a moving head, so that eviction is
+        # O(1) (amortised) and finding an id is a binary search.
+        self.entries: list[_Entry] = []
+        self.head = 0
+        self.size = 0
+        # Every event of this topic with an id above `floor` is retained; before it,
+        # some may be gone. None until the topic's first event.
+        self.floor: int | None = None
+        # Idempotency keys of retained events; a key leaves with its event.
+        self.keys: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.head
 
     @property
-    def newest_id(self) -> str | None:
-        return self._entries[-1].id if self._entries else None
+    def newest(self) -> int | None:
+        """The highest id the topic has had, as far as it knows (retained or not)."""
+        return self.entries[-1].id if len(self) else self.floor
+
+    def after(self, event_id: int) -> list[bytes]:
+        entries = self.entries
+        start = bisect.bisect_right(entries, event_id, lo=self.head, key=_id_of)
+        return [entries[i].frame for i in range(start, len(entries))]
+
+
+def _id_of(entry: _Entry) -> int:
+    return entry.id
 
 
 class MemoryBroker:
     """A :class:`~trio_sse.broker.Broker` that lives in this process's memory.
 
-    Event ids it assigns are decimal integers that increase by one per publish,
+    Event ids are decimal integers. Those it assigns increase by one per publish,
     across all topics. The counter starts from the wall clock in microseconds, so a
     restarted server never hands out an id that a client saw from the previous run
     (unless more than a million events per second were published for the whole of
-    that run, or the clock went back): a stale ``Last-Event-ID`` gets a ``reset``
-    notice rather than a wrong replay.
+    that run, or the clock went back).
+
+    A publisher may choose an event's id: a decimal integer from 1 to
+    :data:`MAX_CHOSEN_ID`, without sign or leading zero, above the newest id of its
+    topic (so ids increase per topic, as readers resuming with ``Last-Event-ID``
+    need). The counter then moves past it, so later assigned ids stay above it.
+    Anything else raises :class:`InvalidEventError`. The broker can check only
+    against what it still holds: a publisher that keeps its own sequence keeps it
+    increasing across restarts and quiet periods.
+
+    Resuming: a ``Last-Event-ID`` at or above the topic's horizon (the last id it
+    forgot, or just below its first) gets exactly the retained events above it. One
+    below the horizon (its events expired, or it comes from before a restart) gets a
+    ``reset`` notice, then every retained event of the topic: ids increase across
+    restarts, so they all came after it. Any other id (not a number, or one never
+    issued) gets a ``reset`` notice, then live events.
 
     Args:
-        history: Events retained per topic for ``Last-Event-ID`` replay. 0 disables replay.
+        history: Events retained per topic for ``Last-Event-ID`` replay and for
+            idempotency keys. 0 disables both.
+        history_bytes: Bytes retained per topic (frames plus :data:`ENTRY_OVERHEAD`
+            each); an event larger than this is delivered but not retained.
+        history_ttl: Seconds an event is retained.
+        history_total_bytes: Bytes retained in all topics together; past it the
+            oldest events of any topic go first.
         queue_size: Frames a subscriber may have queued before it is dropped as slow.
-        max_topics: Topics (with history or subscribers) held at once; a publish or
-            subscribe that would add one more raises ``BrokerUnavailableError``.
-            Memory is bounded by about ``max_topics * history`` frames.
+        max_topics: Topics (with history or subscribers) held at once. A new one
+            replaces the topic without subscribers that published least recently; if
+            every topic has subscribers it is refused with ``BrokerUnavailableError``.
     """
 
     def __init__(
         self,
         *,
         history: int = DEFAULT_HISTORY,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
+        history_total_bytes: int = DEFAULT_HISTORY_TOTAL_BYTES,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
         if history < 0:
             raise ValueError(f"history must be >= 0, got {history}")
+        if history_bytes < 0:
+            raise ValueError(f"history_bytes must be >= 0, got {history_bytes}")
+        if not history_ttl > 0:
+            raise ValueError(f"history_ttl must be > 0 seconds, got {history_ttl}")
+        if history_total_bytes < 0:
+            raise ValueError(f"history_total_bytes must be >= 0, got {history_total_bytes}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if max_topics < 1:
             raise ValueError(f"max_topics must be >= 1, got {max_topics}")
         self._max_topics = max_topics
         self._history_size = history
+        self._history_bytes = history_bytes
+        self._history_ttl = history_ttl
+        self._history_total_bytes = history_total_bytes
         self._queue_size = queue_size
-        self._histories: dict[str, _TopicHistory] = {}
+        self._topics: dict[str, _Topic] = {}
+        # Every retained event of every topic, oldest first: the order of expiry and
+        # of the process-wide byte bound. An OrderedDict, since events also leave
+        # from the middle (their topic's own bounds), in O(1).
+        self._retained: collections.OrderedDict[_Entry, _Topic] = collections.OrderedDict()
+        self._retained_bytes = 0
+        # Topics without subscribers, least recently published first: the ones a new
+        # topic may replace at max_topics.
+        self._unwatched: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._fanout = LocalFanout()
         self._last_id = time.time_ns() // 1000
         self._published = 0
@@ -119,34 +236,172 @@ class MemoryBroker:
     ) -> str:
         """Publish ``event``; see :meth:`trio_sse.broker.Broker.publish`.
 
+        Raises:
+            InvalidEventError: ``event.id`` is not an id this broker accepts (see the
+                class's rules), or ``idempotency_key`` is malformed.
+            BrokerUnavailableError: ``topic`` is new and every one of the
+                ``max_topics`` topics held has subscribers.
+
         Cancellation: the one checkpoint comes first, so a cancelled publish
         publishes nothing, and one that passed it completes in full.
         """
-        if idempotency_key is not None:  # issue 12: being built on its own branch
-            raise NotImplementedError("idempotent publishing is not built yet")
         validate_topic(topic)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        chosen = None if event.id is None else self._check_id_form(event.id)
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
-        event_id = event.id
-        if event_id is None:
-            self._last_id += 1
-            event_id = str(self._last_id)
-            event = replace(event, id=event_id)
-        history = self._histories.get(topic)
-        if history is None:
-            self._check_new_topic(topic)
-            history = self._histories[topic] = _TopicHistory(self._history_size)
+        now = trio.current_time()
+        self._expire(now)
+        state = self._topics.get(topic)
+        if idempotency_key is not None and state is not None:
+            earlier = state.keys.get(idempotency_key)
+            if earlier is not None:
+                return str(earlier.id)
+        event_id = self._next_id(topic, state, chosen)
+        if chosen is None:
+            event = replace(event, id=str(event_id))
         frame = event.encode()
-        history.append(event_id, frame)
+        entry = _Entry(event_id, frame, idempotency_key, now)
+        if self._is_retainable(entry):
+            if state is None:
+                state = self._new_topic(topic)
+            self._retain(state, entry)
+        elif state is not None:
+            # Not retained, so nothing before it may be: history stays contiguous.
+            self._forget_all(state)
+            state.floor = event_id
         self._published += 1
         self._fanout.deliver(topic, frame)
-        return event_id
+        if state is not None:
+            self._check_watched(state)
+        return str(event_id)
+
+    def _next_id(self, topic: str, state: _Topic | None, chosen: int | None) -> int:
+        if chosen is None:
+            self._last_id += 1
+            return self._last_id
+        newest = None if state is None else state.newest
+        if newest is not None and chosen <= newest:
+            raise InvalidEventError(
+                f"event id {chosen} is not above {newest}, the newest id of topic "
+                f"{topic!r}: ids must increase per topic (leave the id out to get one)"
+            )
+        # Later assigned ids stay above it.
+        self._last_id = max(self._last_id, chosen)
+        return chosen
+
+    def _check_watched(self, state: _Topic) -> None:
+        """After its subscribers changed: list the topic as unwatched, or forget it."""
+        if self._fanout.has_subscribers(state.name):
+            return
+        if len(state):
+            self._unwatched[state.name] = None
+            self._unwatched.move_to_end(state.name)
+        else:
+            self._drop(state)
+
+    def _check_id_form(self, event_id: str) -> int:
+        number = _parse_id(event_id)
+        if number is None or not 1 <= number <= MAX_CHOSEN_ID:
+            raise InvalidEventError(
+                f"an event id must be a decimal integer from 1 to {MAX_CHOSEN_ID} "
+                f"(no sign, no leading zero), got {event_id!r:.80}; leave it out to get one"
+            )
+        return number
+
+    def _is_retainable(self, entry: _Entry) -> bool:
+        return (
+            self._history_size > 0
+            and entry.size <= self._history_bytes
+            and entry.size <= self._history_total_bytes
+        )
+
+    def _retain(self, state: _Topic, entry: _Entry) -> None:
+        if state.floor is None:
+            state.floor = entry.id - 1
+        state.entries.append(entry)
+        state.size += entry.size
+        if entry.key is not None:
+            state.keys[entry.key] = entry
+        self._retained[entry] = state
+        self._retained_bytes += entry.size
+        while len(state) > self._history_size or state.size > self._history_bytes:
+            self._forget_oldest(state)
+        # The new entry fits the total on its own, so this stops before reaching it.
+        while self._retained_bytes > self._history_total_bytes:
+            owner = next(iter(self._retained.values()))
+            self._forget_oldest(owner)
+            if not len(owner) and not self._fanout.has_subscribers(owner.name):
+                self._drop(owner)
+
+    def _forget_oldest(self, state: _Topic) -> None:
+        entry = state.entries[state.head]
+        state.head += 1
+        state.size -= entry.size
+        state.floor = entry.id
+        if entry.key is not None and state.keys.get(entry.key) is entry:
+            del state.keys[entry.key]
+        del self._retained[entry]
+        self._retained_bytes -= entry.size
+        if state.head == len(state.entries):
+            state.entries.clear()
+            state.head = 0
+        elif state.head >= 64 and state.head * 2 >= len(state.entries):
+            # Compact once half the list is dead: O(1) amortised per eviction.
+            del state.entries[: state.head]
+            state.head = 0
+
+    def _forget_all(self, state: _Topic) -> None:
+        while len(state):
+            self._forget_oldest(state)
+
+    def _expire(self, now: float) -> None:
+        """Forget events older than ``history_ttl``: O(1) per event forgotten."""
+        cutoff = now - self._history_ttl
+        retained = self._retained
+        while retained:
+            oldest, owner = next(iter(retained.items()))
+            if oldest.published_at > cutoff:
+                return
+            self._forget_oldest(owner)
+            if not len(owner) and not self._fanout.has_subscribers(owner.name):
+                self._drop(owner)
+
+    def _new_topic(self, topic: str) -> _Topic:
+        if len(self._topics) >= self._max_topics:
+            self._make_room()
+        state = self._topics[topic] = _Topic(topic)
+        return state
+
+    def _make_room(self) -> None:
+        while self._unwatched:
+            name, _ = self._unwatched.popitem(last=False)
+            state = self._topics.get(name)
+            if state is not None and not self._fanout.has_subscribers(name):
+                self._forget_all(state)
+                self._drop(state)
+                return
+        raise BrokerUnavailableError(
+            f"this process already holds {self._max_topics} topics with subscribers (max_topics)"
+        )
+
+    def _drop(self, state: _Topic) -> None:
+        self._forget_all(state)
+        self._unwatched.pop(state.name, None)
+        if self._topics.get(state.name) is state:
+            del self._topics[state.name]
 
     def subscribe(
         self, topic: str, *, last_event_id: str | None = None
     ) -> AbstractAsyncContextManager[Subscription]:
-        """Subscribe to ``topic``; see :meth:`trio_sse.broker.Broker.subscribe`."""
+        """Subscribe to ``topic``; see :meth:`trio_sse.broker.Broker.subscribe`.
+
+        Raises:
+            BrokerUnavailableError: ``topic`` is new and every one of the
+                ``max_topics`` topics held has subscribers.
+        """
         # A class, not an @asynccontextmanager: a suspended generator frame per open
         # stream cost 0.8 KiB.
         return _Subscribed(self, topic, last_event_id)
@@ -156,45 +411,60 @@ class MemoryBroker:
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
-        if topic not in self._histories:
-            self._check_new_topic(topic)
+        self._expire(trio.current_time())
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._new_topic(topic)
         # From here to add() nothing checkpoints, so no publish can slip between the
         # replay snapshot and the registration: no gap and no duplicate.
-        backlog: list[bytes] = []
-        if last_event_id is not None:
-            history = self._histories.get(topic)
-            replay = history.after(last_event_id) if history is not None else None
-            if replay is None:
-                newest = history.newest_id if history is not None else None
-                backlog = [reset_event(last_event_id, resume_id=newest).encode()]
-            else:
-                backlog = replay
+        backlog = [] if last_event_id is None else self._replay(state, last_event_id)
         subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
         self._fanout.add(subscription)
+        self._unwatched.pop(topic, None)
         return subscription
+
+    def _replay(self, state: _Topic, last_event_id: str) -> list[bytes]:
+        """The frames a subscriber resuming after ``last_event_id`` gets first."""
+        asked = _parse_id(last_event_id)
+        if asked is None or asked > self._last_id:
+            # Not an id this broker issued: nothing can be placed after it.
+            newest = state.newest
+            resume = None if newest is None else str(newest)
+            return [reset_event(last_event_id, resume_id=resume).encode()]
+        if state.floor is not None and asked >= state.floor:
+            return state.after(asked)
+        # Some events after it may be gone (expired, or before a restart); those
+        # retained all came after it, since ids increase across restarts.
+        resume = None if state.floor is None or not len(state) else str(state.floor)
+        notice = reset_event(last_event_id, resume_id=resume).encode()
+        return [notice, *state.after(asked)]
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         self._fanout.remove(subscription)
-
-    def _check_new_topic(self, topic: str) -> None:
-        # Called only for a topic without history; it may still have subscribers.
-        if topic in self._fanout.topics():
-            return
-        if len(self._histories.keys() | self._fanout.topics()) >= self._max_topics:
-            raise BrokerUnavailableError(
-                f"this process already holds {self._max_topics} topics (max_topics)"
-            )
+        state = self._topics.get(subscription.topic)
+        if state is not None:
+            self._check_watched(state)
 
     def statistics(self) -> BrokerStatistics:
-        """Return a snapshot of the counters; see :class:`~trio_sse.broker.BrokerStatistics`."""
+        """Return a snapshot of the counters; see :class:`~trio_sse.broker.BrokerStatistics`.
+
+        Inside a Trio run, expired history is forgotten first.
+        """
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # outside trio.run: nothing to compare ages with
+            pass
+        else:
+            self._expire(now)
         fanout = self._fanout
         return BrokerStatistics(
             subscribers=fanout.subscriber_count,
             subscribers_per_topic=fanout.per_topic(),
-            topics=len(self._histories.keys() | fanout.topics()),
+            topics=len(self._topics),
             published=self._published,
             delivered=fanout.delivered,
             dropped=fanout.dropped,
+            retained_bytes=self._retained_bytes,
         )
 
     async def ping(self) -> None:

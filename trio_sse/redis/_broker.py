@@ -6,7 +6,7 @@ idempotency check, the topic cap, the ``XADD`` and the trim to ``history`` entri
 assigns is the event id, so ``Last-Event-ID`` means the same on every worker. In each
 process, one reader task per topic with local subscribers blocks in ``XREAD`` and fans
 what it reads out to those subscribers through
-:class:`~trio_sse.broker._fanout.LocalFanout`, exactly as the memory broker does from
+:class:`~trio_sse.broker.LocalFanout`, exactly as the memory broker does from
 ``publish()``. No subscriber ever holds a Redis connection of its own.
 
 The hand-over from replay to live, without a gap or a duplicate, rests on one
@@ -36,15 +36,17 @@ from coredis.response.types import StreamEntry
 
 from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..broker import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_TTL,
     BackplaneStatistics,
     BrokerStatistics,
     CloseReason,
+    LocalFanout,
     Subscription,
+    reset_event,
     validate_idempotency_key,
     validate_topic,
 )
-from ..broker._fanout import LocalFanout
-from ..broker._interface import reset_event
 from ..protocol import ServerSentEvent
 from . import _scripts
 from ._entries import entry_frame, entry_from_reply, fields_of, previous_id
@@ -69,11 +71,9 @@ DEFAULT_KEY_PREFIX: Final = "trio_sse:topic:"
 # means it is down or stuck, and a publisher is better told so than left waiting.
 DEFAULT_TIMEOUT: Final = 5.0
 
-# History per topic, besides its count: the bytes of its events' fields (the newest
-# event is kept whatever its size), and its age. A topic with no publish for
-# DEFAULT_HISTORY_TTL disappears from Redis.
-DEFAULT_HISTORY_BYTES: Final = 4 * 1024 * 1024
-DEFAULT_HISTORY_TTL: Final = 3600.0
+# History per topic, besides its count, is bounded as in memory (the defaults are the
+# memory broker's): the bytes of its events' fields (the newest event is kept whatever
+# its size), and its age. A topic with no publish for history_ttl disappears from Redis.
 
 # Each topic with local subscribers has its own reader and so its own blocked Redis
 # connection. Redis allows 10,000 clients by default, shared by every worker.

@@ -8,6 +8,8 @@ the publish path, which stays free of metric updates:
   busiest topics; the rest are summed under ``topic="_other"``, so a client that
   opens thousands of topics cannot blow up the series count;
 * ``trio_sse_published_total``, ``trio_sse_delivered_total``, ``trio_sse_dropped_total``;
+* ``trio_sse_history_retained_bytes``: bytes of replay history held in this process
+  (brokers that keep history here only);
 * ``trio_sse_streams_refused_total``: requests refused by the stream caps;
 * ``trio_sse_disconnects_total{reason}``: how streams ended (``client_closed``,
   ``slow_consumer``, ``shutdown``, ``auth_expired``, ``unavailable``, ``ended``,
@@ -77,6 +79,12 @@ class _BrokerCollector(Collector):
             "trio_sse_topics", "Topics with subscribers or history.", stats.topics
         )
         yield CounterMetricFamily("trio_sse_published", "Events published.", stats.published)
+        if stats.retained_bytes is not None:
+            yield GaugeMetricFamily(
+                "trio_sse_history_retained_bytes",
+                "Bytes of replay history held in this process.",
+                stats.retained_bytes,
+            )
         yield CounterMetricFamily(
             "trio_sse_delivered",
             "Events queued to subscribers (one per subscriber).",
