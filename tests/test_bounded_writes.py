@@ -148,7 +148,9 @@ async def test_http2_streams_with_a_closed_window_are_bounded_and_reset() -> Non
 async def test_a_stale_reconnect_costs_a_piece_not_the_history() -> None:
     history = 400
     stalled = 8
-    broker = MemoryBroker(history=history + 1)
+    broker = MemoryBroker(
+        history=history + 1, history_bytes=64 * 2**20, history_total_bytes=64 * 2**20
+    )
     async with running_server(broker=broker, tcp_user_timeout=30) as server:
         first = await server.broker.publish("replay", ServerSentEvent("start"))
         for seq in range(history):
@@ -181,7 +183,7 @@ async def test_a_stale_reconnect_costs_a_piece_not_the_history() -> None:
 
 
 async def test_a_stale_reconnect_over_http2_is_written_in_pieces() -> None:
-    broker = MemoryBroker(history=101)
+    broker = MemoryBroker(history=101, history_bytes=16 * 2**20)
     async with running_server(broker=broker) as server:
         first = await server.broker.publish("replay", ServerSentEvent("start"))
         for seq in range(100):
