@@ -271,7 +271,7 @@ def create_app(
         app.asgi_app, max_streams=max_streams, max_streams_per_ip=max_streams_per_ip
     )
     # Outermost, so a request waiting for its body holds no stream slot.
-    app.asgi_app = BodyLimiter(  # type: ignore[method-assign]
+    app.asgi_app = BodyLimiter(  # type: ignore[method-assign, assignment]
         limiter, timeout=body_timeout, max_size=max_body_size
     )
     broker = broker if broker is not None else MemoryBroker()

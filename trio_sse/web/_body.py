@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable
 from typing import Final
 
 import trio
@@ -75,27 +76,36 @@ class BodyLimiter:
         self.timed_out = 0
         self.too_large = 0
 
-    async def __call__(
+    def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    ) -> Awaitable[None]:
+        # Not a coroutine, and the app called from here rather than from the reading
+        # coroutine: an open stream then holds no frame of this middleware (1 KiB).
         if scope["type"] == "http":
-            await self._read_then_call(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._read_then_call(scope, receive, send)
+        return self.app(scope, receive, send)
 
     async def _read_then_call(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        body = await self._read(scope, receive, send)
+        if body is not None:
+            await self.app(scope, _Replay(body, receive), send)
+
+    async def _read(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> bytes | None:
+        """The whole body, or ``None`` once the request is answered (or its client left)."""
         if _declared_length(scope) > self.max_size:
             await self._too_large(scope, send)
-            return
+            return None
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_after(self.timeout) as deadline:
             while size <= self.max_size:
                 message = await receive()
                 if message["type"] != "http.request":
-                    return  # http.disconnect: nobody left to answer
+                    return None  # http.disconnect: nobody left to answer
                 body = message.get("body", b"")
                 size += len(body)
                 chunks.append(body)
@@ -104,17 +114,12 @@ class BodyLimiter:
         # Answered outside the deadline's scope, which must not cut the answer short.
         if size > self.max_size:
             await self._too_large(scope, send)
-            return
+            return None
         if deadline.cancelled_caught:
             self.timed_out += 1
             await _answer(scope, send, 408, f"request body not complete within {self.timeout:g} s")
-            return
-        whole: HTTPRequestEvent = {
-            "type": "http.request",
-            "body": b"".join(chunks),
-            "more_body": False,
-        }
-        await self.app(scope, _Replay(whole, receive), send)
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _too_large(self, scope: HTTPScope, send: ASGISendCallable) -> None:
         self.too_large += 1
@@ -122,24 +127,29 @@ class BodyLimiter:
 
 
 class _Replay:
-    """A ``receive`` that gives the body read already, then the server's messages.
+    """A ``receive`` that gives the body read already, then is the server's own.
 
-    A small object rather than a closure: an open stream keeps it for its lifetime.
+    A small object rather than a closure, and not a coroutine: an open stream keeps it
+    for its lifetime, and waits in the server's ``receive`` with no frame of ours.
     """
 
-    __slots__ = ("_first", "_receive")
+    __slots__ = ("_body", "_receive")
 
-    def __init__(self, first: HTTPRequestEvent, receive: ASGIReceiveCallable) -> None:
-        self._first: HTTPRequestEvent | None = first
+    def __init__(self, body: bytes, receive: ASGIReceiveCallable) -> None:
+        self._body: bytes | None = body
         self._receive = receive
 
-    async def __call__(self) -> ASGIReceiveEvent:
-        first, self._first = self._first, None
-        if first is not None:
-            # Async means checkpoint: every receive yields, as the server's does.
-            await trio.lowlevel.checkpoint()
-            return first
-        return await self._receive()
+    def __call__(self) -> Awaitable[ASGIReceiveEvent]:
+        body, self._body = self._body, None
+        if body is None:
+            return self._receive()
+        return _whole_body(body)
+
+
+async def _whole_body(body: bytes) -> HTTPRequestEvent:
+    # Async means checkpoint: every receive yields, as the server's does.
+    await trio.lowlevel.checkpoint()
+    return {"type": "http.request", "body": body, "more_body": False}
 
 
 def _declared_length(scope: HTTPScope) -> int:

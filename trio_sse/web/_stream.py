@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Final, Self
@@ -266,12 +266,19 @@ class EventStreamBody(ResponseBody):
         self._last_chunk_at = now
         return _HEARTBEAT
 
-    async def _next_batch(self, subscription: Subscription) -> bytes | None:
-        """The next chunk: a piece of replay while one is pending, else :meth:`_next_live`."""
+    def _next_batch(self, subscription: Subscription) -> Awaitable[bytes | None]:
+        """The next chunk: a piece of replay while one is pending, else :meth:`_next_live`.
+
+        Not a coroutine itself: a waiting stream holds one frame fewer (0.3 KiB).
+        """
         if subscription.replay_pending:
-            replayed = await self._next_replayed(subscription)
-            if replayed is not None or self._end is not None:
-                return replayed
+            return self._next_replayed_or_live(subscription)
+        return self._next_live(subscription)
+
+    async def _next_replayed_or_live(self, subscription: Subscription) -> bytes | None:
+        replayed = await self._next_replayed(subscription)
+        if replayed is not None or self._end is not None:
+            return replayed
         return await self._next_live(subscription)
 
     async def _next_live(self, subscription: Subscription) -> bytes | None:
