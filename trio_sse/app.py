@@ -4,8 +4,10 @@ Routes:
 
 * ``GET /events/<topic>``: stream the topic (``text/event-stream``). Resumes after the
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
-* ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
-  answers 202 ``{"id": "..."}``.
+* ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``
+  with ``Content-Type: application/json``; answers 202 ``{"id": "..."}``, or 415 for
+  any other content type (what keeps other sites' pages from publishing: see
+  ``_check_json_content_type``).
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /livez``: liveness: 200 whenever the process answers.
@@ -59,7 +61,15 @@ from .web import (
 )
 from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_RETRY",
+    "MAX_INT_DIGITS",
+    "AppState",
+    "app",
+    "create_app",
+    "state_of",
+]
 
 # A chat message or a metrics sample is far smaller; a body this size is a mistake
 # or an attack, and one event is fanned out to every subscriber.
@@ -67,6 +77,10 @@ DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024
 
 # The EventSource default, made explicit so that clients of every kind agree.
 DEFAULT_RETRY: Final = 3000
+
+# Longest integer a publish body may hold, in digits: a JSON number is a double to
+# most clients, exact only up to 16 digits.
+MAX_INT_DIGITS: Final = 1000
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 
@@ -110,9 +124,28 @@ def _reject_constant(name: str) -> NoReturn:
     _reject(f"body is not valid JSON: {name} is not allowed")
 
 
+def _parse_int(text: str) -> int:
+    # Checked before converting: Python refuses (ValueError) integers over its
+    # int_max_str_digits, and converting one costs time quadratic in its length.
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        _reject(f"number out of range: an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # It would be sent on as Infinity, which is not JSON.
+        _reject(f"number out of range: {text[:40]} is not a finite double")
+    return value
+
+
 def _event_from_body(body: bytes) -> ServerSentEvent:
     try:
-        payload: Any = json.loads(body, parse_constant=_reject_constant)
+        payload: Any = json.loads(
+            body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         _reject(f"body is not valid JSON: {exc}")
     except RecursionError:
@@ -142,6 +175,24 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
         return ServerSentEvent(data, event=payload.get("event"), id=payload.get("id"), retry=retry)
     except InvalidEventError as exc:
         _reject(str(exc))
+
+
+def _check_json_content_type(request: quart.Request) -> None:
+    """Refuse a publish whose body is not declared JSON (415).
+
+    A page on any site may send a ``text/plain``, form or multipart ``POST`` to any
+    server without asking it first; ``application/json`` needs a CORS preflight, which
+    only the origins of ``create_app(cors=...)`` pass. So this header is what keeps
+    other sites' pages from publishing to an open server.
+    """
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+        got = request.headers.get("Content-Type")
+        _reject(
+            "publishing needs Content-Type: application/json (UTF-8), "
+            f"got {'none' if got is None else repr(got[:100])}",
+            415,
+        )
 
 
 def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
@@ -286,6 +337,7 @@ def create_app(
         # Check the topic before reading the body: no work for a request we refuse.
         validate_topic(topic)
         _authorize(state, Action.PUBLISH, topic)
+        _check_json_content_type(quart.request)
         body = await quart.request.get_data(cache=False)
         assert isinstance(body, bytes)
         event = _event_from_body(body)
