@@ -26,7 +26,7 @@ from tests.wire import TIMEOUT, Server, SSEConnection, running_server
 from trio_sse import MemoryBroker, ServerSentEvent, event_stream
 from trio_sse.app import _BadRequestError, _event_from_body
 from trio_sse.cli import main
-from trio_sse.web import AuthConfig, CorsPolicy
+from trio_sse.web import Action, AuthConfig, Authorizer, CorsPolicy, Credentials
 
 SECRET = "k" * 32
 HUGE_INT = "9" * 5000  # over Python's int-to-str limit (4300 digits)
@@ -186,7 +186,15 @@ def test_parser_refuses_numbers_out_of_range_at_any_depth(body: str, problem: st
 def test_parser_keeps_ordinary_numbers_exactly() -> None:
     body = b'{"data": [0, -1, 1.5, 1e308, -2.5e-300, 12345678901234567890, ' + b"9" * 1000 + b"]}"
     event = _event_from_body(body)
-    assert json.loads(event.data) == [0, -1, 1.5, 1e308, -2.5e-300, 12345678901234567890, 10**1000 - 1]
+    assert json.loads(event.data) == [
+        0,
+        -1,
+        1.5,
+        1e308,
+        -2.5e-300,
+        12345678901234567890,
+        10**1000 - 1,
+    ]
 
 
 async def test_numbers_out_of_range_get_400_and_a_subscriber_gets_only_real_events() -> None:
@@ -242,7 +250,11 @@ async def test_publish_without_json_content_type_gets_415(content_type: str | No
             assert "application/json" in refused.json()["error"]
             assert server.broker.statistics().published == 0
             # The subscriber gets the real events, and only them.
-            for accepted in ("application/json", "application/json; charset=utf-8", "Application/JSON"):
+            for accepted in (
+                "application/json",
+                "application/json; charset=utf-8",
+                "Application/JSON",
+            ):
                 response = await server.http.post(
                     "/events/t", content=b'{"data": "real"}', headers={"Content-Type": accepted}
                 )
@@ -254,7 +266,7 @@ async def test_publish_without_json_content_type_gets_415(content_type: str | No
             await subscriber.close_fin()
 
 
-async def test_cross_origin_json_publish_still_gets_its_preflight_and_text_plain_is_refused() -> None:
+async def test_cross_origin_json_publish_gets_its_preflight_and_text_plain_is_refused() -> None:
     page = "https://page.example"
     async with running_server(cors=CorsPolicy.allowing([page])) as server:
         preflight = await server.http.options(
@@ -325,12 +337,12 @@ async def test_jwt_time_claims_must_be_numbers_in_range(claims: dict[str, Any], 
 
 
 def test_jwt_ordinary_time_claims_are_accepted() -> None:
-    from trio_sse.web import Action, Authorizer, Credentials
-
     now = time.time()
     token = signed(exp=int(now) + 60, nbf=now - 1, iat=int(now))
     authorizer = Authorizer(AuthConfig(jwt_key=SECRET))
-    grant = authorizer.authorize(Action.SUBSCRIBE, "t", Credentials(authorization=f"Bearer {token}"))
+    grant = authorizer.authorize(
+        Action.SUBSCRIBE, "t", Credentials(authorization=f"Bearer {token}")
+    )
     assert grant.expires_at == int(now) + 60
 
 
@@ -350,12 +362,13 @@ def rsa_keys() -> tuple[rsa.RSAPrivateKey, bytes, bytes]:
 def test_auth_config_refuses_a_key_that_does_not_suit_its_algorithms() -> None:
     # Before: all accepted; every token was then refused (or, with a private key, 500).
     _, public_pem, private_pem = rsa_keys()
-    for key, algorithms, problem in [
+    cases: list[tuple[str | bytes, tuple[str, ...], str]] = [
         (public_pem, ("HS256",), "HS256"),
         (public_pem, ("HS256", "RS256"), "mixes HS\\* and RS\\*"),
         (SECRET, ("RS256",), "RS256"),
         (private_pem, ("RS256",), "private key"),
-    ]:
+    ]
+    for key, algorithms, problem in cases:
         with pytest.raises(ValueError, match=problem):
             AuthConfig(jwt_key=key, jwt_algorithms=algorithms)
     AuthConfig(jwt_key=public_pem, jwt_algorithms=("RS256", "RS512"))

@@ -147,9 +147,7 @@ def _check_jwt_key(key: str | bytes, algorithms: Sequence[str]) -> None:
             ) from None
         except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
             found = "a PEM public key" if jwt_key_family(key) == "RS" else "not a PEM public key"
-            raise ValueError(
-                f"jwt_key does not suit {algorithm}: it is {found} ({exc})"
-            ) from None
+            raise ValueError(f"jwt_key does not suit {algorithm}: it is {found} ({exc})") from None
         if algorithm.startswith("RS"):
             from cryptography.hazmat.primitives.asymmetric.rsa import (  # noqa: PLC0415
                 RSAPrivateKey,  # cryptography is there: prepare_key needed it

@@ -65,9 +65,7 @@ class EventStreamConnection(TrioASGIHTTPConnection):
         self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
     ) -> None:
         response = await self.app.handle_request(request)
-        if isinstance(response, quart.Response) and isinstance(
-            response.response, EventStreamBody
-        ):
+        if isinstance(response, quart.Response) and isinstance(response.response, EventStreamBody):
             start = cast(
                 HTTPResponseStartEvent,
                 {

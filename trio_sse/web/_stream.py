@@ -423,9 +423,7 @@ def event_stream(
         # body, so nothing to subscribe: an empty body (no Content-Length, as for the
         # GET) ends the response at once, under any connection class, and a HEAD
         # holds neither a subscription nor a stream slot.
-        head: quart.Response = quart.current_app.response_class(
-            (), status=200, headers=SSE_HEADERS
-        )
+        head: quart.Response = quart.current_app.response_class((), status=200, headers=SSE_HEADERS)
         return head
     parts = [encode_retry(retry)] if retry is not None else []
     parts.append(_OPENED)
