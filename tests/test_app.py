@@ -8,6 +8,8 @@ from tests.wire import SSEConnection, running_server
 from trio_sse import MemoryBroker
 from trio_sse.app import create_app
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_publish_answers_202_with_the_id() -> None:
     async with running_server() as server:
@@ -88,7 +90,7 @@ async def test_bad_publish_gets_400_naming_the_problem_and_publishes_nothing(
     path: str, content: bytes, problem: str
 ) -> None:
     async with running_server(max_body_size=1_000_000) as server:
-        response = await server.http.post(path, content=content)
+        response = await server.http.post(path, content=content, headers=JSON)
         assert response.status_code == 400, response.text
         assert problem in response.json()["error"]
         assert server.broker.statistics().published == 0
@@ -97,14 +99,18 @@ async def test_bad_publish_gets_400_naming_the_problem_and_publishes_nothing(
 async def test_oversized_body_gets_413_and_publishes_nothing() -> None:
     async with running_server(max_body_size=1000) as server:
         body = b'{"data": "' + b"x" * 1000 + b'"}'
-        response = await server.http.post("/events/t", content=body)
+        response = await server.http.post("/events/t", content=body, headers=JSON)
         assert response.status_code == 413
         assert "1000-byte limit" in response.json()["error"]
 
         async def chunked() -> object:  # no Content-Length: the limit must still hold
             yield body
 
-        response = await server.http.post("/events/t", content=chunked())  # type: ignore[arg-type]
+        response = await server.http.post(
+            "/events/t",
+            content=chunked(),  # type: ignore[arg-type]
+            headers=JSON,
+        )
         assert response.status_code == 413
         assert server.broker.statistics().published == 0
         ok = await server.http.post("/events/t", json={"data": "x" * 900})

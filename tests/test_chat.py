@@ -64,9 +64,25 @@ async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
 async def test_chat_rejects_bad_messages(body: bytes, problem: str) -> None:
     broker = MemoryBroker()
     async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
-        response = await server.http.post("/chat", content=body)
+        response = await server.http.post(
+            "/chat", content=body, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 400
         assert problem in response.json()["error"]
+        assert broker.statistics().published == 0
+
+
+async def test_chat_refuses_a_message_that_is_not_declared_json() -> None:
+    # What another site's page can send without a preflight: text/plain.
+    broker = MemoryBroker()
+    async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
+        response = await server.http.post(
+            "/chat",
+            content=b'{"user": "ana", "text": "forged"}',
+            headers={"Content-Type": "text/plain"},
+        )
+        assert response.status_code == 415
+        assert "application/json" in response.json()["error"]
         assert broker.statistics().published == 0
 
 

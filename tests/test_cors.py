@@ -91,7 +91,11 @@ async def test_app_answers_allowed_origins_on_streams_posts_errors_and_preflight
         assert event.data == "hi"
 
         # An error answer is readable too, so the page can show why.
-        refused = await server.http.post("/events/news", content=b"nope", headers={"Origin": PAGE})
+        refused = await server.http.post(
+            "/events/news",
+            content=b"nope",
+            headers={"Origin": PAGE, "Content-Type": "application/json"},
+        )
         assert refused.status_code == 400
         assert refused.headers["access-control-allow-origin"] == PAGE
 

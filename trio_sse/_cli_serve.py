@@ -25,6 +25,7 @@ from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
 from .server import check_tls_files, listen_socket, serve, use_server_gc_policy
 from .web import AuthConfig, CorsPolicy
+from .web._auth import jwt_key_family
 
 __all__ = ["MEMORY", "run_serve"]
 
@@ -84,11 +85,23 @@ def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> A
                 jwt_key = key_file.read().strip()
         except OSError as exc:
             parser.error(f"--jwt-key-file: cannot read {args.jwt_key_file}: {exc.strerror}")
+    # Without --jwt-algorithm, the key says: RS256 for a public key, HS256 for a secret.
+    algorithm: str = args.jwt_algorithm or "HS256"
+    if jwt_key is not None:
+        family = jwt_key_family(jwt_key)
+        if args.jwt_algorithm is None:
+            algorithm = f"{family}256"
+        elif not algorithm.startswith(family):
+            kind = "an RSA public key (PEM)" if family == "RS" else "a secret, not a PEM key"
+            parser.error(
+                f"--jwt-algorithm {algorithm} does not suit the JWT key, which is {kind}: "
+                f"give an {family}* algorithm, or leave --jwt-algorithm out"
+            )
     try:
         return AuthConfig(
             publish_token=publish_token,
             jwt_key=jwt_key,
-            jwt_algorithms=(args.jwt_algorithm,),
+            jwt_algorithms=(algorithm,),
             subscribe_requires_token=args.subscribe_auth,
         )
     except ValueError as exc:

@@ -4,8 +4,10 @@ Routes:
 
 * ``GET /events/<topic>``: stream the topic (``text/event-stream``). Resumes after the
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
-* ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``;
-  answers 202 ``{"id": "..."}``. With an ``Idempotency-Key`` header (1 to 128 visible
+* ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``
+  with ``Content-Type: application/json``; answers 202 ``{"id": "..."}``, or 415 for
+  any other content type (what keeps other sites' pages from publishing: see
+  ``_check_json_content_type``). With an ``Idempotency-Key`` header (1 to 128 visible
   ASCII characters) that an earlier publish to the topic used, while that event is
   still in history, it publishes nothing and answers that event's id: after a 503 or
   a broken connection, retry with the same key.
@@ -65,7 +67,15 @@ from .web import (
 )
 from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_RETRY", "AppState", "app", "create_app", "state_of"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_RETRY",
+    "MAX_INT_DIGITS",
+    "AppState",
+    "app",
+    "create_app",
+    "state_of",
+]
 
 # A chat message or a metrics sample is far smaller; a body this size is a mistake
 # or an attack, and one event is fanned out to every subscriber.
@@ -73,6 +83,10 @@ DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024
 
 # The EventSource default, made explicit so that clients of every kind agree.
 DEFAULT_RETRY: Final = 3000
+
+# Longest integer a publish body may hold, in digits: a JSON number is a double to
+# most clients, exact only up to 16 digits.
+MAX_INT_DIGITS: Final = 1000
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 
@@ -117,9 +131,28 @@ def _reject_constant(name: str) -> NoReturn:
     _reject(f"body is not valid JSON: {name} is not allowed")
 
 
+def _parse_int(text: str) -> int:
+    # Checked before converting: Python refuses (ValueError) integers over its
+    # int_max_str_digits, and converting one costs time quadratic in its length.
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        _reject(f"number out of range: an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # It would be sent on as Infinity, which is not JSON.
+        _reject(f"number out of range: {text[:40]} is not a finite double")
+    return value
+
+
 def _event_from_body(body: bytes) -> ServerSentEvent:
     try:
-        payload: Any = json.loads(body, parse_constant=_reject_constant)
+        payload: Any = json.loads(
+            body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         _reject(f"body is not valid JSON: {exc}")
     except RecursionError:
@@ -159,6 +192,24 @@ def _idempotency_key_of(request: quart.Request) -> str | None:
     if not keys:
         return None
     return validate_idempotency_key(keys[0])
+
+
+def _check_json_content_type(request: quart.Request) -> None:
+    """Refuse a publish whose body is not declared JSON (415).
+
+    A page on any site may send a ``text/plain``, form or multipart ``POST`` to any
+    server without asking it first; ``application/json`` needs a CORS preflight, which
+    only the origins of ``create_app(cors=...)`` pass. So this header is what keeps
+    other sites' pages from publishing to an open server.
+    """
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+        got = request.headers.get("Content-Type")
+        _reject(
+            "publishing needs Content-Type: application/json (UTF-8), "
+            f"got {'none' if got is None else repr(got[:100])}",
+            415,
+        )
 
 
 def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
@@ -317,6 +368,7 @@ def create_app(
         # Check the topic before reading the body: no work for a request we refuse.
         validate_topic(topic)
         _authorize(state, Action.PUBLISH, topic)
+        _check_json_content_type(quart.request)
         idempotency_key = _idempotency_key_of(quart.request)
         body = await quart.request.get_data(cache=False)
         assert isinstance(body, bytes)

@@ -285,7 +285,14 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         default=None,
         help="read the JWT key from PATH instead (an RS* public key in PEM, or a secret)",
     )
-    group.add_argument("--jwt-algorithm", choices=sorted(JWT_ALGORITHMS), default="HS256")
+    group.add_argument(
+        "--jwt-algorithm",
+        choices=sorted(JWT_ALGORITHMS),
+        default=None,
+        help="the algorithm JWTs are signed with; default: from the key, RS256 for a "
+        "public key (PEM or ssh-rsa), HS256 for a secret. One that does not suit the key "
+        "(an RS* with a secret, an HS* with a PEM key, a private key) is refused at start-up",
+    )
     group.add_argument(
         "--subscribe-auth",
         action="store_true",

@@ -8,7 +8,8 @@ CSS and JavaScript on the browser's own ``EventSource``, nothing fetched from el
 * ``GET /`` is that page.
 * ``GET /chat`` streams the room. Each new subscriber, and only that one, is greeted
   with an ``event: hello``; then every chat message follows as ``event: message``.
-* ``POST /chat`` with ``{"user": "...", "text": "..."}`` sends a message.
+* ``POST /chat`` with ``{"user": "...", "text": "..."}`` (``Content-Type:
+  application/json``, or 415) sends a message.
 * Every disconnect is logged (``stream closed: topic=chat reason=client_closed ...``).
 
 Try it:
@@ -95,6 +96,10 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
 
     @app.post("/chat")
     async def post() -> quart.ResponseReturnValue:
+        # Any site's page may POST text/plain or a form here without asking; a JSON
+        # content type needs a CORS preflight, which this app answers for nobody.
+        if quart.request.mimetype != "application/json":
+            quart.abort(415, "send messages as Content-Type: application/json")
         body = await quart.request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             quart.abort(400, 'body must be a JSON object like {"user": "ana", "text": "hi"}')

@@ -12,7 +12,14 @@ Two kinds of credential, either or both configured in :class:`AuthConfig`:
       {"trio_sse": {"publish": ["chat.*"], "subscribe": ["chat.*", "news"]}, "exp": ...}
 
   A pattern is a topic name, ``*`` for every topic, or a prefix ending in ``*``.
-  A stream opened with a token that has ``exp`` ends when the token expires.
+  A stream opened with a token that has ``exp`` ends when the token expires. The
+  time claims ``exp``, ``nbf`` and ``iat``, when present, must be numbers of seconds
+  from 0 to :data:`MAX_NUMERIC_DATE` (the end of the year 9999); anything else (a
+  string, ``true``, ``10**400``) makes the token invalid (401).
+
+The key must suit the algorithms, checked when the :class:`AuthConfig` is built: a
+secret for HS*, an RSA public key (PEM or OpenSSH) for RS*, never both kinds at once,
+never a private key.
 
 Where a token comes from, first found wins: the ``Authorization: Bearer`` header,
 then (subscribing only) the cookie ``cookie_name``, then the query parameter
@@ -45,18 +52,23 @@ __all__ = [
     "DEFAULT_COOKIE_NAME",
     "DEFAULT_QUERY_PARAMETER",
     "JWT_ALGORITHMS",
+    "MAX_NUMERIC_DATE",
     "Action",
     "AuthConfig",
     "AuthError",
     "Authorizer",
     "Credentials",
     "Grant",
+    "jwt_key_family",
 ]
 
 CLAIM: Final = "trio_sse"
 DEFAULT_COOKIE_NAME: Final = "trio_sse_token"
 DEFAULT_QUERY_PARAMETER: Final = "access_token"
 JWT_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"})
+# The last second of the year 9999: the largest ``exp``, ``nbf`` or ``iat`` accepted.
+MAX_NUMERIC_DATE: Final = 253_402_300_799
+_TIME_CLAIMS: Final = ("exp", "nbf", "iat")
 
 
 class Action(enum.Enum):
@@ -76,6 +88,11 @@ class AuthConfig:
             default: with only a publish token, streams stay public.
         cookie_name: The cookie a browser's ``EventSource`` carries its token in.
         query_parameter: The query parameter a token may come in.
+
+    Raises:
+        ValueError: A setting is out of range, or ``jwt_key`` does not suit
+            ``jwt_algorithms`` (a PEM key with HS*, a secret or a private key with
+            RS*, HS* and RS* together).
     """
 
     publish_token: str | None = None
@@ -96,11 +113,51 @@ class AuthConfig:
             )
         if self.subscribe_requires_token and self.jwt_key is None:
             raise ValueError("subscribe_requires_token needs jwt_key: subscribers present JWTs")
+        if self.jwt_key is not None:
+            _check_jwt_key(self.jwt_key, self.jwt_algorithms)
 
     @property
     def is_open(self) -> bool:
         """Whether nothing is protected (no token and no JWT key configured)."""
         return self.publish_token is None and self.jwt_key is None
+
+
+def jwt_key_family(key: str | bytes) -> str:
+    """``"RS"`` for a PEM or OpenSSH public key, ``"HS"`` for anything else (a secret)."""
+    head = (key.encode() if isinstance(key, str) else key).lstrip()
+    return "RS" if head.startswith((b"-----BEGIN", b"ssh-rsa ")) else "HS"
+
+
+def _check_jwt_key(key: str | bytes, algorithms: Sequence[str]) -> None:
+    """Refuse a key that cannot verify tokens of ``algorithms``: PyJWT would refuse
+    every token (a PEM key as an HS* secret, a secret as an RS* key), or fail on each
+    one (an RSA private key has no ``verify``)."""
+    families = sorted({algorithm[:2] for algorithm in algorithms})
+    if len(families) > 1:
+        raise ValueError(
+            f"jwt_algorithms mixes {' and '.join(f + '*' for f in families)}: one key cannot "
+            "verify both kinds"
+        )
+    for algorithm in algorithms:
+        try:
+            prepared = jwt.get_algorithm_by_name(algorithm).prepare_key(key)
+        except NotImplementedError:
+            raise ValueError(
+                f"{algorithm} needs the cryptography package (pip install 'trio-sse[auth]')"
+            ) from None
+        except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+            found = "a PEM public key" if jwt_key_family(key) == "RS" else "not a PEM public key"
+            raise ValueError(f"jwt_key does not suit {algorithm}: it is {found} ({exc})") from None
+        if algorithm.startswith("RS"):
+            from cryptography.hazmat.primitives.asymmetric.rsa import (  # noqa: PLC0415
+                RSAPrivateKey,  # cryptography is there: prepare_key needed it
+            )
+
+            if isinstance(prepared, RSAPrivateKey):
+                raise ValueError(
+                    "jwt_key is an RSA private key; give its public key: the server only "
+                    "verifies tokens, and must not hold the key that signs them"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +174,30 @@ class Grant:
     """A permission given; ``expires_at`` is the token's ``exp`` (Unix time) if it has one."""
 
     expires_at: float | None = None
+
+
+def _check_time_claims(claims: Mapping[str, Any]) -> int | float | None:
+    """Refuse registered time claims that are not NumericDates in range; return ``exp``.
+
+    PyJWT takes anything ``int()`` accepts: a string ``exp`` passed its check and then
+    never expired the stream, and ``10**400`` passed and then overflowed a float.
+    """
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_NUMERIC_DATE  # NaN fails this too
+        ):
+            raise AuthError(
+                401,
+                f'invalid token: the "{name}" claim must be a number of seconds since 1970 '
+                f"(0 to {MAX_NUMERIC_DATE}), got {value!r:.40}",
+            )
+    exp: int | float | None = claims.get("exp")
+    return exp
 
 
 def _matches(pattern: object, topic: str) -> bool:
@@ -159,8 +240,8 @@ class Authorizer:
         allowed = patterns.get(action.value, []) if isinstance(patterns, Mapping) else []
         if not isinstance(allowed, list) or not any(_matches(p, topic) for p in allowed):
             raise AuthError(403, f"the token does not allow {action.value} on topic {topic!r}")
-        exp = claims.get("exp")
-        return Grant(expires_at=float(exp) if isinstance(exp, int | float) else None)
+        exp = _check_time_claims(claims)
+        return Grant(expires_at=None if exp is None else float(exp))
 
     def _token_of(self, action: Action, credentials: Credentials) -> str | None:
         if credentials.authorization is not None:

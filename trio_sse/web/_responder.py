@@ -72,11 +72,7 @@ class EventStreamConnection(TrioASGIHTTPConnection):
         self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
     ) -> None:
         response = await self.app.handle_request(request)
-        if (
-            isinstance(response, quart.Response)
-            and isinstance(response.response, EventStreamBody)
-            and request.method != "HEAD"
-        ):
+        if isinstance(response, quart.Response) and isinstance(response.response, EventStreamBody):
             start = cast(
                 HTTPResponseStartEvent,
                 {
@@ -86,8 +82,20 @@ class EventStreamConnection(TrioASGIHTTPConnection):
                 },
             )
             body = response.response
+            is_head = request.method == "HEAD"
             del request, response  # not needed while the stream lasts
-            await self._send_event_stream(send, start, body)
+            if is_head:
+                # event_stream() answers a HEAD without this body; one built by hand
+                # is never entered either: entering it subscribes.
+                await send(start)
+                await send(
+                    cast(
+                        HTTPResponseBodyEvent,
+                        {"type": "http.response.body", "body": b"", "more_body": False},
+                    )
+                )
+            else:
+                await self._send_event_stream(send, start, body)
         else:
             # What quart-trio does for every other response.
             timeout = self.app.config["RESPONSE_TIMEOUT"]

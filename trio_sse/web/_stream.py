@@ -446,7 +446,9 @@ def event_stream(
 
     Call it from a Quart-Trio route and return the result. The subscription opens
     when Quart starts sending the body and closes when the stream ends for any
-    reason: client disconnect, slow consumer, broker shutdown or error.
+    reason: client disconnect, slow consumer, broker shutdown or error. A ``HEAD``
+    request (which Quart sends to ``GET`` routes) gets the same status and headers
+    and an empty body: it subscribes to nothing.
 
     Args:
         broker: Where the events come from.
@@ -483,6 +485,13 @@ def event_stream(
     validate_topic(topic)
     if broker.is_closed:
         raise BrokerClosedError("the broker is closed; the server is shutting down")
+    if quart.has_request_context() and quart.request.method == "HEAD":
+        # Quart routes HEAD to GET handlers. A HEAD gets the stream's headers and no
+        # body, so nothing to subscribe: an empty body (no Content-Length, as for the
+        # GET) ends the response at once, under any connection class, and a HEAD
+        # holds neither a subscription nor a stream slot.
+        head: quart.Response = quart.current_app.response_class((), status=200, headers=SSE_HEADERS)
+        return head
     parts = [encode_retry(retry)] if retry is not None else []
     parts.append(_OPENED)
     parts.extend(event.encode() for event in initial)
