@@ -44,12 +44,11 @@ from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
     ASGISendCallable,
-    HTTPResponseBodyEvent,
     Scope,
 )
 from priority.priority import MissingStreamError
 
-from .web import ASGI_WRITE_TIMEOUT, CHUNK_WRITER_EXTENSION, SlowReaderError
+from .web import CHUNK_WRITER_EXTENSION, AsgiChunkWriter, SlowReaderError
 
 __all__ = ["H2StreamWriter", "H11SocketWriter", "offer_socket_writers"]
 
@@ -162,7 +161,7 @@ class H2StreamWriter:
         *,
         stall_timeout: float,
     ) -> None:
-        self._send = send
+        self._send = AsgiChunkWriter(send)
         self._protocol = protocol
         self._stream_id = stream_id
         self._stall_timeout = stall_timeout
@@ -189,8 +188,8 @@ class H2StreamWriter:
                 stream was reset.
 
         Cancellation: a cancelled wait keeps the chunk, which goes out first on the
-        next write. Once the chunk is handed to Hypercorn, shielded (bounded by
-        ``ASGI_WRITE_TIMEOUT``), as :class:`~trio_sse.web.AsgiChunkWriter` is.
+        next write. Once there is room, the chunk is written as
+        :class:`~trio_sse.web.AsgiChunkWriter` writes it (shielded, bounded).
         """
         if self._pending:
             chunk = self._pending + chunk
@@ -211,14 +210,7 @@ class H2StreamWriter:
                 )
         self._stalled_at = None
         self._pending = b""
-        message = cast(
-            HTTPResponseBodyEvent,
-            {"type": "http.response.body", "body": chunk, "more_body": True},
-        )
-        with trio.move_on_after(ASGI_WRITE_TIMEOUT, shield=True) as sending:
-            await self._send(message)
-        if sending.cancelled_caught:
-            raise SlowReaderError(f"the server did not take a chunk in {ASGI_WRITE_TIMEOUT} s")
+        await self._send.write(chunk)
 
     async def abort(self) -> None:
         """Reset the stream and drop its unsent bytes.
