@@ -20,7 +20,7 @@ import trio
 
 from ._errors import BrokerUnavailableError
 from ._file_limit import raise_open_file_limit
-from ._workers import run_workers, until_signal_or_orphaned
+from ._workers import ReadyReport, run_workers, until_signal_or_orphaned
 from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
 from .server import check_tls_files, listen_socket, serve, use_server_gc_policy
@@ -47,11 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "in-memory broker each worker has its own topics, and a publish would reach "
             "only the subscribers of the worker that took it"
         )
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args)
     # Every stream is a file descriptor; 1024 (a common default soft limit) is far
     # too few. Raising the soft limit up to the hard one needs no privilege (and
     # workers inherit it).
@@ -66,12 +62,41 @@ def run_serve(args: argparse.Namespace) -> int:
         use_server_gc_policy()
         trio.run(_serve, args)
     except _StartupError as exc:
-        print(f"trio-sse serve: {exc}", file=sys.stderr)
+        _startup_failed(args, str(exc))
         return 1
     except OSError as exc:
-        print(f"trio-sse serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        _startup_failed(args, f"cannot listen on {args.host}:{args.port}: {exc}")
         return 1
     return 0
+
+
+def _is_worker(args: argparse.Namespace) -> bool:
+    return args.listen_fd is not None
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    # The pid on every line: the parent of --workers N and its workers share stderr.
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if _is_worker(args):
+        # The parent says "Running on" once, for all workers; Hypercorn in each
+        # worker would say it again, and again for every replacement.
+        logging.getLogger("hypercorn.error").addFilter(_not_running_on)
+
+
+def _not_running_on(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith("Running on "))
+
+
+def _startup_failed(args: argparse.Namespace, message: str) -> None:
+    if _is_worker(args):
+        # A worker's stderr is shared: its lines name it, as its log lines do.
+        logging.getLogger("trio_sse.server").error("cannot start: %s", message)
+    else:
+        print(f"trio-sse serve: {message}", file=sys.stderr)
 
 
 def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AuthConfig:
@@ -166,6 +191,10 @@ async def _serve(args: argparse.Namespace) -> None:
             max_streams=int(args.max_streams),
             max_streams_per_ip=int(args.max_streams_per_ip),
         )
+        # A worker tells its parent when it serves.
+        ready: trio.TaskStatus[list[str]] = (
+            trio.TASK_STATUS_IGNORED if args.ready_fd is None else ReadyReport(args.ready_fd)
+        )
         await serve(
             app,
             host=args.host,
@@ -179,6 +208,7 @@ async def _serve(args: argparse.Namespace) -> None:
             sock=sock,
             certfile=args.certfile,
             keyfile=args.keyfile,
+            task_status=ready,
         )
 
 
@@ -190,7 +220,7 @@ def _worker_command(args: argparse.Namespace, listen_fd: int) -> list[str]:
         value = getattr(args, action.dest, None)
         if not action.option_strings or action.dest in ("help", "workers", "listen_fd"):
             continue
-        if action.dest == "lifeline_fd" or value is None or value is False:
+        if action.dest in ("lifeline_fd", "ready_fd") or value is None or value is False:
             continue
         option = action.option_strings[-1]
         if value is True:

@@ -142,10 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes sharing the listening socket; more than 1 needs --broker redis://",
     )
-    # Set by the parent of --workers N for each worker: the shared socket, and the
-    # pipe whose EOF tells a worker that the parent is gone.
+    # Set by the parent of --workers N for each worker: the shared socket, the pipe
+    # whose EOF tells a worker that the parent is gone, ...
     serve_cmd.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
+    # ... and the pipe on which a worker tells the parent it serves (its URL).
+    serve_cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.add_argument(
         "--heartbeat", type=_seconds(), default=DEFAULT_HEARTBEAT, help="seconds; 0 disables"
     )
