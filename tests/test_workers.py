@@ -24,6 +24,7 @@ from tests.redis_server import RedisServer
 from tests.test_cli import SERVE
 from tests.test_redis_serve import WORKERS_START, children_of, is_running
 from tests.wire import TIMEOUT
+from trio_sse._workers import _DeathWindow, _describe
 
 PROBE_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0
@@ -204,3 +205,19 @@ async def test_every_log_line_names_its_process_and_running_on_is_said_once(
     # The parent logs, and so does each worker (at least its shutdown).
     assert pids == {served.process.pid, *workers}
     assert log.count(b"Running on") == 1
+
+
+def test_deaths_are_counted_within_a_sliding_window() -> None:
+    window = _DeathWindow(60.0)
+    assert [window.record(t) for t in (0.0, 10.0, 20.0, 30.0)] == [1, 2, 3, 4]
+    # The death at 0 s has left the window by 60 s; the others have not.
+    assert window.record(60.0) == 4
+    assert window.record(65.0) == 5
+    assert window.record(200.0) == 1
+
+
+def test_an_exit_is_described_by_its_status_or_signal() -> None:
+    assert _describe(1) == "exit status 1"
+    assert _describe(0) == "exit status 0"
+    assert _describe(-signal.SIGKILL) == "killed by SIGKILL"
+    assert _describe(-200) == "killed by signal 200"

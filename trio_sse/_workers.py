@@ -83,6 +83,21 @@ def _describe(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+class _DeathWindow:
+    """Worker deaths within the last ``window`` seconds (bounded by the crash-loop rule)."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._times: deque[float] = deque()
+
+    def record(self, now: float) -> int:
+        """Count a death at ``now``; return the deaths within the window up to it."""
+        self._times.append(now)
+        while self._times[0] <= now - self._window:
+            self._times.popleft()
+        return len(self._times)
+
+
 class _Supervisor:
     """Starts workers, restarts the dead ones, and tells a crash loop."""
 
@@ -91,7 +106,7 @@ class _Supervisor:
         self._pass_fds = (listen_fd, lifeline_fd)
         # Workers started and not yet seen to exit: the ones to stop at the end.
         self.live: list[trio.Process] = []
-        self._deaths: deque[float] = deque()
+        self._deaths = _DeathWindow(CRASH_LOOP_WINDOW)
         self._announced = False
         self.gave_up = False
 
@@ -141,14 +156,12 @@ class _Supervisor:
             lived = now - started
             status = _describe(process.returncode)
             logger.error("worker %d died (%s) after %.1f s", process.pid, status, lived)
-            self._deaths.append(now)
-            while self._deaths[0] <= now - CRASH_LOOP_WINDOW:
-                self._deaths.popleft()
-            if len(self._deaths) >= CRASH_LOOP_DEATHS:
+            deaths = self._deaths.record(now)
+            if deaths >= CRASH_LOOP_DEATHS:
                 logger.critical(
                     "crash loop: %d worker deaths within %.0f s; the last: worker %d (%s) "
                     "after %.1f s; giving up",
-                    len(self._deaths),
+                    deaths,
                     CRASH_LOOP_WINDOW,
                     process.pid,
                     status,
@@ -162,7 +175,7 @@ class _Supervisor:
             logger.warning(
                 "starting a replacement in %.1f s (%d worker deaths in the last %.0f s)",
                 backoff,
-                len(self._deaths),
+                deaths,
                 CRASH_LOOP_WINDOW,
             )
             await trio.sleep(backoff)
