@@ -147,11 +147,16 @@ class _Supervisor:
         while True:
             process, ready_fd = await self._start()
             started = trio.current_time()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._await_ready, ready_fd, process.pid)
-                await process.wait()
-                nursery.cancel_scope.cancel()
-            self.live.remove(process)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._await_ready, ready_fd, process.pid)
+                    await process.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                # Even when shutdown cancels us just after its exit: a dead worker
+                # is neither stopped nor reported as stopped uncleanly.
+                if process.returncode is not None:
+                    self.live.remove(process)
             now = trio.current_time()
             lived = now - started
             status = _describe(process.returncode)
