@@ -67,6 +67,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/shutdown.py", env=env)
         session.run("python", "benchmarks/latency.py", env=env)
         session.run("python", "benchmarks/slow_clients.py", env=env)
+        session.run("python", "benchmarks/scaling.py", env=env)
 
 
 @nox.session
