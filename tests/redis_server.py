@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -30,7 +31,7 @@ def require_redis_server() -> str:
     return binary
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -40,11 +41,14 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; ``restart()`` keeps its port and its AOF directory."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "always", replica_of: int | None = None
+    ) -> None:
         self.binary = require_redis_server()
         self.appendfsync = appendfsync
         self.directory = directory
-        self.port = _free_port()
+        self.replica_of = replica_of  # the master's port on 127.0.0.1, for a replica
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -72,6 +76,8 @@ class RedisServer:
             "--logfile",
             str(self.log),
         ]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         # A separate process gives no readiness event: ask it until it answers PONG
@@ -91,6 +97,37 @@ class RedisServer:
         except OSError:
             return False
 
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO section`` as a dict (a blocking socket: for setup, not under trio)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(f"INFO {section}\r\n".encode())
+            header = b""
+            while not header.endswith(b"\r\n"):
+                header += sock.recv(1)
+            size = int(header[1:-2])
+            body = b""
+            while len(body) < size + 2:
+                body += sock.recv(size + 2 - len(body))
+        lines = (line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+        return {pair[0]: pair[1] for pair in lines}
+
+    def wait_for_master_link(self) -> None:
+        """Until this replica has synced with its master (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica did not sync in time: {self.log.read_text()}")
+            time.sleep(0.02)
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it holds its connections and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self, *, kill: bool = False) -> None:
         process, self.process = self.process, None
         if process is None:
@@ -98,6 +135,7 @@ class RedisServer:
         if kill:
             process.kill()
         else:
+            process.send_signal(signal.SIGCONT)  # in case it was paused
             process.terminate()
         process.wait(timeout=START_TIMEOUT)
 

@@ -47,6 +47,10 @@ def run_serve(args: argparse.Namespace) -> int:
             "in-memory broker each worker has its own topics, and a publish would reach "
             "only the subscribers of the worker that took it"
         )
+    if args.broker_min_replicas > 0 and args.broker == MEMORY:
+        parser.error(
+            "--broker-min-replicas needs a Redis broker: the in-memory one has no replicas"
+        )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -143,6 +147,8 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
                     history_ttl=float(args.history_ttl),
                     queue_size=queue_size,
                     max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
+                    min_replicas=int(args.broker_min_replicas),
+                    replica_timeout=float(args.broker_replica_timeout),
                 )
             )
         except (ValueError, BrokerUnavailableError) as exc:

@@ -16,7 +16,9 @@ from ._broker import (
     DEFAULT_HISTORY_TTL,
     DEFAULT_KEY_PREFIX,
     DEFAULT_MAX_TOPICS,
+    DEFAULT_REPLICA_TIMEOUT,
     DEFAULT_TIMEOUT,
+    MAX_REPLICA_TIMEOUT,
     RedisBroker,
 )
 
@@ -51,6 +53,8 @@ async def open_redis_broker(
     key_prefix: str = DEFAULT_KEY_PREFIX,
     command_timeout: float = DEFAULT_TIMEOUT,
     max_topics: int = DEFAULT_MAX_TOPICS,
+    min_replicas: int = 0,
+    replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
 ) -> AsyncIterator[RedisBroker]:
     """Connect to Redis and run a :class:`RedisBroker` for the duration of the block.
 
@@ -74,6 +78,12 @@ async def open_redis_broker(
             topics Redis may hold under ``key_prefix`` (all processes together; one
             counts until ``history_ttl`` after its last publish): a publish to one
             more raises ``BrokerUnavailableError``.
+        min_replicas: Replicas that must have a published event before ``publish()``
+            returns (Redis ``WAIT``); 0 returns once the master has it, which a
+            failover can lose (replication is asynchronous). When fewer take it in
+            time, ``publish()`` raises ``BrokerUnavailableError`` saying so.
+        replica_timeout: Seconds a publish waits for ``min_replicas`` (at most
+            ``MAX_REPLICA_TIMEOUT``), on top of ``command_timeout``.
 
     Raises:
         ValueError: A bad URL or option.
@@ -92,6 +102,13 @@ async def open_redis_broker(
         raise ValueError(f"command_timeout must be > 0 seconds, got {command_timeout}")
     if max_topics < 1:
         raise ValueError(f"max_topics must be >= 1, got {max_topics}")
+    if min_replicas < 0:
+        raise ValueError(f"min_replicas must be >= 0, got {min_replicas}")
+    if not 0 < replica_timeout <= MAX_REPLICA_TIMEOUT:
+        raise ValueError(
+            f"replica_timeout must be > 0 and <= {MAX_REPLICA_TIMEOUT} seconds, "
+            f"got {replica_timeout}"
+        )
     # No automatic retries: a retried XADD whose first attempt reached Redis would
     # store the event twice. Readers retry in their own loop, from their position.
     commands = coredis.Redis.from_url(
@@ -119,6 +136,8 @@ async def open_redis_broker(
                 key_prefix=key_prefix,
                 timeout=command_timeout,
                 max_topics=max_topics,
+                min_replicas=min_replicas,
+                replica_timeout=replica_timeout,
             )
             try:
                 await broker.ping()
