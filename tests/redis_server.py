@@ -142,3 +142,71 @@ class RedisServer:
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)
         self.start()
+
+
+class SentinelServer(RedisServer):
+    """A ``redis-server --sentinel`` watching one master as ``service``, quick to fail over.
+
+    ``down_after_ms``: how long the master may not answer before this Sentinel calls
+    it down; a failover follows once ``quorum`` Sentinels agree and one of them is
+    elected to run it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_port: int,
+        service: str = "trio-sse",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+    ) -> None:
+        super().__init__(directory)
+        self.service = service
+        self.config = directory / "sentinel.conf"
+        # Sentinel rewrites its config file as it learns; it must be writable.
+        self.config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f'dir "{directory}"\n'
+            f'logfile "{self.log}"\n'
+            f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers_ping():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server --sentinel exited: {self.log.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server --sentinel did not answer PING in time")
+            time.sleep(0.02)
+
+    def master_status(self) -> str:
+        """``name=...,status=ok,address=...,slaves=N,sentinels=M`` from ``INFO sentinel``."""
+        return self.info("sentinel").get("master0", "")
+
+    def wait_until_it_knows(self, *, replicas: int, sentinels: int) -> None:
+        """Until this Sentinel knows the master's replicas and its peers (bounded).
+
+        It finds the replicas in the master's INFO and the other Sentinels through
+        their hello messages (every 2 s), and needs both before it can fail over.
+        """
+        wanted = (f"slaves={replicas},", f"sentinels={sentinels}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(part in self.master_status() for part in wanted):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sentinel knows only {self.master_status()!r}")
+            time.sleep(0.05)
+
+    def master_port(self) -> int:
+        """The port of the master as this Sentinel names it now."""
+        address = self.master_status().split("address=", 1)[1].split(",", 1)[0]
+        return int(address.rsplit(":", 1)[1])

@@ -7,6 +7,8 @@ is cut off: the master still counts it as connected, but it takes nothing.
 
 from __future__ import annotations
 
+import argparse
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +18,12 @@ import httpx
 import pytest
 import trio
 
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, SentinelServer, free_port
 from tests.test_cli import serve_process
-from tests.wire import TIMEOUT
+from tests.wire import TIMEOUT, SSEConnection, wait_for_remote_subscribers
 from trio_sse import BrokerUnavailableError, ServerSentEvent
 from trio_sse.redis import open_redis_broker
+from trio_sse.redis._open import _sentinel_target
 
 # Short, so that a publish to a frozen replica gives up quickly.
 REPLICA_TIMEOUT = 0.3
@@ -199,3 +202,138 @@ async def test_open_redis_broker_refuses_bad_replication_options(option: str, va
     with pytest.raises(ValueError, match=option):
         async with open_redis_broker("redis://127.0.0.1:1/0", **{option: value}):  # type: ignore[arg-type]
             pass
+
+
+# Sentinel
+
+SERVICE = "trio-sse"
+# The Sentinels call a silent master down after 1 s; electing a leader and promoting
+# a replica takes a few seconds more on a busy machine.
+FAILOVER_WITHIN = 30.0
+
+
+def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None:
+    target = _sentinel_target("redis+sentinel://:s%40cret@a:26380,[::1]:26381,c/svc/2")
+    assert [(node.host, node.port) for node in target.sentinels] == [
+        ("a", 26380),
+        ("::1", 26381),
+        ("c", 26379),
+    ]
+    assert (target.service, target.database, target.password) == ("svc", 2, "s@cret")
+    assert "cret" not in target.where
+    assert _sentinel_target("redis+sentinel://h:1/svc").database == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://h:1", "names the service"),
+        ("redis+sentinel://h:1/", "names the service"),
+        ("redis+sentinel://h:x/svc", "bad Sentinel address 'h:x'"),
+        ("redis+sentinel://h:1,,h:2/svc", "bad Sentinel address ''"),
+        ("redis+sentinel://h:99999/svc", "bad Sentinel address"),
+        ("redis+sentinel://h:1/svc/db", "database in a Sentinel URL is a number"),
+        ("redis+sentinel://h:1/svc?x=1", "no query"),
+    ],
+)
+async def test_a_bad_sentinel_url_is_refused_naming_the_problem(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        async with open_redis_broker(url):
+            pass
+
+
+def test_serve_accepts_a_sentinel_url_and_refuses_other_schemes() -> None:
+    from trio_sse.cli import _broker_url  # noqa: PLC0415
+
+    url = "redis+sentinel://127.0.0.1:26379/svc"
+    assert _broker_url(url) == url
+    with pytest.raises(argparse.ArgumentTypeError, match="redis\\+sentinel://"):
+        _broker_url("redis+cluster://127.0.0.1:7000")
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[tuple[RedisServer, list[SentinelServer]]]:
+    """A master, two replicas and three Sentinels (quorum 2), all knowing each other.
+
+    Two replicas, so that after a failover the new master still has one and a
+    publish with min_replicas 1 can succeed again.
+    """
+    servers: list[RedisServer] = []
+    try:
+        (tmp_path / "master").mkdir()
+        master = RedisServer(tmp_path / "master")
+        servers.append(master)
+        master.start()
+        for i in range(2):
+            (tmp_path / f"replica{i}").mkdir()
+            replica = RedisServer(tmp_path / f"replica{i}", replica_of=master.port)
+            servers.append(replica)
+            replica.start()
+            replica.wait_for_master_link()
+        sentinels = []
+        for i in range(3):
+            (tmp_path / f"sentinel{i}").mkdir()
+            sentinel = SentinelServer(tmp_path / f"sentinel{i}", master_port=master.port)
+            servers.append(sentinel)
+            sentinels.append(sentinel)
+            sentinel.start()
+        for sentinel in sentinels:
+            sentinel.wait_until_it_knows(replicas=2, sentinels=3)
+        yield master, sentinels
+    finally:
+        for server in servers:
+            server.stop(kill=True)
+
+
+def sentinel_url(sentinels: list[SentinelServer]) -> str:
+    nodes = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
+    return f"redis+sentinel://{nodes}/{SERVICE}"
+
+
+@pytest.mark.slow
+async def test_through_sentinel_serve_follows_a_failover_and_loses_nothing_acknowledged(
+    sentinel_group: tuple[RedisServer, list[SentinelServer]],
+) -> None:
+    master, sentinels = sentinel_group
+    topic = f"t{uuid.uuid4().hex[:8]}"
+    options = ["--broker", sentinel_url(sentinels), "--broker-min-replicas", "1"]
+    acknowledged: list[str] = []
+    refused = 0
+    async with (
+        serve_process(*options) as (_, address),
+        httpx.AsyncClient(base_url=f"http://{address[0]}:{address[1]}") as http,
+    ):
+        stream = await SSEConnection.open(address, f"/events/{topic}")
+        await wait_for_remote_subscribers(http, 1)
+        with trio.fail_after(FAILOVER_WITHIN):
+            for i in range(40):
+                if i == 20:
+                    await trio.to_thread.run_sync(lambda: master.stop(kill=True))
+                # Retry the same event (same key) until it is acknowledged: while the
+                # Sentinels fail over, with a back-off.
+                while True:
+                    response = await http.post(
+                        f"/events/{topic}",
+                        json={"data": f"e{i}"},
+                        headers={"Idempotency-Key": f"k{i}"},
+                    )
+                    if response.status_code == 202:
+                        acknowledged.append(response.json()["id"])
+                        break
+                    assert response.status_code == 503, response.text
+                    refused += 1
+                    await trio.sleep(0.1)
+        assert refused > 0, "no publish met the failover"
+        # (The Sentinel that ran the failover knows first; the others by its hellos.)
+        assert any(sentinel.master_port() != master.port for sentinel in sentinels)
+        # Streaming resumed by itself: every acknowledged event arrives, once, in
+        # order. (An event the old master had not replicated, hence not
+        # acknowledged, may have been delivered before the failover lost it.)
+        await stream.read_until(
+            lambda c: acknowledged[-1] in [e.last_event_id for e in c.events], FAILOVER_WITHIN
+        )
+        received = [event.last_event_id for event in stream.events]
+        assert [i for i in received if i in acknowledged] == acknowledged
+        await stream.close_fin()
+        stats = (await http.get("/stats")).json()
+        assert stats["backplane"]["connected"] is True
