@@ -107,8 +107,9 @@ def _broker_url(text: str) -> str:
     scheme = urlsplit(text).scheme
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
         raise argparse.ArgumentTypeError(
-            "expected 'memory', a Redis URL (redis://host:port/db) or a Sentinel URL "
-            f"(redis+sentinel://host:port[,host:port...]/service), got {text!r}"
+            "expected 'memory' or a Redis URL: redis://host:port/db, or "
+            "redis+sentinel://host:port[,host:port...]/service for Redis behind Sentinel; "
+            f"got {text!r}"
         )
     return text
 

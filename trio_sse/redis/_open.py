@@ -49,7 +49,9 @@ class _SentinelTarget(NamedTuple):
     def where(self) -> str:
         """For messages (never the password)."""
         nodes = ",".join(f"{node.host}:{node.port}" for node in self.sentinels)
-        return f"service {self.service!r} (db {self.database}) of the Sentinels at {nodes}"
+        return (
+            f"{self.service!r} (the master named by the Sentinels at {nodes}, db {self.database})"
+        )
 
 
 def _sentinel_target(url: str) -> _SentinelTarget:
