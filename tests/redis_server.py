@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -30,7 +31,7 @@ def require_redis_server() -> str:
     return binary
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -40,11 +41,14 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; ``restart()`` keeps its port and its AOF directory."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "always", replica_of: int | None = None
+    ) -> None:
         self.binary = require_redis_server()
         self.appendfsync = appendfsync
         self.directory = directory
-        self.port = _free_port()
+        self.replica_of = replica_of  # the master's port on 127.0.0.1, for a replica
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -72,6 +76,8 @@ class RedisServer:
             "--logfile",
             str(self.log),
         ]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         # A separate process gives no readiness event: ask it until it answers PONG
@@ -91,6 +97,37 @@ class RedisServer:
         except OSError:
             return False
 
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO section`` as a dict (a blocking socket: for setup, not under trio)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(f"INFO {section}\r\n".encode())
+            header = b""
+            while not header.endswith(b"\r\n"):
+                header += sock.recv(1)
+            size = int(header[1:-2])
+            body = b""
+            while len(body) < size + 2:
+                body += sock.recv(size + 2 - len(body))
+        lines = (line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+        return {pair[0]: pair[1] for pair in lines}
+
+    def wait_for_master_link(self) -> None:
+        """Until this replica has synced with its master (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica did not sync in time: {self.log.read_text()}")
+            time.sleep(0.02)
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it holds its connections and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self, *, kill: bool = False) -> None:
         process, self.process = self.process, None
         if process is None:
@@ -98,9 +135,78 @@ class RedisServer:
         if kill:
             process.kill()
         else:
+            process.send_signal(signal.SIGCONT)  # in case it was paused
             process.terminate()
         process.wait(timeout=START_TIMEOUT)
 
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)
         self.start()
+
+
+class SentinelServer(RedisServer):
+    """A ``redis-server --sentinel`` watching one master as ``service``, quick to fail over.
+
+    ``down_after_ms``: how long the master may not answer before this Sentinel calls
+    it down; a failover follows once ``quorum`` Sentinels agree and one of them is
+    elected to run it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_port: int,
+        service: str = "trio-sse",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+    ) -> None:
+        super().__init__(directory)
+        self.service = service
+        self.config = directory / "sentinel.conf"
+        # Sentinel rewrites its config file as it learns; it must be writable.
+        self.config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f'dir "{directory}"\n'
+            f'logfile "{self.log}"\n'
+            f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers_ping():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server --sentinel exited: {self.log.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server --sentinel did not answer PING in time")
+            time.sleep(0.02)
+
+    def master_status(self) -> str:
+        """``name=...,status=ok,address=...,slaves=N,sentinels=M`` from ``INFO sentinel``."""
+        return self.info("sentinel").get("master0", "")
+
+    def wait_until_it_knows(self, *, replicas: int, sentinels: int) -> None:
+        """Until this Sentinel knows the master's replicas and its peers (bounded).
+
+        It finds the replicas in the master's INFO and the other Sentinels through
+        their hello messages (every 2 s), and needs both before it can fail over.
+        """
+        wanted = (f"slaves={replicas},", f"sentinels={sentinels}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(part in self.master_status() for part in wanted):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sentinel knows only {self.master_status()!r}")
+            time.sleep(0.05)
+
+    def master_port(self) -> int:
+        """The port of the master as this Sentinel names it now."""
+        address = self.master_status().split("address=", 1)[1].split(",", 1)[0]
+        return int(address.rsplit(":", 1)[1])

@@ -147,6 +147,19 @@ async def test_an_unreachable_redis_is_a_clear_error() -> None:
             assert "Traceback" not in result.stderr
 
 
+async def test_a_broker_password_is_not_printed() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://:hunter2@127.0.0.1:{sock.getsockname()[1]}/0"
+        command = [*SERVE, "--port", "0", "--broker", url]
+        result = await trio.to_thread.run_sync(
+            partial(subprocess.run, command, capture_output=True, text=True, timeout=30)
+        )
+    assert result.returncode == 1
+    assert "cannot use the broker redis://:***@127.0.0.1:" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
 async def test_the_hypercorn_cli_serves_the_reference_app() -> None:
     hypercorn = [sys.executable, "-m", "hypercorn", "--worker-class", "trio"]
     command = [*hypercorn, "--bind", "127.0.0.1:0", "trio_sse.app:app"]

@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -46,6 +47,10 @@ def run_serve(args: argparse.Namespace) -> int:
             "--workers > 1 needs a shared broker (--broker redis://host:port/db): with the "
             "in-memory broker each worker has its own topics, and a publish would reach "
             "only the subscribers of the worker that took it"
+        )
+    if args.broker_min_replicas > 0 and args.broker == MEMORY:
+        parser.error(
+            "--broker-min-replicas needs a Redis broker: the in-memory one has no replicas"
         )
     _configure_logging(args)
     # Every stream is a file descriptor; 1024 (a common default soft limit) is far
@@ -168,11 +173,23 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
                     history_ttl=float(args.history_ttl),
                     queue_size=queue_size,
                     max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
+                    min_replicas=int(args.broker_min_replicas),
+                    replica_timeout=float(args.broker_replica_timeout),
                 )
             )
         except (ValueError, BrokerUnavailableError) as exc:
-            raise _StartupError(f"cannot use the broker {args.broker}: {exc}") from None
+            raise _StartupError(f"cannot use the broker {_redacted(args.broker)}: {exc}") from None
         yield broker
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 async def _serve(args: argparse.Namespace) -> None:

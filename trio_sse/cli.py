@@ -31,7 +31,9 @@ from .broker import (
     DEFAULT_HISTORY_TOTAL_BYTES,
     DEFAULT_HISTORY_TTL,
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_REPLICA_TIMEOUT,
     ENTRY_OVERHEAD,
+    MAX_REPLICA_TIMEOUT,
     validate_idempotency_key,
 )
 from .loadtest import DropMethod, LoadTestOptions
@@ -92,13 +94,22 @@ def _port(text: str) -> int:
     return port
 
 
+def _replica_timeout(text: str) -> float:
+    value = _positive_seconds(text)
+    if value > MAX_REPLICA_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_REPLICA_TIMEOUT:g}, got {text}")
+    return value
+
+
 def _broker_url(text: str) -> str:
     if text == MEMORY:
         return text
     scheme = urlsplit(text).scheme
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
         raise argparse.ArgumentTypeError(
-            f"expected 'memory' or a Redis URL (redis://host:port/db), got {text!r}"
+            "expected 'memory' or a Redis URL: redis://host:port/db, or "
+            "redis+sentinel://host:port[,host:port...]/service for Redis behind Sentinel; "
+            f"got {text!r}"
         )
     return text
 
@@ -132,8 +143,26 @@ def _parser() -> argparse.ArgumentParser:
         type=_broker_url,
         default=MEMORY,
         metavar="URL",
-        help="'memory' (this process only) or a Redis URL, redis://[:password@]host:port/db "
-        "(needs the redis extra: pip install 'trio-sse[redis]')",
+        help="'memory' (this process only), a Redis URL, redis://[:password@]host:port/db, "
+        "or Redis behind Sentinel, redis+sentinel://host:port[,host:port...]/service, "
+        "which follows the master through a failover (needs the redis extra: "
+        "pip install 'trio-sse[redis]')",
+    )
+    serve_cmd.add_argument(
+        "--broker-min-replicas",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="with Redis, a publish answers 2xx only once N replicas have the event (Redis "
+        "WAIT), so that a failover cannot lose it; else 503 saying where it is. 0: once the "
+        "master has it (replication is asynchronous: a failover can lose the last events)",
+    )
+    serve_cmd.add_argument(
+        "--broker-replica-timeout",
+        type=_replica_timeout,
+        default=DEFAULT_REPLICA_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds a publish waits for --broker-min-replicas (at most {MAX_REPLICA_TIMEOUT:g})",
     )
     serve_cmd.add_argument(
         "--workers",

@@ -1,8 +1,10 @@
 """Brokers: topics, fan-out to subscribers, and replay history. Depends on Trio only."""
 
 from ._fanout import LocalFanout as LocalFanout
+from ._interface import DEFAULT_REPLICA_TIMEOUT as DEFAULT_REPLICA_TIMEOUT
 from ._interface import MAX_EVENT_ID_LENGTH as MAX_EVENT_ID_LENGTH
 from ._interface import MAX_IDEMPOTENCY_KEY_LENGTH as MAX_IDEMPOTENCY_KEY_LENGTH
+from ._interface import MAX_REPLICA_TIMEOUT as MAX_REPLICA_TIMEOUT
 from ._interface import RESET_EVENT_TYPE as RESET_EVENT_TYPE
 from ._interface import BackplaneStatistics as BackplaneStatistics
 from ._interface import Broker as Broker
@@ -33,10 +35,12 @@ __all__ = [
     "DEFAULT_HISTORY_TTL",
     "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
+    "DEFAULT_REPLICA_TIMEOUT",
     "ENTRY_OVERHEAD",
     "MAX_CHOSEN_ID",
     "MAX_EVENT_ID_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_REPLICA_TIMEOUT",
     "REPLAY_PIECE",
     "RESET_EVENT_TYPE",
     "BackplaneStatistics",

@@ -19,8 +19,10 @@ from ..protocol import ServerSentEvent
 from ._subscription import Subscription
 
 __all__ = [
+    "DEFAULT_REPLICA_TIMEOUT",
     "MAX_EVENT_ID_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_REPLICA_TIMEOUT",
     "RESET_EVENT_TYPE",
     "BackplaneStatistics",
     "Broker",
@@ -46,6 +48,11 @@ MAX_IDEMPOTENCY_KEY_LENGTH: Final = 128
 _IDEMPOTENCY_KEY: Final = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 RESET_EVENT_TYPE: Final = "reset"
+
+# A backplane with replicas (Redis): how long a publish waits, by default and at most,
+# for the replicas it was asked to wait for (the CLI checks it without the backplane).
+DEFAULT_REPLICA_TIMEOUT: Final = 1.0
+MAX_REPLICA_TIMEOUT: Final = 60.0
 """The type of the event a subscriber gets when its ``Last-Event-ID`` is not in history.
 
 Its data is JSON: ``{"last_event_id": <the id the client sent>, "reason": <text>}``.

@@ -25,7 +25,7 @@ rather than skipping the entry silently.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
 
@@ -38,6 +38,8 @@ from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventErr
 from ..broker import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_REPLICA_TIMEOUT,
+    MAX_REPLICA_TIMEOUT,
     BackplaneStatistics,
     BrokerStatistics,
     CloseReason,
@@ -57,7 +59,9 @@ __all__ = [
     "DEFAULT_HISTORY_TTL",
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_MAX_TOPICS",
+    "DEFAULT_REPLICA_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "MAX_REPLICA_TIMEOUT",
     "RedisBroker",
 ]
 
@@ -220,6 +224,8 @@ class RedisBroker:
         key_prefix: str,
         timeout: float,
         max_topics: int,
+        min_replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self._commands = commands
         self._readers_client = readers
@@ -234,6 +240,8 @@ class RedisBroker:
         self._key_prefix = key_prefix
         self._timeout = timeout
         self._max_topics = max_topics
+        self._min_replicas = min_replicas
+        self._replica_timeout_ms = max(1, round(replica_timeout * 1000))
         self._fanout = LocalFanout()
         self._readers: dict[str, _TopicReader] = {}
         self._published = 0
@@ -265,6 +273,11 @@ class RedisBroker:
         and the write are one Lua script, so two publishes with one key never both
         write, even when the first one's answer was lost.
 
+        With ``min_replicas`` N > 0, the script is followed by ``WAIT N`` on the same
+        connection, and the publish returns only once N replicas have the event (for
+        a repeated ``idempotency_key``: the earlier event), so that it survives the
+        master's failure; a repeat waits again.
+
         Returns:
             The Redis stream id, once Redis has acknowledged the event (or the id of
             the retained event published earlier with ``idempotency_key``).
@@ -277,7 +290,9 @@ class RedisBroker:
             BrokerClosedError: The broker is closed.
             BrokerUnavailableError: Redis did not acknowledge the event in time, or
                 refused it; or the topic is new and Redis already holds
-                ``max_topics`` topics under this key prefix.
+                ``max_topics`` topics under this key prefix; or fewer than
+                ``min_replicas`` replicas took the event within ``replica_timeout``
+                (it is stored on the master; the message says so).
 
         Cancellation: a publish cancelled at its first checkpoint publishes nothing;
         one cancelled while Redis works on it may or may not be stored (a retry with
@@ -302,11 +317,16 @@ class RedisBroker:
         ]
         for name, value in fields_of(event).items():
             arguments += (name, value)
+        keys = [key, f"{key}:meta", f"{key}:keys", self._topics_key]
+        reply: object
+        replicas: int | None = None  # acknowledged by; None when not asked
         try:
-            with trio.fail_after(self._timeout):
-                reply: object = await self._publish_script(
-                    keys=[key, f"{key}:meta", f"{key}:keys", self._topics_key], args=arguments
-                )
+            if self._min_replicas:
+                with trio.fail_after(self._timeout + self._replica_timeout_ms / 1000):
+                    reply, replicas = await self._publish_and_wait(keys, arguments)
+            else:
+                with trio.fail_after(self._timeout):
+                    reply = await self._publish_script(keys=keys, args=arguments)
         except ResponseError as exc:
             raise self._refused("refused the publish script", exc) from exc
         except _FAILURES as exc:
@@ -321,8 +341,9 @@ class RedisBroker:
         status, value = (bytes(part).decode() for part in reply)
         if status == "added":
             self._published += 1
-            return value
-        if status == "duplicate":
+        if status in ("added", "duplicate"):
+            if replicas is not None and replicas < self._min_replicas:
+                raise self._not_replicated(value, replicas, idempotency_key)
             return value
         if status == "full":
             raise BrokerUnavailableError(
@@ -336,6 +357,36 @@ class RedisBroker:
                 "Redis stream ids must increase"
             )
         raise self._refused("refused the event", ResponseError(value))
+
+    async def _publish_and_wait(
+        self, keys: list[str], arguments: list[str | int]
+    ) -> tuple[object, int]:
+        """Run the publish script, then ``WAIT`` on the same connection: its reply, replicas.
+
+        ``WAIT`` counts the replicas that have every write made on its connection
+        so far, so both go in one pipeline, which holds one connection (a plain
+        command may go out on any connection of the pool).
+        """
+        async with self._commands.pipeline(transaction=False) as pipeline:
+            published: Awaitable[object] = self._publish_script(
+                keys=keys, args=arguments, client=pipeline
+            )
+            waited = pipeline.wait(self._min_replicas, self._replica_timeout_ms)
+        return await published, await waited
+
+    def _not_replicated(
+        self, event_id: str, replicas: int, idempotency_key: str | None
+    ) -> BrokerUnavailableError:
+        retry = (
+            "retry with the same Idempotency-Key"
+            if idempotency_key is not None
+            else "a retry without an Idempotency-Key publishes it again"
+        )
+        return BrokerUnavailableError(
+            f"event {event_id} is stored on the master (Redis at {self._where}), acknowledged "
+            f"by {replicas} of {self._min_replicas} replicas within "
+            f"{self._replica_timeout_ms} ms: it may be lost if the master fails; {retry}"
+        )
 
     # Subscribing
 

@@ -41,6 +41,11 @@ local ttl, max_topics, key = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 if key ~= '' then
   local earlier = redis.call('HGET', keys, key)
   if earlier then
+    -- Rewrite the key as it is: a write, so that a WAIT after this script on the
+    -- same connection waits for the replicas to have everything up to here, the
+    -- earlier event included (a retry after a 503 must mean replicated too). Since
+    -- Redis 7.2, WAIT counts only the connection's own writes; before, any command.
+    redis.call('HSET', keys, key, earlier)
     return {'duplicate', earlier}
   end
 end
