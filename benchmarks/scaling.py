@@ -38,6 +38,7 @@ from benchmarks.scenarios import (
     client_cpu_seconds,
     count_events,
     cpu_seconds,
+    open_many_with_rest,
     open_stream,
 )
 from tests.redis_server import RedisServer
@@ -69,17 +70,8 @@ async def open_subscribed(target: Target) -> tuple[trio.socket.SocketType, bytes
 
 async def fanout_run(target: Target, *, subscribers: int, events: int) -> tuple[float, float]:
     """One run: (deliveries per second, the client's busy fraction)."""
-    opened: list[tuple[trio.socket.SocketType, bytes]] = []
-    limiter = trio.CapacityLimiter(100)
-
-    async def one() -> None:
-        async with limiter:
-            opened.append(await open_subscribed(target))
-
+    opened = await open_many_with_rest(target, subscribers, 100, open_subscribed)
     try:
-        async with trio.open_nursery() as nursery:
-            for _ in range(subscribers):
-                nursery.start_soon(one)
         tally = Tally(expected=subscribers * events)
         async with trio.open_nursery() as nursery:
             for sock, rest in opened:

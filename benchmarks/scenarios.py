@@ -15,7 +15,7 @@ import resource
 import socket
 import statistics
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -194,15 +194,29 @@ async def count_events(sock: trio.socket.SocketType, first: bytes, tally: Tally)
 
 
 async def open_many(
-    target: Target, count: int, *, concurrency: int
+    target: Target,
+    count: int,
+    *,
+    concurrency: int,
+    opener: Callable[[Target], Awaitable[tuple[trio.socket.SocketType, bytes]]] = open_stream,
 ) -> list[trio.socket.SocketType]:
-    """Open ``count`` streams, at most ``concurrency`` connecting at once."""
+    """Open ``count`` streams with ``opener``, at most ``concurrency`` connecting at once."""
+    return [sock for sock, _ in await open_many_with_rest(target, count, concurrency, opener)]
+
+
+async def open_many_with_rest(
+    target: Target,
+    count: int,
+    concurrency: int,
+    opener: Callable[[Target], Awaitable[tuple[trio.socket.SocketType, bytes]]] = open_stream,
+) -> list[tuple[trio.socket.SocketType, bytes]]:
+    """As :func:`open_many`, with the bytes each stream received past its head."""
     opened: list[tuple[trio.socket.SocketType, bytes]] = []
     limiter = trio.CapacityLimiter(concurrency)
 
     async def one() -> None:
         async with limiter:
-            opened.append(await open_stream(target))
+            opened.append(await opener(target))
 
     try:
         async with trio.open_nursery() as nursery:
@@ -212,7 +226,7 @@ async def open_many(
         for sock, _ in opened:
             sock.close()
         raise
-    return [sock for sock, _ in opened]
+    return opened
 
 
 # --- fan-out ----------------------------------------------------------------------

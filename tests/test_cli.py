@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -24,14 +25,21 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
 @asynccontextmanager
 async def listening_process(
-    command: list[str], *, startup_timeout: float = TIMEOUT
+    command: list[str],
+    *,
+    startup_timeout: float = TIMEOUT,
+    stop_timeout: float = 10,
+    log: IO[bytes] | None = None,
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
     """Start a server process and wait until it logs the address it listens on.
 
     Its stderr goes to a file, not a pipe: the server logs every disconnect, and a
     full pipe that nobody reads would block its event loop (logging is synchronous).
+    Pass ``log`` to read that file afterwards; a temporary one is used otherwise.
     """
-    with tempfile.TemporaryFile() as log:
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = stack.enter_context(tempfile.TemporaryFile())
         process = await trio.lowlevel.open_process(command, stderr=log)
         try:
             with trio.fail_after(startup_timeout):
@@ -45,7 +53,7 @@ async def listening_process(
         finally:
             if process.returncode is None:
                 process.terminate()
-            with trio.fail_after(10):
+            with trio.fail_after(stop_timeout):
                 await process.wait()
 
 

@@ -21,7 +21,7 @@ from typing import IO
 import trio
 
 from tests.redis_server import RedisServer
-from tests.test_cli import SERVE
+from tests.test_cli import SERVE, listening_process
 from tests.test_redis_serve import WORKERS_START, children_of, is_running
 from tests.wire import TIMEOUT
 from trio_sse._workers import _DeathWindow, _describe
@@ -70,20 +70,10 @@ class Served:
 @asynccontextmanager
 async def serving_workers(command: list[str]) -> AsyncIterator[Served]:
     with tempfile.TemporaryFile() as log:
-        process = await trio.lowlevel.open_process(command, stderr=log)
-        try:
-            with trio.fail_after(WORKERS_START):
-                while (
-                    found := re.search(rb"Running on https?://([\d.]+):(\d+)", _read(log))
-                ) is None:
-                    assert process.poll() is None, f"server exited early: {_read(log).decode()}"
-                    await trio.sleep(0.02)
-            yield Served(process, log, (found[1].decode(), int(found[2])))
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            with trio.fail_after(20):
-                await process.wait()
+        async with listening_process(
+            command, startup_timeout=WORKERS_START, stop_timeout=20, log=log
+        ) as (process, address):
+            yield Served(process, log, address)
 
 
 async def _livez(address: tuple[str, int]) -> bool:
