@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import re
 import signal
 import socket
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+import trio_sse
 from tests.wire import TIMEOUT, SSEConnection, wait_for_remote_subscribers
 
 SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
@@ -179,3 +181,10 @@ async def test_the_hypercorn_cli_serves_the_reference_app() -> None:
         (event,) = await conn.read_events(1)
         assert event.data == "via the hypercorn CLI"
         await conn.close_fin()
+
+
+def test_version_is_the_package_version() -> None:
+    command = [*SERVE[:-1], "--version"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == f"trio-sse {trio_sse.__version__}"
+    assert importlib.metadata.version("trio-sse") == trio_sse.__version__

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from . import __version__
 from ._cli_listen import listen, parse_headers
 from ._cli_loadtest import loadtest, parse_drop
 from ._cli_publish import publish
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-sse", description="Server-Sent Events on Trio: serve, publish and stream."
     )
+    parser.add_argument("--version", action="version", version=f"trio-sse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = commands.add_parser(
