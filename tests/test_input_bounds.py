@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from quart_trio import QuartTrio
 
 from tests.test_cli import serve_process
-from tests.wire import TIMEOUT, Server, SSEConnection, running_server
+from tests.wire import TIMEOUT, Server, SSEConnection, read_response_head, running_server
 from trio_sse import MemoryBroker, ServerSentEvent, event_stream
 from trio_sse.app import _BadRequestError, _event_from_body
 from trio_sse.cli import main
@@ -44,14 +44,7 @@ async def send_head(
     lines = [f"HEAD {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream"]
     lines += [f"{name}: {value}" for name, value in headers]
     await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
-    received = bytearray()
-    with trio.fail_after(TIMEOUT):
-        while b"\r\n\r\n" not in received:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise ConnectionError("closed before the response head")
-            received += data
-    head = bytes(received).partition(b"\r\n\r\n")[0].decode("latin-1")
+    head = (await read_response_head(stream))[0].decode("latin-1")
     status_line, *header_lines = head.split("\r\n")
     answer = {}
     for line in header_lines:

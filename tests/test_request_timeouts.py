@@ -28,7 +28,7 @@ import trio
 
 from tests.test_cli import SERVE, listening_process
 from tests.test_tls import TLSFiles, tls  # noqa: F401 (the fixture)
-from tests.wire import TIMEOUT, Server, SSEConnection, running_server
+from tests.wire import TIMEOUT, Server, SSEConnection, read_response_head, running_server
 from trio_sse import create_app
 from trio_sse._hypercorn_idle import IdleBoundConnection, bound_idle_h2_connections
 from trio_sse.server import REQUEST_HEAD_TIMEOUT
@@ -160,11 +160,7 @@ class H2Peer:
             "\r\n"
         )
         await stream.send_all(request.encode())
-        received = b""
-        with trio.fail_after(TIMEOUT):
-            while b"\r\n\r\n" not in received:
-                received += await stream.receive_some()
-        head, _, rest = received.partition(b"\r\n\r\n")
+        head, rest = await read_response_head(stream)
         assert head.startswith(b"HTTP/1.1 101 "), head
         peer = cls(stream, connection)
         peer.streams[1] = H2Stream()

@@ -109,6 +109,23 @@ async def running_server(
         stop.set()
 
 
+async def read_response_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
+    """Read ``stream`` up to the end of a response head; return the head and what followed.
+
+    Raises:
+        ConnectionError: The server closed the connection first.
+    """
+    received = b""
+    with trio.fail_after(TIMEOUT):
+        while b"\r\n\r\n" not in received:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise ConnectionError("closed before the response head")
+            received += data
+    head, _, rest = received.partition(b"\r\n\r\n")
+    return head, rest
+
+
 @dataclass
 class SSEConnection:
     """One raw SSE request and its response, parsed by hand (chunked framing included)."""
