@@ -1,4 +1,4 @@
-"""Fixtures shared across test modules: a real redis-server for the whole session."""
+"""Fixtures shared across test modules: a real redis-server and Redis Cluster per session."""
 
 from __future__ import annotations
 
@@ -7,16 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisClusterServers, RedisServer
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session; tests keep apart by key prefix."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A 3-master Redis Cluster for the session (no replicas); tests keep apart by prefix.
+
+    Tests that kill a node make a cluster of their own.
+    """
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"), replicas=0)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

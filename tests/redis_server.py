@@ -51,6 +51,7 @@ class RedisServer:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
+        self.extra_arguments: list[str] = []  # more options on the command line
 
     @property
     def url(self) -> str:
@@ -78,6 +79,7 @@ class RedisServer:
         ]
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        command += self.extra_arguments
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         # A separate process gives no readiness event: ask it until it answers PONG
@@ -210,3 +212,131 @@ class SentinelServer(RedisServer):
         """The port of the master as this Sentinel names it now."""
         address = self.master_status().split("address=", 1)[1].split(",", 1)[0]
         return int(address.rsplit(":", 1)[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterNode(RedisServer):
+    """One ``redis-server --cluster-enabled yes`` node, quick to fail over."""
+
+    def __init__(self, directory: Path, *, node_timeout_ms: int = 1000) -> None:
+        super().__init__(directory)
+        self.port = free_cluster_port()
+        self.extra_arguments = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / "nodes.conf"),
+            # A master that does not answer for this long is failed over.
+            "--cluster-node-timeout",
+            str(node_timeout_ms),
+        ]
+
+    def command(self, *arguments: str) -> str:
+        """Run one command with redis-cli; its output."""
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *arguments],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        ).stdout
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters, each with ``replicas`` replicas, on loopback.
+
+    Made with ``redis-cli --cluster create`` (redis-tools, a dependency of Debian's
+    redis-server), so the slots are spread evenly over the masters.
+    """
+
+    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1) -> None:
+        require_redis_server()
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes = []
+        for index in range(masters * (1 + replicas)):
+            node_directory = directory / f"node{index}"
+            node_directory.mkdir()
+            self.nodes.append(ClusterNode(node_directory))
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[: self.masters])
+        return f"redis+cluster://{hosts}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+        )
+        self.wait_until_ok()
+
+    def wait_until_ok(self, nodes: list[ClusterNode] | None = None) -> None:
+        """Until every running node says ``cluster_state:ok`` and knows every slot's master."""
+        deadline = time.monotonic() + START_TIMEOUT
+        for node in nodes or self.running():
+            while "cluster_state:ok" not in node.command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster not ok: {node.command('CLUSTER', 'INFO')}")
+                time.sleep(0.05)
+
+    def running(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def master_of(self, key: str) -> ClusterNode:
+        """The node that serves ``key``'s slot now."""
+        slot = int(self.running()[0].command("CLUSTER", "KEYSLOT", key))
+        for node in self.running():
+            for line in node.command("CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for part in fields[8:]:
+                        low, _, high = part.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return node
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def wait_for_failover(self, dead: ClusterNode) -> None:
+        """Until the cluster has given ``dead``'s slots to another node and is ok (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.wait_until_ok()
+                lines = self.running()[0].command("CLUSTER", "NODES").splitlines()
+                dead_line = next(line for line in lines if f":{dead.port}@" in line)
+                if "fail" in dead_line.split()[2] and len(dead_line.split()) <= 8:
+                    return  # flagged failed, and no slots of its own any more
+            except (RuntimeError, subprocess.SubprocessError, StopIteration):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover of the node on port {dead.port} in time")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(kill=True)

@@ -1,8 +1,8 @@
 """The Broker contract, run against every implementation: one behaviour, two brokers.
 
 Each test gets ``open_broker``, a factory for an entered broker: the in-memory one,
-and the Redis one on the session's real redis-server (each test with keys of its
-own). Behaviour only one broker has is tested in test_broker.py (memory) and
+and the Redis one on the session's real redis-server and on its Redis Cluster (each
+test with keys of its own). Behaviour only one broker has is tested in test_broker.py (memory) and
 test_redis_broker.py.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisClusterServers, RedisServer
 from tests.wire import TIMEOUT
 from trio_sse import (
     Broker,
@@ -43,13 +43,15 @@ async def open_memory_broker(**options: Any) -> AsyncIterator[Broker]:
         await broker.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def open_broker(request: pytest.FixtureRequest) -> OpenBroker:
     if request.param == "memory":
         return open_memory_broker
     from trio_sse.redis import open_redis_broker  # noqa: PLC0415 - needs the redis extra
 
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer | RedisClusterServers = request.getfixturevalue(
+        "redis_cluster" if request.param == "redis-cluster" else "redis_server"
+    )
     return partial(open_redis_broker, server.url, key_prefix=f"test:{uuid.uuid4().hex}:")
 
 

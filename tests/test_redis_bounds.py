@@ -97,8 +97,8 @@ async def test_history_is_bounded_in_bytes(redis_server: RedisServer, prefix: st
         ids = [await broker.publish("t", ServerSentEvent(big)) for _ in range(100)]
         assert await receive_ids(normal, 100) == ids
     async with coredis.Redis(port=redis_server.port) as client:
-        length = await client.xlen(f"{prefix}t")
-        usage = await client.memory_usage(f"{prefix}t")
+        length = await client.xlen(f"{prefix}{{t}}")
+        usage = await client.memory_usage(f"{prefix}{{t}}")
     assert length <= 16, f"{length} entries of 64 KiB kept"
     assert usage is not None
     assert usage <= 1.5 * MiB, f"the stream takes {usage / MiB:.2f} MiB"
@@ -112,8 +112,8 @@ async def test_history_is_bounded_in_age_and_idle_topics_expire(
         await trio.sleep(1.1)  # let the first event age past history_ttl
         new = await broker.publish("t", ServerSentEvent("new"))
         async with coredis.Redis(port=redis_server.port) as client:
-            entries = await client.xrange(f"{prefix}t")
-            ttl = await client.pttl(f"{prefix}t")
+            entries = await client.xrange(f"{prefix}{{t}}")
+            ttl = await client.pttl(f"{prefix}{{t}}")
         assert [text(entry.identifier) for entry in entries] == [new]
         assert 0 < ttl <= 1000
         # Its id left history: the key publishes anew.
@@ -208,8 +208,8 @@ async def test_a_repeated_idempotency_key_publishes_once(
                 await broker.publish("t", ServerSentEvent("x"), idempotency_key=bad)
         assert broker.statistics().published == 4
     async with coredis.Redis(port=redis_server.port) as client:
-        assert await client.xlen(f"{prefix}t") == 3
-        (entry,) = await client.xrange(f"{prefix}u")
+        assert await client.xlen(f"{prefix}{{t}}") == 3
+        (entry,) = await client.xrange(f"{prefix}{{u}}")
     assert text(entry.identifier) == elsewhere
 
 
@@ -225,7 +225,7 @@ async def test_a_key_publishes_anew_once_its_event_left_history(
         assert await broker.publish("t", ServerSentEvent("a"), idempotency_key="k") == again
     # The keys of trimmed events are dropped with them: Redis holds one per retained event.
     async with coredis.Redis(port=redis_server.port) as client:
-        assert await client.hlen(f"{prefix}t:keys") == 1
+        assert await client.hlen(f"{prefix}{{t}}:keys") == 1
 
 
 async def test_a_retry_after_a_timed_out_publish_does_not_duplicate(
@@ -257,7 +257,7 @@ async def test_a_retry_after_a_timed_out_publish_does_not_duplicate(
         marker = await broker.publish("t", ServerSentEvent("marker"))
         assert await receive_ids(normal, 2) == [event_id, marker]
     async with coredis.Redis(port=own_redis_server.port) as client:
-        entries = await client.xrange(f"{prefix}t")
+        entries = await client.xrange(f"{prefix}{{t}}")
     assert [text(entry.identifier) for entry in entries] == [event_id, marker]
 
 
@@ -276,7 +276,7 @@ async def test_a_gap_in_live_delivery_gets_a_reset_notice(
             ms, seq = first.split("-")
             missing = f"{ms}-{int(seq) + 1}"
             after = await client.xadd(
-                f"{prefix}t",
+                f"{prefix}{{t}}",
                 {"data": "c", "t": "0", "p": missing},
                 identifier=f"{ms}-{int(seq) + 2}",
             )
@@ -304,5 +304,5 @@ async def test_serve_passes_the_history_and_topic_bounds_to_redis(
             assert (await http.post("/events/a", json={"data": data})).status_code == 202
         assert (await http.post("/events/b", json={"data": "x"})).status_code == 503
     async with coredis.Redis(port=own_redis_server.port) as client:
-        assert await client.xlen(f"{DEFAULT_KEY_PREFIX}a") == 1
-        assert 0 < await client.pttl(f"{DEFAULT_KEY_PREFIX}a") <= 30_000
+        assert await client.xlen(f"{DEFAULT_KEY_PREFIX}{{a}}") == 1
+        assert 0 < await client.pttl(f"{DEFAULT_KEY_PREFIX}{{a}}") <= 30_000

@@ -76,7 +76,7 @@ async def test_event_ids_are_redis_stream_ids(redis_server: RedisServer, prefix:
         event_id = await broker.publish("t", ServerSentEvent("x"))
     assert parse_stream_id(event_id) is not None
     async with coredis.Redis(port=redis_server.port) as client:
-        (entry,) = await client.xrange(f"{prefix}t")
+        (entry,) = await client.xrange(f"{prefix}{{t}}")
     assert entry.identifier == event_id.encode()
     # Besides the event's fields: when it was added (its age), and the id before it.
     assert entry.field_values.keys() == {b"data", b"t", b"p"}
@@ -100,7 +100,7 @@ async def test_history_is_trimmed_to_about_its_size(redis_server: RedisServer, p
         for i in range(1000):
             await broker.publish("t", ServerSentEvent(str(i)))
     async with coredis.Redis(port=redis_server.port) as client:
-        length = await client.xlen(f"{prefix}t")
+        length = await client.xlen(f"{prefix}{{t}}")
     # Approximate trimming drops whole internal nodes (at most 100 entries each).
     assert 10 <= length <= 10 + 100
 
@@ -209,7 +209,7 @@ async def test_publish_without_redis_raises_and_stores_nothing(
         assert broker.statistics().backplane.is_connected  # type: ignore[union-attr]
         assert broker.statistics().published == 1
     async with coredis.Redis(port=own_redis_server.port) as client:
-        entries = await client.xrange(f"{prefix}t")
+        entries = await client.xrange(f"{prefix}{{t}}")
     assert [entry.field_values[b"data"] for entry in entries] == [b"before"]
 
 
@@ -367,8 +367,8 @@ async def test_a_reader_restarts_after_its_topic_was_idle(
 async def test_foreign_entries_are_skipped(redis_server: RedisServer, prefix: str) -> None:
     async with broker_on(redis_server, prefix) as broker, broker.subscribe("t") as sub:
         async with coredis.Redis(port=redis_server.port) as client:
-            await client.xadd(f"{prefix}t", {"not": "ours"})
-            await client.xadd(f"{prefix}t", {"data": b"\xff"})
+            await client.xadd(f"{prefix}{{t}}", {"not": "ours"})
+            await client.xadd(f"{prefix}{{t}}", {"data": b"\xff"})
         good = await broker.publish("t", ServerSentEvent("fine"))
         frames = await sub.receive_batch()
         assert ids_of(frames) == [good]

@@ -23,7 +23,7 @@ from tests.test_cli import serve_process
 from tests.wire import TIMEOUT, SSEConnection, wait_for_remote_subscribers
 from trio_sse import BrokerUnavailableError, ServerSentEvent
 from trio_sse.redis import open_redis_broker
-from trio_sse.redis._open import _sentinel_target
+from trio_sse.redis._urls import sentinel_target
 
 # Short, so that a publish to a frozen replica gives up quickly.
 REPLICA_TIMEOUT = 0.3
@@ -97,7 +97,7 @@ async def test_with_min_replicas_every_acknowledged_publish_survives_the_master_
                     break
             master.stop(kill=True)
     with trio.fail_after(TIMEOUT):
-        on_replica = await stream_ids(replica, f"{prefix}t")
+        on_replica = await stream_ids(replica, f"{prefix}{{t}}")
     lost = [event_id for event_id in acknowledged if event_id not in on_replica]
     if min_replicas == 0:
         assert lost, "the replica cut off cannot have the last publishes"
@@ -143,7 +143,7 @@ async def test_an_unreplicated_publish_raises_stating_the_outcome_and_a_retry_se
             event_id = await two.publish("t", ServerSentEvent("x"), idempotency_key="k1")
             assert await one.publish("t", ServerSentEvent("x"), idempotency_key="k1") == event_id
     with trio.fail_after(TIMEOUT):
-        ids = await stream_ids(master, f"{prefix}t")
+        ids = await stream_ids(master, f"{prefix}{{t}}")
     assert ids[0] == event_id
     assert len(ids) == 2  # x once, and y
 
@@ -213,7 +213,7 @@ FAILOVER_WITHIN = 30.0
 
 
 def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None:
-    target = _sentinel_target("redis+sentinel://:s%40cret@a:26380,[::1]:26381,c/svc/2")
+    target = sentinel_target("redis+sentinel://:s%40cret@a:26380,[::1]:26381,c/svc/2")
     assert [(node.host, node.port) for node in target.sentinels] == [
         ("a", 26380),
         ("::1", 26381),
@@ -221,7 +221,7 @@ def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None
     ]
     assert (target.service, target.database, target.password) == ("svc", 2, "s@cret")
     assert "cret" not in target.where
-    assert _sentinel_target("redis+sentinel://h:1/svc").database == 0
+    assert sentinel_target("redis+sentinel://h:1/svc").database == 0
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,7 @@ def test_serve_accepts_a_sentinel_url_and_refuses_other_schemes() -> None:
     url = "redis+sentinel://127.0.0.1:26379/svc"
     assert _broker_url(url) == url
     with pytest.raises(argparse.ArgumentTypeError, match="redis\\+sentinel://"):
-        _broker_url("redis+cluster://127.0.0.1:7000")
+        _broker_url("sentinel://127.0.0.1:26379/svc")
 
 
 @pytest.fixture

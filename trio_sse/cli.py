@@ -106,11 +106,11 @@ def _broker_url(text: str) -> str:
     if text == MEMORY:
         return text
     scheme = urlsplit(text).scheme
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         raise argparse.ArgumentTypeError(
-            "expected 'memory' or a Redis URL: redis://host:port/db, or "
-            "redis+sentinel://host:port[,host:port...]/service for Redis behind Sentinel; "
-            f"got {text!r}"
+            "expected 'memory' or a Redis URL: redis://host:port/db, "
+            "redis+sentinel://host:port[,host:port...]/service for Redis behind Sentinel, "
+            f"or redis+cluster://host:port[,host:port...] for a Redis Cluster; got {text!r}"
         )
     return text
 
@@ -146,9 +146,9 @@ def _parser() -> argparse.ArgumentParser:
         default=MEMORY,
         metavar="URL",
         help="'memory' (this process only), a Redis URL, redis://[:password@]host:port/db, "
-        "or Redis behind Sentinel, redis+sentinel://host:port[,host:port...]/service, "
-        "which follows the master through a failover (needs the redis extra: "
-        "pip install 'trio-sse[redis]')",
+        "Redis behind Sentinel, redis+sentinel://host:port[,host:port...]/service, "
+        "or a Redis Cluster, redis+cluster://host:port[,host:port...]; both follow a "
+        "failover (needs the redis extra: pip install 'trio-sse[redis]')",
     )
     serve_cmd.add_argument(
         "--broker-min-replicas",

@@ -25,13 +25,14 @@ rather than skipping the entry silently.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
 
 import coredis
 import trio
-from coredis.exceptions import RedisError, ResponseError
+from coredis.exceptions import RedisError, ReplicationError, ResponseError
 from coredis.response.types import StreamEntry
 
 from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
@@ -51,6 +52,7 @@ from ..broker import (
 )
 from ..protocol import ServerSentEvent
 from . import _scripts
+from ._clients import RedisClients
 from ._entries import entry_frame, entry_from_reply, fields_of, previous_id
 from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id, publishable_id
 
@@ -68,7 +70,9 @@ __all__ = [
 logger = logging.getLogger("trio_sse.redis")
 
 # Topic names are already safe in a key ([A-Za-z0-9._~-]); the prefix keeps them
-# apart from the application's own keys in a shared database.
+# apart from the application's own keys in a shared database. A topic's keys are
+# <prefix>{<topic>}...: the braces are a Redis Cluster hash tag, so they share a slot
+# and one script can use them all.
 DEFAULT_KEY_PREFIX: Final = "trio_sse:topic:"
 
 # Redis answers in well under a millisecond on a LAN; five seconds without an answer
@@ -213,8 +217,7 @@ class RedisBroker:
     def __init__(
         self,
         *,
-        commands: coredis.Redis[bytes],
-        readers: coredis.Redis[bytes],
+        clients: RedisClients,
         nursery: trio.Nursery,
         where: str,
         history: int,
@@ -227,15 +230,23 @@ class RedisBroker:
         min_replicas: int = 0,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
-        self._commands = commands
-        self._readers_client = readers
+        if "{" in key_prefix or "}" in key_prefix:
+            # The first {...} in a key is its hash tag: the prefix's would put every
+            # topic in one slot of a cluster.
+            raise ValueError(f"key_prefix may not contain braces, got {key_prefix!r}")
+        self._clients = clients
         self._nursery = nursery
         self._where = where
         self._history = history
         self._history_bytes = history_bytes
         self._history_ttl_ms = max(1, round(history_ttl * 1000))
-        self._publish_script = commands.register_script(_scripts.PUBLISH)
-        self._read_page_script = commands.register_script(_scripts.READ_PAGE)
+        self._publish_script = clients.commands.register_script(_scripts.PUBLISH)
+        self._read_page_script = clients.commands.register_script(_scripts.READ_PAGE)
+        self._admit_script = clients.commands.register_script(_scripts.ADMIT)
+        # On a cluster, the topic cap is checked before a publish (see _admit): each
+        # topic admitted here, with when to count it again (trio clock).
+        self._admitted: dict[str, float] = {}
+        self._history_ttl = history_ttl
         self._queue_size = queue_size
         self._key_prefix = key_prefix
         self._timeout = timeout
@@ -255,11 +266,11 @@ class RedisBroker:
         return self._is_closed
 
     def _key(self, topic: str) -> str:
-        return self._key_prefix + topic
+        return f"{self._key_prefix}{{{topic}}}"
 
     @property
     def _topics_key(self) -> str:
-        # A topic name has no ":", so this is no topic's stream.
+        # No topic's key: those have braces.
         return self._key_prefix + ":topics"
 
     # Publishing
@@ -317,24 +328,13 @@ class RedisBroker:
         ]
         for name, value in fields_of(event).items():
             arguments += (name, value)
-        keys = [key, f"{key}:meta", f"{key}:keys", self._topics_key]
-        reply: object
-        replicas: int | None = None  # acknowledged by; None when not asked
-        try:
-            if self._min_replicas:
-                with trio.fail_after(self._timeout + self._replica_timeout_ms / 1000):
-                    reply, replicas = await self._publish_and_wait(keys, arguments)
-            else:
-                with trio.fail_after(self._timeout):
-                    reply = await self._publish_script(keys=keys, args=arguments)
-        except ResponseError as exc:
-            raise self._refused("refused the publish script", exc) from exc
-        except _FAILURES as exc:
-            raise self._unavailable(
-                "did not acknowledge the event (if the connection broke after sending it, "
-                "it may still have been stored: retry with the same idempotency key)",
-                exc,
-            ) from exc
+        keys = [key, f"{key}:meta", f"{key}:keys"]
+        if self._clients.is_cluster:
+            # The topics' sorted set is in another slot than the topic's keys.
+            await self._admit(topic)
+        else:
+            keys.append(self._topics_key)
+        reply, replicas = await self._run_publish(keys, arguments, idempotency_key)
         self._mark_connected()
         assert isinstance(reply, list), f"unexpected reply {reply!r}"
         assert len(reply) == 2, f"unexpected reply {reply!r}"
@@ -346,17 +346,81 @@ class RedisBroker:
                 raise self._not_replicated(value, replicas, idempotency_key)
             return value
         if status == "full":
-            raise BrokerUnavailableError(
-                f"topic {topic!r} is new and Redis at {self._where} already holds {value} "
-                "topics (max_topics); a topic leaves when it has had no publish for "
-                "history_ttl"
-            )
+            raise self._full(topic, value)
         if "equal or smaller" in value:
             raise InvalidEventError(
                 f"event id {identifier} is not above the newest id of topic {topic!r}; "
                 "Redis stream ids must increase"
             )
         raise self._refused("refused the event", ResponseError(value))
+
+    async def _run_publish(
+        self, keys: list[str], arguments: list[str | int], idempotency_key: str | None
+    ) -> tuple[object, int | None]:
+        """The publish script's reply, and how many replicas took it (``None``: not asked)."""
+        reply: object
+        replicas: int | None = None
+        commands = self._clients.commands
+        try:
+            if self._min_replicas:
+                with trio.fail_after(self._timeout + self._replica_timeout_ms / 1000):
+                    reply, replicas = await self._publish_and_wait(keys, arguments)
+            else:
+                with trio.fail_after(self._timeout):
+                    reply = await self._publish_script(keys=keys, args=arguments, client=commands)
+        except ReplicationError as exc:
+            # (A cluster's WAIT, which says only that too few replicas answered.)
+            self._mark_connected()
+            raise self._not_replicated(None, None, idempotency_key) from exc
+        except ResponseError as exc:
+            raise self._refused("refused the publish script", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable(
+                "did not acknowledge the event (if the connection broke after sending it, "
+                "it may still have been stored: retry with the same idempotency key)",
+                exc,
+            ) from exc
+        return reply, replicas
+
+    def _full(self, topic: str, count: str) -> BrokerUnavailableError:
+        return BrokerUnavailableError(
+            f"topic {topic!r} is new and Redis at {self._where} already holds {count} "
+            "topics (max_topics); a topic leaves when it has had no publish for "
+            "history_ttl"
+        )
+
+    async def _admit(self, topic: str) -> None:
+        """On a cluster: count ``topic`` among the prefix's topics, or refuse it at the cap.
+
+        A cluster runs a script on one slot's keys only, so this is a script of its
+        own before the publish's, not part of it. Each process counts a topic again
+        every ``history_ttl / 2`` while it publishes to it, which keeps the topic
+        counted (it expires ``history_ttl`` after that); the cap is exact but for
+        publishes racing to create the last topics.
+        """
+        now = trio.current_time()
+        if self._admitted.get(topic, -math.inf) > now:
+            return
+        try:
+            with trio.fail_after(self._timeout):
+                reply: object = await self._admit_script(
+                    keys=[self._topics_key],
+                    args=[topic, self._history_ttl_ms, self._max_topics],
+                    client=self._clients.commands,
+                )
+        except ResponseError as exc:
+            raise self._refused("refused the topic count script", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable(
+                "did not answer (counting topics; nothing stored)", exc
+            ) from exc
+        assert isinstance(reply, list), f"unexpected reply {reply!r}"
+        status, value = (bytes(part).decode() for part in reply)
+        if status == "full":
+            raise self._full(topic, value)
+        if len(self._admitted) >= 2 * self._max_topics:
+            self._admitted = {name: due for name, due in self._admitted.items() if due > now}
+        self._admitted[topic] = now + self._history_ttl / 2
 
     async def _publish_and_wait(
         self, keys: list[str], arguments: list[str | int]
@@ -365,9 +429,18 @@ class RedisBroker:
 
         ``WAIT`` counts the replicas that have every write made on its connection
         so far, so both go in one pipeline, which holds one connection (a plain
-        command may go out on any connection of the pool).
+        command may go out on any connection of the pool). A cluster's client does
+        that itself (``ensure_replication``), raising ``ReplicationError`` when too
+        few replicas answer.
         """
-        async with self._commands.pipeline(transaction=False) as pipeline:
+        commands = self._clients.commands
+        if isinstance(commands, coredis.RedisCluster):
+            with commands.ensure_replication(self._min_replicas, self._replica_timeout_ms):
+                reply: object = await self._publish_script(
+                    keys=keys, args=arguments, client=commands
+                )
+            return reply, self._min_replicas
+        async with commands.pipeline(transaction=False) as pipeline:
             published: Awaitable[object] = self._publish_script(
                 keys=keys, args=arguments, client=pipeline
             )
@@ -375,16 +448,18 @@ class RedisBroker:
         return await published, await waited
 
     def _not_replicated(
-        self, event_id: str, replicas: int, idempotency_key: str | None
+        self, event_id: str | None, replicas: int | None, idempotency_key: str | None
     ) -> BrokerUnavailableError:
         retry = (
             "retry with the same Idempotency-Key"
             if idempotency_key is not None
             else "a retry without an Idempotency-Key publishes it again"
         )
+        event = "the event" if event_id is None else f"event {event_id}"
+        taken = "fewer" if replicas is None else replicas
         return BrokerUnavailableError(
-            f"event {event_id} is stored on the master (Redis at {self._where}), acknowledged "
-            f"by {replicas} of {self._min_replicas} replicas within "
+            f"{event} is stored on the master (Redis at {self._where}), acknowledged "
+            f"by {taken} of {self._min_replicas} replicas within "
             f"{self._replica_timeout_ms} ms: it may be lost if the master fails; {retry}"
         )
 
@@ -476,6 +551,7 @@ class RedisBroker:
                 reply: object = await self._read_page_script(
                     keys=[key],
                     args=[format_stream_id(after), format_stream_id(until), max_bytes],
+                    client=self._clients.commands,
                 )
         except _FAILURES as exc:
             raise self._unavailable("did not answer the replay (XRANGE)", exc) from exc
@@ -490,7 +566,7 @@ class RedisBroker:
         """The stream's first entry and newest id ever generated; ``None`` if no stream."""
         try:
             with trio.fail_after(self._timeout):
-                info = await self._commands.xinfo_stream(key)
+                info = await self._clients.commands.xinfo_stream(key)
         except ResponseError as exc:
             if "no such key" in str(exc):
                 return None
@@ -531,7 +607,10 @@ class RedisBroker:
             while True:
                 try:
                     await self._read_until_failure(reader)
-                except _FAILURES as exc:
+                except Exception as exc:
+                    # Not only _FAILURES: a reader that raised would end the broker's
+                    # nursery, and every stream with it. coredis 6.9's cluster pool can
+                    # raise its own QueueFull when a connection attempt is cancelled.
                     self._lost(exc)
                     delay = reader.retry_delay = min(
                         reader.retry_delay * 2 or _RETRY_MIN, _RETRY_MAX
@@ -542,20 +621,21 @@ class RedisBroker:
                         self._where,
                         _describe(exc),
                         delay,
+                        exc_info=not isinstance(exc, _FAILURES),
                     )
                     await trio.sleep(delay)
 
     async def _read_until_failure(self, reader: _TopicReader) -> None:
         if not reader.ready.is_set():
             with trio.fail_after(self._timeout):
-                newest = await self._commands.xrevrange(reader.key, count=1)
+                newest = await self._clients.commands.xrevrange(reader.key, count=1)
             reader.position = entry_frame(newest[0])[0] if newest else ZERO_ID
             reader.ready.set()
         key = reader.key.encode()
         while True:
             # The deadline outlasts BLOCK: it fires only if Redis went silent.
             with trio.fail_after(_BLOCK_MS / 1000 + self._timeout):
-                reply = await self._readers_client.xread(
+                reply = await self._clients.readers.xread(
                     {reader.key: format_stream_id(reader.position)},
                     count=_READ_COUNT,
                     block=_BLOCK_MS,
@@ -603,6 +683,7 @@ class RedisBroker:
     def _lost(self, exc: BaseException) -> None:
         self._is_connected = False
         self._last_error = _describe(exc)
+        self._clients.failed()
 
     def _refused(self, what: str, exc: BaseException) -> BrokerUnavailableError:
         # Redis answered: the link is up, whatever it said.
@@ -626,7 +707,7 @@ class RedisBroker:
             raise BrokerClosedError("the broker is closed")
         try:
             with trio.fail_after(self._timeout):
-                await self._commands.ping()
+                await self._clients.commands.ping()
         except _FAILURES as exc:
             raise self._unavailable("did not answer PING", exc) from exc
         self._mark_connected()

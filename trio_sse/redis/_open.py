@@ -1,22 +1,17 @@
-"""Opening a Redis broker: the URL, the two coredis clients, the readers' nursery.
+"""Opening a Redis broker: the options checked, the clients, the readers' nursery.
 
-With a ``redis+sentinel://`` URL both clients connect to whichever Redis the Sentinels
-name as the service's master, asking them again for every new connection; so after a
-failover the broker's retries (a publisher's, and each reader's own loop) reach the
-new master by themselves.
+Which clients depends on the URL (see ``_clients``): one Redis, the master a Sentinel
+service names (asked again for every new connection, so retries reach the new master
+after a failover), or a cluster (its map of slots read again after a failure).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import coredis
 import trio
-from coredis.connection import TCPLocation
-from coredis.retry import NoRetryPolicy
 
 from ..broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
 from ._broker import (
@@ -29,82 +24,10 @@ from ._broker import (
     MAX_REPLICA_TIMEOUT,
     RedisBroker,
 )
+from ._clients import ClusterClients, FixedClients, RedisClients
+from ._urls import CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_target, sentinel_target, where
 
 __all__ = ["open_redis_broker"]
-
-SENTINEL_SCHEME: Final = "redis+sentinel"
-_SENTINEL_FORM: Final = "redis+sentinel://[:password@]host:port[,host:port...]/service[/db]"
-_DEFAULT_SENTINEL_PORT: Final = 26379
-
-
-class _SentinelTarget(NamedTuple):
-    """A parsed ``redis+sentinel://`` URL."""
-
-    sentinels: list[TCPLocation]
-    service: str
-    database: int
-    password: str | None  # the master's (Sentinels are asked without one)
-
-    @property
-    def where(self) -> str:
-        """For messages (never the password)."""
-        nodes = ",".join(f"{node.host}:{node.port}" for node in self.sentinels)
-        return (
-            f"{self.service!r} (the master named by the Sentinels at {nodes}, db {self.database})"
-        )
-
-
-def _sentinel_target(url: str) -> _SentinelTarget:
-    """Parse ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``.
-
-    Raises:
-        ValueError: Not of that form, naming what is wrong.
-    """
-    parts = urlsplit(url)
-    if parts.query or parts.fragment:
-        raise ValueError(f"a Sentinel URL has no query or fragment: {_SENTINEL_FORM}")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    password = unquote(userinfo.partition(":")[2]) if userinfo else None
-    sentinels = []
-    for node in hosts.split(","):
-        host, colon, port_text = node.rpartition(":")
-        if not colon:
-            host, port_text = node, str(_DEFAULT_SENTINEL_PORT)
-        host = host.removeprefix("[").removesuffix("]")
-        if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-            raise ValueError(
-                f"bad Sentinel address {node!r} in a Sentinel URL; expected {_SENTINEL_FORM}"
-            )
-        sentinels.append(TCPLocation(host, int(port_text)))
-    service, _, database = parts.path.lstrip("/").partition("/")
-    if not service:
-        raise ValueError(f"a Sentinel URL names the service after the hosts: {_SENTINEL_FORM}")
-    database = database or "0"
-    if not database.isdigit():
-        raise ValueError(f"the database in a Sentinel URL is a number, got {database!r}")
-    return _SentinelTarget(sentinels, unquote(service), int(database), password or None)
-
-
-def _where(url: str) -> str:
-    """``host:port/db`` of a Redis URL, for messages (never the password)."""
-    parts = urlsplit(url)
-    if parts.scheme == SENTINEL_SCHEME:
-        return _sentinel_target(url).where
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(
-            "a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://, "
-            f"got {url!r}"
-        )
-    if parts.scheme == "unix":
-        return parts.path
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise ValueError(f"bad port in Redis URL {url!r}") from None
-    database = parts.path.lstrip("/") or "0"
-    if not database.isdigit():
-        raise ValueError(f"the database in a Redis URL is a number, got {database!r}")
-    return f"{parts.hostname or 'localhost'}:{port}/{database}"
 
 
 @asynccontextmanager
@@ -131,7 +54,9 @@ async def open_redis_broker(
         url: ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or ``unix://...``;
             or ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``:
             the master of ``service`` as the Sentinels at those addresses name it (the
-            password is the master's), followed through a failover.
+            password is the master's), followed through a failover; or
+            ``redis+cluster://[:password@]host:port[,host:port...]``: a Redis Cluster,
+            found through those nodes (any that answer), followed through a failover.
         history: Entries kept per topic stream for replay. At least 1, since live
             delivery reads from the stream.
         history_bytes: Bytes of event fields kept per topic stream; the oldest events
@@ -157,7 +82,7 @@ async def open_redis_broker(
         ValueError: A bad URL or option.
         BrokerUnavailableError: Redis does not answer a ``PING`` at start.
     """
-    where = _where(url)
+    target = where(url)
     if history < 1:
         raise ValueError(f"history must be >= 1 with Redis, got {history}")
     if history_bytes < 1:
@@ -179,13 +104,24 @@ async def open_redis_broker(
         )
     try:
         async with AsyncExitStack() as stack:
-            commands, readers = await _clients(stack, url, command_timeout, max_topics)
             nursery = await stack.enter_async_context(trio.open_nursery())
+            clients: RedisClients
+            scheme = urlsplit(url).scheme
+            if scheme == CLUSTER_SCHEME:
+                cluster = ClusterClients(
+                    cluster_target(url), nursery, command_timeout, max_readers=max_topics
+                )
+                await cluster.start()
+                clients = cluster
+            else:
+                sentinel = sentinel_target(url) if scheme == SENTINEL_SCHEME else None
+                clients = await FixedClients.open(
+                    stack, url, sentinel, command_timeout, max_readers=max_topics
+                )
             broker = RedisBroker(
-                commands=commands,
-                readers=readers,
+                clients=clients,
                 nursery=nursery,
-                where=where,
+                where=target,
                 history=history,
                 history_bytes=history_bytes,
                 history_ttl=history_ttl,
@@ -207,38 +143,6 @@ async def open_redis_broker(
         # (readers never raise). Give the caller its own exception back, as if there
         # were no task groups.
         raise _sole_exception(group) from None
-
-
-async def _clients(
-    stack: AsyncExitStack, url: str, command_timeout: float, max_topics: int
-) -> tuple[coredis.Redis[bytes], coredis.Redis[bytes]]:
-    """The broker's two clients, entered on ``stack``: for commands, and for readers."""
-    # No automatic retries: a retried XADD whose first attempt reached Redis would
-    # store the event twice. Readers retry in their own loop, from their position.
-    options: dict[str, Any] = {"retry_policy": NoRetryPolicy(), "connect_timeout": command_timeout}
-    # Blocked XREADs hold their connection, so they get a pool of their own and can
-    # never starve publishes (the default pool has 64 connections).
-    reader_options = {**options, "max_connections": max_topics}
-    if urlsplit(url).scheme != SENTINEL_SCHEME:
-        commands = coredis.Redis.from_url(url, **options)
-        readers = coredis.Redis.from_url(url, **reader_options)
-    else:
-        target = _sentinel_target(url)
-        sentinel = coredis.Sentinel(
-            target.sentinels,
-            # A Sentinel that does not answer is skipped for the next one.
-            sentinel_kwargs={"connect_timeout": command_timeout, "stream_timeout": command_timeout},
-            retry_policy=NoRetryPolicy(),
-            connect_timeout=command_timeout,
-            db=target.database,
-            password=target.password,
-        )
-        await stack.enter_async_context(sentinel)
-        commands = sentinel.primary_for(target.service)
-        readers = sentinel.primary_for(target.service, max_connections=max_topics)
-    await stack.enter_async_context(commands)
-    await stack.enter_async_context(readers)
-    return commands, readers
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

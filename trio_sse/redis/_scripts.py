@@ -4,14 +4,15 @@ A script runs atomically in Redis, so a publish's checks (idempotency key, topic
 cap), its ``XADD`` and its trimming happen with nothing in between; and a replay
 page's check for trimmed history sees the same stream as the entries it returns.
 
-Keys of one topic (``<prefix><topic>`` is its stream; topic names have no ``:``,
-so none of these can be another topic's stream):
+Keys of one topic (``<prefix>{<topic>}`` is its stream; the braces make the topic
+the keys' Redis Cluster hash tag, so a topic's keys share one slot):
 
-* ``<prefix><topic>:meta``: a hash, ``bytes`` (the retained entries' field bytes)
+* ``<prefix>{<topic>}:meta``: a hash, ``bytes`` (the retained entries' field bytes)
   and ``last`` (the newest id this script added);
-* ``<prefix><topic>:keys``: a hash, idempotency key -> id, for retained entries only;
+* ``<prefix>{<topic>}:keys``: a hash, idempotency key -> id, for retained entries only;
 * ``<prefix>:topics``: a sorted set of the prefix's topics, scored by when each
-  expires (ms, Redis's clock).
+  expires (ms, Redis's clock). On a cluster it is in another slot, so the publish
+  script cannot use it: ``ADMIT`` counts the topic first, in a script of its own.
 
 Each entry holds the event's fields plus ``t`` (when it was added, ms, Redis's
 clock: its age, whatever its id), ``p`` (the id of the entry before it, so a reader
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PUBLISH", "READ_PAGE", "RESERVED_FIELDS"]
+__all__ = ["ADMIT", "PUBLISH", "READ_PAGE", "RESERVED_FIELDS"]
 
 RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
 
-# KEYS: stream, meta, keys, topics.
+# KEYS: stream, meta, keys, topics (no topics on a cluster: ADMIT did that part).
 # ARGV: topic, id ('*' for Redis's), max entries, max bytes, ttl (ms), max topics,
 #       idempotency key ('' for none), then the event's field/value pairs.
 # Returns {'added', id}, {'duplicate', id}, {'full', max topics} or {'refused', error}.
@@ -53,11 +54,13 @@ end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
-local expires = redis.call('ZSCORE', topics, topic)
-if not expires or tonumber(expires) <= now then
-  redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
-  if redis.call('ZCARD', topics) >= max_topics then
-    return {'full', ARGV[6]}
+if topics then
+  local expires = redis.call('ZSCORE', topics, topic)
+  if not expires or tonumber(expires) <= now then
+    redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
+    if redis.call('ZCARD', topics) >= max_topics then
+      return {'full', ARGV[6]}
+    end
   end
 end
 
@@ -134,11 +137,33 @@ redis.call('HSET', meta, 'bytes', math.max(bytes, 0), 'last', added)
 if key ~= '' then
   redis.call('HSET', keys, key, added)
 end
-redis.call('ZADD', topics, now + ttl, topic)
+if topics then
+  redis.call('ZADD', topics, now + ttl, topic)
+end
 for _, name in ipairs(KEYS) do
   redis.call('PEXPIRE', name, ttl)
 end
 return {'added', added}
+"""
+
+# KEYS: topics. ARGV: topic, ttl (ms), max topics.
+# Counts the topic as PUBLISH does, until ttl from now. Returns {'ok', ''} or
+# {'full', max topics}.
+ADMIT: Final = """
+local topics, topic = KEYS[1], ARGV[1]
+local ttl, max_topics = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local expires = redis.call('ZSCORE', topics, topic)
+if not expires or tonumber(expires) <= now then
+  redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
+  if redis.call('ZCARD', topics) >= max_topics then
+    return {'full', ARGV[3]}
+  end
+end
+redis.call('ZADD', topics, now + ttl, topic)
+redis.call('PEXPIRE', topics, ttl)
+return {'ok', ''}
 """
 
 # KEYS: stream. ARGV: after (exclusive), until (inclusive), max bytes.
