@@ -68,6 +68,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/latency.py", env=env)
         session.run("python", "benchmarks/slow_clients.py", env=env)
         session.run("python", "benchmarks/scaling.py", env=env)
+        session.run("python", "benchmarks/cluster_latency.py", env=env)
 
 
 @nox.session

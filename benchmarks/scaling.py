@@ -68,7 +68,9 @@ async def open_subscribed(target: Target) -> tuple[trio.socket.SocketType, bytes
     return sock, received.split(OPENED, 1)[1]
 
 
-async def fanout_run(target: Target, *, subscribers: int, events: int) -> tuple[float, float]:
+async def fanout_run(
+    target: Target, *, subscribers: int, events: int, publishers: int
+) -> tuple[float, float]:
     """One run: (deliveries per second, the client's busy fraction)."""
     opened = await open_many_with_rest(target, subscribers, 100, open_subscribed)
     try:
@@ -76,12 +78,19 @@ async def fanout_run(target: Target, *, subscribers: int, events: int) -> tuple[
         async with trio.open_nursery() as nursery:
             for sock, rest in opened:
                 nursery.start_soon(count_events, sock, rest, tally)
-            publisher = await Publisher.open(target)
+            opened_publishers = [await Publisher.open(target) for _ in range(publishers)]
             client_before = client_cpu_seconds()
             start = trio.current_time()
-            async with publisher:
-                for _ in range(events):
-                    await publisher.publish("x" * 64)
+
+            async def publish_share(publisher: Publisher, count: int) -> None:
+                async with publisher:
+                    for _ in range(count):
+                        await publisher.publish("x" * 64)
+
+            async with trio.open_nursery() as publishing:
+                for index, publisher in enumerate(opened_publishers):
+                    share = events // publishers + (index < events % publishers)
+                    publishing.start_soon(publish_share, publisher, share)
             with trio.fail_after(300):
                 await tally.done.wait()
             elapsed = trio.current_time() - start
@@ -115,7 +124,10 @@ async def main(args: argparse.Namespace) -> None:
                     async with serving(command) as target:
                         cpu_before = process_tree_cpu(target.pid)
                         rate, busy = await fanout_run(
-                            target, subscribers=args.subscribers, events=args.events
+                            target,
+                            subscribers=args.subscribers,
+                            events=args.events,
+                            publishers=args.publishers,
                         )
                         cpu = process_tree_cpu(target.pid) - cpu_before
                     figures[name].append(rate)
@@ -138,4 +150,10 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        default=1,
+        help="publishers POSTing at once, each one event after another",
+    )
     trio.run(main, parser.parse_args())

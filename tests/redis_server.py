@@ -231,8 +231,10 @@ def free_cluster_port() -> int:
 class ClusterNode(RedisServer):
     """One ``redis-server --cluster-enabled yes`` node, quick to fail over."""
 
-    def __init__(self, directory: Path, *, node_timeout_ms: int = 1000) -> None:
-        super().__init__(directory)
+    def __init__(
+        self, directory: Path, *, node_timeout_ms: int = 1000, appendfsync: str = "always"
+    ) -> None:
+        super().__init__(directory, appendfsync=appendfsync)
         self.port = free_cluster_port()
         self.extra_arguments = [
             "--cluster-enabled",
@@ -262,7 +264,9 @@ class RedisClusterServers:
     redis-server), so the slots are spread evenly over the masters.
     """
 
-    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(
+        self, directory: Path, *, masters: int = 3, replicas: int = 1, appendfsync: str = "always"
+    ) -> None:
         require_redis_server()
         self.masters = masters
         self.replicas = replicas
@@ -270,7 +274,7 @@ class RedisClusterServers:
         for index in range(masters * (1 + replicas)):
             node_directory = directory / f"node{index}"
             node_directory.mkdir()
-            self.nodes.append(ClusterNode(node_directory))
+            self.nodes.append(ClusterNode(node_directory, appendfsync=appendfsync))
 
     @property
     def url(self) -> str:

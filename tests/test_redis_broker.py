@@ -15,6 +15,7 @@ from typing import Any
 
 import coredis
 import pytest
+from coredis.tokens import PureToken
 import trio
 import trio.testing
 
@@ -372,3 +373,23 @@ async def test_foreign_entries_are_skipped(redis_server: RedisServer, prefix: st
         good = await broker.publish("t", ServerSentEvent("fine"))
         frames = await sub.receive_batch()
         assert ids_of(frames) == [good]
+
+
+async def test_a_reader_reads_on_from_what_redis_has_after_losing_what_it_delivered(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A failover to a replica without the newest entries, or a restart that lost them,
+    leaves the stream behind what a reader delivered; its next ids can be lower (another
+    clock, or an id given by the publisher). The reader, back after the failure, reads
+    them instead of waiting above them forever."""
+    async with broker_on(redis_server, prefix) as broker, broker.subscribe("t") as sub:
+        with trio.fail_after(TIMEOUT):
+            await broker.publish("t", ServerSentEvent("before", id="1000-0"))
+            assert await receive_ids(sub, 1) == ["1000-0"]
+            async with coredis.Redis(port=redis_server.port) as client:
+                # As if lost: the stream and its metadata gone. Then the reader's
+                # connection breaks, as on a failover.
+                await client.delete([f"{prefix}{{t}}", f"{prefix}{{t}}:meta"])
+                await client.client_kill(type_=PureToken.NORMAL, skipme=True)
+            await broker.publish("t", ServerSentEvent("after", id="5-0"))
+            assert await receive_ids(sub, 1) == ["5-0"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
@@ -94,6 +95,10 @@ _BLOCK_MS: Final = 10_000
 # Entries per XREAD: bounds the time one fan-out round runs without a checkpoint.
 _READ_COUNT: Final = 256
 
+# Ids each reader remembers having fanned out, to find where to read on when Redis
+# lost some of them.
+_RECENT_IDS: Final = 64
+
 # Reconnect back-off: the first retry is quick (a restart takes about a second),
 # later ones settle at a rate that costs Redis nothing while it recovers.
 _RETRY_MIN: Final = 0.05
@@ -118,6 +123,7 @@ class _TopicReader:
         "key",
         "position",
         "ready",
+        "recent",
         "retry_delay",
         "topic",
         "users",
@@ -132,6 +138,8 @@ class _TopicReader:
         self.cancel_scope = trio.CancelScope()
         self.users = 0  # subscribe() contexts that depend on this reader
         self.retry_delay = 0.0  # the back-off after the next failure; 0 while reading
+        # The newest ids fanned out (and the start position): what Redis may have lost.
+        self.recent: deque[StreamId] = deque(maxlen=_RECENT_IDS)
 
 
 class _StreamReplay:
@@ -565,15 +573,23 @@ class RedisBroker:
     async def _stream_info(self, key: str) -> _StreamInfo | None:
         """The stream's first entry and newest id ever generated; ``None`` if no stream."""
         try:
+            info = await self._read_stream_info(key)
+        except ResponseError as exc:
+            raise self._unavailable(f"refused XINFO ({exc})", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer XINFO", exc) from exc
+        self._mark_connected()
+        return info
+
+    async def _read_stream_info(self, key: str) -> _StreamInfo | None:
+        """:meth:`_stream_info`, raising what coredis raises."""
+        try:
             with trio.fail_after(self._timeout):
                 info = await self._clients.commands.xinfo_stream(key)
         except ResponseError as exc:
             if "no such key" in str(exc):
                 return None
-            raise self._unavailable(f"refused XINFO ({exc})", exc) from exc
-        except _FAILURES as exc:
-            raise self._unavailable("did not answer XINFO", exc) from exc
-        self._mark_connected()
+            raise
         first = info["first-entry"]
         generated = info["last-generated-id"]
         last = parse_stream_id(generated.decode() if isinstance(generated, bytes) else generated)
@@ -630,7 +646,10 @@ class RedisBroker:
             with trio.fail_after(self._timeout):
                 newest = await self._clients.commands.xrevrange(reader.key, count=1)
             reader.position = entry_frame(newest[0])[0] if newest else ZERO_ID
+            reader.recent.append(reader.position)
             reader.ready.set()
+        elif reader.retry_delay:
+            await self._check_position(reader)
         key = reader.key.encode()
         while True:
             # The deadline outlasts BLOCK: it fires only if Redis went silent.
@@ -652,6 +671,40 @@ class RedisBroker:
             if reply:
                 self._deliver(reader, reply.get(key, ()))
 
+    async def _check_position(self, reader: _TopicReader) -> None:
+        """After a failure: read on from what Redis has, if it lost what was delivered.
+
+        A failover to a replica that had not received the newest entries, or a restart
+        that lost them, leaves the stream behind this reader's position. Its next ids
+        may then be below the position (the new master's clock, an id given by the
+        publisher), and an ``XREAD`` after the position would skip them silently.
+        """
+        info = await self._read_stream_info(reader.key)
+        if info is not None and info.last_generated >= reader.position:
+            return
+        # Everything in the stream is now below the position: entries this reader
+        # delivered (the oldest of them), then any published since the loss. Read on
+        # after the newest delivered one, which `recent` recognises.
+        with trio.fail_after(self._timeout):
+            entries = await self._clients.commands.xrevrange(reader.key, count=_RECENT_IDS * 4)
+        recent = set(reader.recent)
+        resume = ZERO_ID
+        for entry in entries:
+            stream_id = entry_frame(entry)[0]
+            if stream_id in recent or stream_id < reader.recent[0]:
+                resume = stream_id
+                break
+            # Published since: resume before it, unless an older one is ours.
+            resume = previous_id(entry) or ZERO_ID
+        logger.warning(
+            "topic %s: Redis lost the entries up to id %s that this process delivered (a "
+            "failover or a restart); reading on after %s",
+            reader.topic,
+            format_stream_id(reader.position),
+            format_stream_id(resume),
+        )
+        reader.position = resume
+
     def _deliver(self, reader: _TopicReader, entries: tuple[StreamEntry, ...]) -> None:
         # No checkpoint from here to the end: the position and the fan-out move together.
         deliver = self._fanout.deliver
@@ -672,6 +725,7 @@ class RedisBroker:
             if frame is not None:
                 deliver(topic, frame)
             reader.position = stream_id
+            reader.recent.append(stream_id)
         advanced, reader.advanced = reader.advanced, trio.Event()
         advanced.set()
 
