@@ -8,8 +8,10 @@ Starts a redis-server of its own (AOF with ``appendfsync everysec``), then, alte
 * ``trio-sse serve --workers 2 --broker redis://...``,
 
 none of them pinned to a core, and drives each with the same fan-out: ``--subscribers``
-streams, one publisher POSTing ``--events`` events one after another, deliveries per
-second from the first POST to the last delivery. A stream counts as subscribed once its
+streams, ``--publishers`` publishers (4) POSTing ``--events`` events between them, each
+one after another, deliveries per second from the first POST to the last delivery. (One
+sequential publisher measures the publish round trip more than the fan-out: each POST
+waits for Redis while the workers wait for the next event.) A stream counts as subscribed once its
 first chunk (the ``: stream open`` comment, sent after the subscription exists) has
 arrived: with several workers, no one process's ``/stats`` sees every subscriber.
 
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import trio
 
 from benchmarks.scenarios import (
@@ -68,10 +71,26 @@ async def open_subscribed(target: Target) -> tuple[trio.socket.SocketType, bytes
     return sock, received.split(OPENED, 1)[1]
 
 
+async def events_per_write(target: Target) -> float:
+    """Events per write in the process that answers ``/metrics`` (with workers, one of them).
+
+    Every write is one observation of ``trio_sse_publish_to_write_seconds``.
+    """
+    async with httpx.AsyncClient(base_url=target.url) as http:
+        text = (await http.get("/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("trio_sse_delivered_total", "trio_sse_publish_to_write_seconds_count"):
+            values[name] = float(value)
+    return values["trio_sse_delivered_total"] / values["trio_sse_publish_to_write_seconds_count"]
+
+
 async def fanout_run(
     target: Target, *, subscribers: int, events: int, publishers: int
-) -> tuple[float, float]:
-    """One run: (deliveries per second, the client's busy fraction)."""
+) -> tuple[float, float, float]:
+    """One run: deliveries per second, the client's busy fraction, and the server's CPU
+    seconds per delivery (its workers' too), all from the first POST to the last delivery."""
     opened = await open_many_with_rest(target, subscribers, 100, open_subscribed)
     try:
         tally = Tally(expected=subscribers * events)
@@ -80,6 +99,7 @@ async def fanout_run(
                 nursery.start_soon(count_events, sock, rest, tally)
             opened_publishers = [await Publisher.open(target) for _ in range(publishers)]
             client_before = client_cpu_seconds()
+            server_before = process_tree_cpu(target.pid)
             start = trio.current_time()
 
             async def publish_share(publisher: Publisher, count: int) -> None:
@@ -95,11 +115,12 @@ async def fanout_run(
                 await tally.done.wait()
             elapsed = trio.current_time() - start
             client = client_cpu_seconds() - client_before
+            server = process_tree_cpu(target.pid) - server_before
             nursery.cancel_scope.cancel()
     finally:
         for sock, _ in opened:
             sock.close()
-    return tally.expected / elapsed, client / elapsed
+    return tally.expected / elapsed, client / elapsed, server / tally.expected
 
 
 @asynccontextmanager
@@ -122,18 +143,28 @@ async def main(args: argparse.Namespace) -> None:
             for run in range(args.runs):
                 for name, command in setups.items():
                     async with serving(command) as target:
+                        assert redis.process is not None
+                        redis_before = cpu_seconds(redis.process.pid)
                         cpu_before = process_tree_cpu(target.pid)
-                        rate, busy = await fanout_run(
+                        start = trio.current_time()
+                        rate, busy, per_delivery = await fanout_run(
                             target,
                             subscribers=args.subscribers,
                             events=args.events,
                             publishers=args.publishers,
                         )
+                        coalesced = await events_per_write(target)
+                        elapsed = trio.current_time() - start
                         cpu = process_tree_cpu(target.pid) - cpu_before
+                        redis_cpu = cpu_seconds(redis.process.pid) - redis_before
                     figures[name].append(rate)
+                    # (The busy fractions cover the whole run, connecting included.)
                     print(
                         f"run {run + 1}, {name}: {rate:,.0f} deliveries/s, server CPU "
-                        f"{cpu:.1f} s, client busy {busy:.0%}",
+                        f"{per_delivery * 1e6:.1f} µs per delivery, {coalesced:.1f} events per "
+                        "write; busy (of one CPU): "
+                        f"server {cpu / elapsed:.0%}, Redis {redis_cpu / elapsed:.0%}, "
+                        f"client during the fan-out {busy:.0%}",
                         flush=True,
                     )
         finally:
@@ -153,7 +184,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--publishers",
         type=int,
-        default=1,
+        default=4,
         help="publishers POSTing at once, each one event after another",
     )
     trio.run(main, parser.parse_args())
