@@ -20,11 +20,12 @@ import pytest
 START_TIMEOUT = 20.0
 
 
-def require_redis_server() -> str:
-    """The redis-server binary; skip (locally) or fail (CI=true) when there is none."""
-    binary = shutil.which("redis-server")
+def require_redis_server(name: str = "redis-server") -> str:
+    """A binary of Debian's redis-server package (and its dependency redis-tools):
+    skip (locally) or fail (CI=true) when there is none."""
+    binary = shutil.which(name)
     if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
+        message = f"{name} is not installed (apt-get install redis-server)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -249,7 +250,7 @@ class ClusterNode(RedisServer):
     def command(self, *arguments: str) -> str:
         """Run one command with redis-cli; its output."""
         return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *arguments],
+            [require_redis_server("redis-cli"), "-p", str(self.port), *arguments],
             check=True,
             capture_output=True,
             text=True,
@@ -268,6 +269,7 @@ class RedisClusterServers:
         self, directory: Path, *, masters: int = 3, replicas: int = 1, appendfsync: str = "always"
     ) -> None:
         require_redis_server()
+        self.cli = require_redis_server("redis-cli")
         self.masters = masters
         self.replicas = replicas
         self.nodes = []
@@ -286,7 +288,7 @@ class RedisClusterServers:
             node.start()
         subprocess.run(
             [
-                "redis-cli",
+                self.cli,
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
