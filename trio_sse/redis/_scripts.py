@@ -29,11 +29,30 @@ __all__ = ["ADMIT", "PUBLISH", "READ_PAGE", "RESERVED_FIELDS"]
 
 RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
 
+# Functions both PUBLISH and ADMIT use. Redis's clock, not the caller's: every worker and
+# host then agree on ages. A topic already counted (and not expired) may always publish;
+# a new one only while the prefix has fewer than max_topics.
+_SHARED: Final = """
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+
+local function admits(topics, topic, max_topics, now)
+  local expires = redis.call('ZSCORE', topics, topic)
+  if expires and tonumber(expires) > now then
+    return true
+  end
+  redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
+  return redis.call('ZCARD', topics) < max_topics
+end
+"""
+
 # KEYS: stream, meta, keys, topics (no topics on a cluster: ADMIT did that part).
 # ARGV: topic, id ('*' for Redis's), max entries, max bytes, ttl (ms), max topics,
 #       idempotency key ('' for none), then the event's field/value pairs.
 # Returns {'added', id}, {'duplicate', id}, {'full', max topics} or {'refused', error}.
-PUBLISH: Final = """
+PUBLISH: Final = _SHARED + """
 local stream, meta, keys, topics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local topic, id = ARGV[1], ARGV[2]
 local max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -51,17 +70,9 @@ if key ~= '' then
   end
 end
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-
-if topics then
-  local expires = redis.call('ZSCORE', topics, topic)
-  if not expires or tonumber(expires) <= now then
-    redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
-    if redis.call('ZCARD', topics) >= max_topics then
-      return {'full', ARGV[6]}
-    end
-  end
+local now = now_ms()
+if topics and not admits(topics, topic, max_topics, now) then
+  return {'full', ARGV[6]}
 end
 
 local previous, bytes = '0-0', 0
@@ -149,17 +160,12 @@ return {'added', added}
 # KEYS: topics. ARGV: topic, ttl (ms), max topics.
 # Counts the topic as PUBLISH does, until ttl from now. Returns {'ok', ''} or
 # {'full', max topics}.
-ADMIT: Final = """
+ADMIT: Final = _SHARED + """
 local topics, topic = KEYS[1], ARGV[1]
 local ttl, max_topics = tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local expires = redis.call('ZSCORE', topics, topic)
-if not expires or tonumber(expires) <= now then
-  redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
-  if redis.call('ZCARD', topics) >= max_topics then
-    return {'full', ARGV[3]}
-  end
+local now = now_ms()
+if not admits(topics, topic, max_topics, now) then
+  return {'full', ARGV[3]}
 end
 redis.call('ZADD', topics, now + ttl, topic)
 redis.call('PEXPIRE', topics, ttl)
