@@ -29,7 +29,9 @@ SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 async def listening_process(
     command: list[str],
     *,
-    startup_timeout: float = TIMEOUT,
+    # A cold interpreter importing Quart, Hypercorn and coredis takes about a second;
+    # on a loaded 2-core CI machine, several.
+    startup_timeout: float = 30,
     stop_timeout: float = 10,
     log: IO[bytes] | None = None,
 ) -> AsyncIterator[tuple[trio.Process, tuple[str, int]]]:
