@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import trio_sse
-from tests.wire import TIMEOUT, SSEConnection, wait_for_remote_subscribers
+from tests.wire import SSEConnection, wait_for_remote_subscribers
 
 SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
