@@ -15,9 +15,9 @@ from typing import Any
 
 import coredis
 import pytest
-from coredis.tokens import PureToken
 import trio
 import trio.testing
+from coredis.tokens import PureToken
 
 from tests.redis_server import RedisServer, require_redis_server
 from tests.test_broker_contract import ids_of, receive_ids

@@ -52,7 +52,9 @@ end
 # ARGV: topic, id ('*' for Redis's), max entries, max bytes, ttl (ms), max topics,
 #       idempotency key ('' for none), then the event's field/value pairs.
 # Returns {'added', id}, {'duplicate', id}, {'full', max topics} or {'refused', error}.
-PUBLISH: Final = _SHARED + """
+PUBLISH: Final = (
+    _SHARED
+    + """
 local stream, meta, keys, topics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local topic, id = ARGV[1], ARGV[2]
 local max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -156,11 +158,14 @@ for _, name in ipairs(KEYS) do
 end
 return {'added', added}
 """
+)
 
 # KEYS: topics. ARGV: topic, ttl (ms), max topics.
 # Counts the topic as PUBLISH does, until ttl from now. Returns {'ok', ''} or
 # {'full', max topics}.
-ADMIT: Final = _SHARED + """
+ADMIT: Final = (
+    _SHARED
+    + """
 local topics, topic = KEYS[1], ARGV[1]
 local ttl, max_topics = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
@@ -171,6 +176,7 @@ redis.call('ZADD', topics, now + ttl, topic)
 redis.call('PEXPIRE', topics, ttl)
 return {'ok', ''}
 """
+)
 
 # KEYS: stream. ARGV: after (exclusive), until (inclusive), max bytes.
 # Returns {first, entry, ...}: the id of the stream's first entry ('' if it has none),
