@@ -1,7 +1,8 @@
 """Conformance of `trio-sse listen URL --json` to WHATWG HTML 9.2 ("Server-sent events").
 
 Each case is a scripted HTTP exchange, served byte for byte by a raw Trio server
-(``ScriptedServer``), and the real command runs against it as a subprocess. The
+(``ScriptedServer``), and the command's ``listen()`` runs against it in this process
+(a few cases also run the real command as a subprocess, end to end). The
 cases follow the parsing and connection rules of the spec and the scenarios of
 web-platform-tests' ``eventsource/`` directory (the names in brackets), re-stated
 as bytes on the wire and the JSON lines that must come out:
@@ -22,6 +23,7 @@ default reconnection time of 3 s.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -31,6 +33,8 @@ from functools import partial
 
 import pytest
 import trio
+
+from trio_sse._cli_listen import listen as run_listen
 
 pytestmark = pytest.mark.slow
 
@@ -141,20 +145,41 @@ class Run:
     stderr: str
 
 
-async def listen(server: ScriptedServer, name: str, exchange: Exchange, *args: str) -> Run:
-    """Run `trio-sse listen --json` on ``/<name>`` until it exits by itself."""
+async def listen(
+    server: ScriptedServer,
+    name: str,
+    exchange: Exchange,
+    *,
+    last_event_id: str | None = None,
+    as_process: bool = False,
+) -> Run:
+    """Run `trio-sse listen --json` on ``/<name>`` until it exits by itself.
+
+    In this process (the command's own ``listen()``, with its output captured) unless
+    ``as_process``: a process costs about a second of start-up, and the cases are many.
+    A few cases run the real command end to end (``test_cases_through_the_real_command``).
+    """
     server.exchanges[name] = exchange
     url = f"http://127.0.0.1:{server.port}/{name}"
     with trio.fail_after(CASE_TIMEOUT):
-        done = await trio.run_process(
-            [*CLI, url, *args], capture_stdout=True, capture_stderr=True, check=False
-        )
+        if as_process:
+            options = [] if last_event_id is None else ["--last-event-id", last_event_id]
+            done = await trio.run_process(
+                [*CLI, url, *options], capture_stdout=True, capture_stderr=True, check=False
+            )
+            code, stdout, stderr = done.returncode, done.stdout.decode(), done.stderr.decode()
+        else:
+            out, err = io.StringIO(), io.StringIO()
+            code = await run_listen(
+                url, out=out, err=err, is_json=True, last_event_id=last_event_id
+            )
+            stdout, stderr = out.getvalue(), err.getvalue()
     events = []
-    for line in done.stdout.decode().splitlines():
+    for line in stdout.splitlines():
         fields = json.loads(line)
         assert set(fields) == {"event", "data", "id"}, line
         events.append((fields["event"], fields["data"], fields["id"]))
-    return Run(done.returncode, events, done.stderr.decode())
+    return Run(code, events, stderr)
 
 
 @pytest.fixture
@@ -353,6 +378,32 @@ async def test_parsing(server: ScriptedServer, case: ParseCase, chunked: bool) -
     assert second.headers.get("last-event-id") == expected_id
 
 
+_THROUGH_THE_PROCESS = {"onmessage", "crlf", "comments", "id-non-ascii", "utf-8-invalid-bytes"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [case for case in PARSE_CASES if case.name in _THROUGH_THE_PROCESS],
+    ids=lambda case: case.name,
+)
+async def test_cases_through_the_real_command(server: ScriptedServer, case: ParseCase) -> None:
+    """The same cases through `trio-sse listen --json` as a process: its argument
+    parsing, output and exit status, not only the function the other cases call."""
+    exchange = Exchange([response(FAST_RETRY + case.body, chunked=True)])
+    run = await listen(server, f"process-{case.name}", exchange, as_process=True)
+    assert run.events == case.events
+    assert run.code == 0, run.stderr
+    assert len(exchange.requests) == 2
+
+
+async def test_a_failed_connection_through_the_real_command(server: ScriptedServer) -> None:
+    exchange = Exchange([response(b"data: no\n\n", status="404 Not Found")])
+    run = await listen(server, "process-404", exchange, last_event_id="7", as_process=True)
+    assert (run.code, run.events, len(exchange.requests)) == (1, [], 1)
+    assert "404" in run.stderr
+    assert exchange.requests[0].headers["last-event-id"] == b"7"
+
+
 # --- The connection ---------------------------------------------------------------------
 
 
@@ -368,7 +419,7 @@ async def test_request_headers(server: ScriptedServer) -> None:
 
 async def test_last_event_id_option_is_sent_on_the_first_request(server: ScriptedServer) -> None:
     exchange = Exchange([response(FAST_RETRY + b"data: x\n\n")])
-    run = await listen(server, "resume", exchange, "--last-event-id", "41")
+    run = await listen(server, "resume", exchange, last_event_id="41")
     assert run.events == [(M, "x", "41")]
     assert [r.headers.get("last-event-id") for r in exchange.requests] == [b"41", b"41"]
 
@@ -507,9 +558,17 @@ async def test_an_id_no_header_can_carry_fails_clearly(server: ScriptedServer) -
 )
 async def test_a_bogus_url_fails_at_once(url: str) -> None:
     """[eventsource-constructor-url-bogus]: the constructor throws; nothing is retried."""
+    out, err = io.StringIO(), io.StringIO()
+    with trio.fail_after(CASE_TIMEOUT):
+        code = await run_listen(url, out=out, err=err, is_json=True)
+    assert (code, out.getvalue()) == (1, "")
+    assert "url" in err.getvalue()
+
+
+async def test_a_bogus_url_fails_at_once_through_the_real_command() -> None:
     with trio.fail_after(CASE_TIMEOUT):
         done = await trio.run_process(
-            [*CLI, url], capture_stdout=True, capture_stderr=True, check=False
+            [*CLI, "http://x:65536/"], capture_stdout=True, capture_stderr=True, check=False
         )
     assert (done.returncode, done.stdout) == (1, b"")
     assert b"url" in done.stderr
