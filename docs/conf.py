@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sphinx.util import logging
+
 # Document this checkout, whichever trio_sse the environment has installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trio_sse  # noqa: E402
+import trio_sse
 
 project = "trio_sse"
 author = "the trio_sse authors"
@@ -64,14 +66,12 @@ _COLON_OUTSIDE_CODE = re.compile(r"(?<!:):(?!:)")
 _CODE_OR_ROLE = re.compile(r"(:\w+:`[^`]*`|``[^`]*``|`[^`]*`)")
 
 
-def _check_attribute_summary(
+def _check_attribute_summary(  # noqa: PLR0917 (the signature Sphinx calls)
     app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
 ) -> None:
     if what not in {"attribute", "property", "data"} or not lines:
         return
     if _COLON_OUTSIDE_CODE.search(_CODE_OR_ROLE.sub("", lines[0])):
-        from sphinx.util import logging
-
         logging.getLogger(__name__).warning(
             "%s: napoleon would read the text before the colon in its docstring's first "
             "line as a type; reword that line (%r)",
