@@ -1,10 +1,10 @@
-"""Developer sessions. `nox` runs lint, typecheck and tests: the same as CI."""
+"""Developer sessions. `nox` runs lint, typecheck, tests and docs: the same as CI."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -30,6 +30,28 @@ def tests(session: nox.Session) -> None:
     """The test suite: unit tests and integration tests over real sockets."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The HTML site (Sphinx, MyST Markdown, API reference from the docstrings) in build/docs/.
+
+    Warnings are errors (``-W --keep-going`` reports them all, then fails), and the whole
+    site is rebuilt each time (``-E``) so that no warning hides in a cached page. Open
+    build/docs/index.html. Arguments after ``--`` go to sphinx-build.
+    """
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-E",
+        "-b",
+        "html",
+        *session.posargs,
+        "docs",
+        "build/docs",
+    )
 
 
 @nox.session

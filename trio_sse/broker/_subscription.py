@@ -64,13 +64,13 @@ class SinkResult(enum.Enum):
     """What a :data:`FrameSink` did with a frame it was offered."""
 
     WRITTEN = "written"
-    """Delivered in full: the reader stays parked."""
+    """Delivered in full; the reader stays parked."""
 
     PENDING = "pending"
-    """Taken, but the reader must run to finish delivering it: it is woken."""
+    """Taken, but the reader must run to finish delivering it, so it is woken."""
 
     DECLINED = "declined"
-    """Not taken: the frame is queued as usual, and the reader woken."""
+    """Not taken; the frame is queued as usual, and the reader woken."""
 
 
 FrameSink = Callable[[bytes, float], SinkResult]

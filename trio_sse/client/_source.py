@@ -62,7 +62,7 @@ class ReadyState(enum.Enum):
     OPEN = 1
     """A 200 ``text/event-stream`` response is being read."""
     CLOSED = 2
-    """Stopped for good: closed, a 204, a fatal error, or retries exhausted."""
+    """Stopped for good (closed, a 204, a fatal error, or retries exhausted)."""
 
 
 class _Stream:
@@ -200,12 +200,12 @@ class EventSource:
 
     @property
     def last_event_id(self) -> str:
-        """The last event ID string: sent as ``Last-Event-ID`` on reconnect when not empty."""
+        """The last event ID string, sent as ``Last-Event-ID`` on reconnect when not empty."""
         return self._last_event_id
 
     @property
     def retry(self) -> int:
-        """The reconnection time in milliseconds: the server's last ``retry``, else 3000."""
+        """The reconnection time in milliseconds (the server's last ``retry``, else 3000)."""
         return self._retry
 
     async def __aenter__(self) -> Self:

@@ -166,7 +166,7 @@ class Decoder:
 
     @property
     def last_event_id(self) -> str:
-        """The spec's "last event ID string": what to send as ``Last-Event-ID``.
+        """The spec's "last event ID string", which is what to send as ``Last-Event-ID``.
 
         It takes the last ``id`` field's value at each empty line, even one that
         dispatches nothing (an ``id``-only block), and is "" until then. An ``id``

@@ -20,7 +20,7 @@ class StreamEnd(enum.Enum):
     """Its queue filled up; the client resumes from history when it reconnects."""
 
     SHUTDOWN = "shutdown"
-    """The broker was closed: the server is shutting down."""
+    """The broker was closed, because the server is shutting down."""
 
     AUTH_EXPIRED = "auth_expired"
     """The token that opened the stream expired; the client must bring a fresh one."""
