@@ -68,6 +68,8 @@ as_image_user=(setpriv --reuid=10001 --regid=10001 --clear-groups
     env -i "PATH=$venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/nonexistent)
 export work healthcheck entrypoint
+# The script below runs in the namespace: its $ expand there, not here.
+# shellcheck disable=SC2016
 unshare --net bash -euo pipefail -c '
     ip link set lo up
     cd /
