@@ -33,9 +33,6 @@ TEMPLATE: Path = Path(__file__).parent.parent / "examples/deploy/nginx/trio-sse.
 # nginx starts in milliseconds; generous for a loaded 2-core machine.
 NGINX_START = 10.0
 
-# `serve --broker redis://` imports the whole stack and checks Redis first: on a busy
-# 2-core machine that has taken more than the suite's usual 5 s.
-SERVE_START = 30.0
 
 # The main config around the template: what a test needs (foreground, files in a temp
 # dir) and a hostile gzip setting. Everything about SSE is in the template.
@@ -186,7 +183,7 @@ async def deployment(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator
             for log in (log_one, log_two):
                 command = [*SERVE, "--port", "0", "--broker", redis_server.url, "--access-log"]
                 process, address = await stack.enter_async_context(
-                    listening_process(command, startup_timeout=SERVE_START, log=log)
+                    listening_process(command, log=log)
                 )
                 servers.append(Server(process, address, log))
             nginx = await stack.enter_async_context(
