@@ -150,18 +150,18 @@ _AUTH_PARAMETER: Final = re.compile(
 def _auth_sources(args: argparse.Namespace) -> dict[str, str]:
     """What the user gave for each AuthConfig parameter: an option or a variable."""
     if args.publish_token is None and os.environ.get(PUBLISH_TOKEN_ENV):
-        publish_token = f"${PUBLISH_TOKEN_ENV}"
+        token_source = f"${PUBLISH_TOKEN_ENV}"
     else:
-        publish_token = "--publish-token"
+        token_source = "--publish-token"  # noqa: S105 - an option name, not a secret
     if args.jwt_key_file is not None:
-        jwt_key = "--jwt-key-file"
+        key_source = "--jwt-key-file"
     elif args.jwt_key is None and os.environ.get(JWT_KEY_ENV):
-        jwt_key = f"${JWT_KEY_ENV}"
+        key_source = f"${JWT_KEY_ENV}"
     else:
-        jwt_key = "--jwt-key"
+        key_source = "--jwt-key"
     return {
-        "publish_token": publish_token,
-        "jwt_key": jwt_key,
+        "publish_token": token_source,
+        "jwt_key": key_source,
         "jwt_algorithms": "--jwt-algorithm",
         "subscribe_requires_token": "--subscribe-auth",
     }

@@ -145,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on" + _DEFAULT)
-    serve_cmd.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one" + _DEFAULT)
+    serve_cmd.add_argument(
+        "--port", type=_port, default=8000, help="port; 0 picks a free one" + _DEFAULT
+    )
     serve_cmd.add_argument(
         "--broker",
         type=_broker_url,

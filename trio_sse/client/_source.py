@@ -145,42 +145,42 @@ def _printable(text: str) -> str:
     return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
 
 
-async def _refusal_reason(response: httpx.Response) -> str | None:
-    """The reason a server gave for a refusal: its JSON ``error``, or a short text body.
-
-    Reads at most ``_MAX_REFUSAL_BODY`` bytes for at most ``_CLOSE_TIMEOUT`` s; the
-    caller closes the response.
-    """
-    media_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-    is_json = media_type == "application/json" or media_type.endswith("+json")
-    if not is_json and media_type != "text/plain":
-        return None
+async def _small_body(response: httpx.Response) -> bytes | None:
+    """The body, if it has at most ``_MAX_REFUSAL_BODY`` bytes and arrives within
+    ``_CLOSE_TIMEOUT`` s; else ``None``. The caller closes the response."""
     body = bytearray()
     chunks = response.aiter_bytes()
     try:
-        with trio.move_on_after(_CLOSE_TIMEOUT) as timer:
+        with trio.move_on_after(_CLOSE_TIMEOUT):
             async for chunk in chunks:
                 body += chunk
                 if len(body) > _MAX_REFUSAL_BODY:
-                    return None
+                    break
+            else:
+                return bytes(body)
     except httpx.RequestError:
-        return None
+        pass
     finally:
         if isinstance(chunks, AsyncGenerator):
             with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 await chunks.aclose()
-    if timer.cancelled_caught:
+    return None
+
+
+async def _refusal_reason(response: httpx.Response) -> str | None:
+    """The reason a server gave for a refusal: its JSON ``error``, or a short text body."""
+    media_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    is_json = media_type == "application/json" or media_type.endswith("+json")
+    body = await _small_body(response) if is_json or media_type == "text/plain" else None
+    if body is None:
         return None
-    text = body.decode("utf-8", errors="replace")
+    text: object = body.decode("utf-8", errors="replace")
     if is_json:
         try:
-            error = json.loads(text).get("error")
+            text = json.loads(body).get("error")
         except (ValueError, AttributeError):  # not JSON, or not an object
-            return None
-        if not isinstance(error, str):
-            return None
-        text = error
-    return _printable(text) or None
+            text = None
+    return (_printable(text) or None) if isinstance(text, str) else None
 
 
 def _check_url(url: str | httpx.URL) -> httpx.URL:
