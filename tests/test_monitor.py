@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 import trio
 
-from tests.examples import load_example
+from tests.examples import load_example, run_on_a_taken_port
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import MemoryBroker, ServerSentEvent
 from trio_sse.protocol import Decoder, MessageEvent
@@ -127,3 +127,12 @@ async def test_monitor_serves_its_page_and_the_reference_routes() -> None:
             assert kind in asset.headers["content-type"]
         assert (await server.http.get("/static/..%2Fserver.py")).status_code == 404
         assert (await server.http.get("/stats")).json()["published"] == 0
+
+
+def test_monitor_says_in_one_line_that_its_port_is_taken() -> None:
+    result = run_on_a_taken_port("monitor/server.py")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("server.py: cannot listen on 127.0.0.1:")
+    assert "address already in use" in line.lower()

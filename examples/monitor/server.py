@@ -29,6 +29,7 @@ import collections
 import json
 import logging
 import math
+import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from quart_trio import QuartTrio
 
 import trio_sse
 from trio_sse.broker import DEFAULT_HISTORY
+from trio_sse.server import listen_socket
 
 TOPIC: Final = "metrics"
 EVENT_TYPE: Final = "sample"
@@ -140,7 +142,8 @@ def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> Quar
     return app
 
 
-async def main(host: str, port: int, interval: float) -> None:
+async def main(sock: socket.socket, interval: float) -> None:
+    """Serve the dashboard on ``sock`` (bound by :func:`trio_sse.server.listen_socket`)."""
     # Per-topic history must hold the window that /samples replays to a new page.
     broker = trio_sse.MemoryBroker(history=max(WINDOW, DEFAULT_HISTORY))
     sampler = MetricsSampler(broker)
@@ -149,8 +152,21 @@ async def main(host: str, port: int, interval: float) -> None:
         # The sampler belongs to this nursery, beside the server: it stops when the
         # broker closes at shutdown, or is cancelled below once the server is down.
         nursery.start_soon(partial(publish_samples, broker, sampler, interval=interval))
-        await trio_sse.serve(app, host=host, port=port, on_shutdown=broker.aclose)
+        await trio_sse.serve(app, sock=sock, on_shutdown=broker.aclose)
         nursery.cancel_scope.cancel()
+
+
+def bind_or_exit(parser: argparse.ArgumentParser, host: str, port: int) -> socket.socket:
+    """Bind ``host:port``, or exit with status 1 and one line saying why not.
+
+    Bound before the event loop starts, so that a taken port is a message, not a
+    traceback from inside the server's nursery.
+    """
+    try:
+        return listen_socket(host, port)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
+        reason = getattr(exc, "strerror", None) or str(exc)
+        parser.exit(1, f"{parser.prog}: cannot listen on {host}:{port}: {reason}\n")
 
 
 def _interval(text: str) -> float:
@@ -168,5 +184,6 @@ if __name__ == "__main__":
         "--interval", type=_interval, default=DEFAULT_INTERVAL, help="seconds between samples"
     )
     args = parser.parse_args()
+    sock = bind_or_exit(parser, args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trio.run(main, args.host, args.port, args.interval)
+    trio.run(main, sock, args.interval)
