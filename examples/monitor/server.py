@@ -8,8 +8,8 @@ elsewhere) shows the last minute and moves on every second.
 
 * Every ``--interval`` seconds the server samples process and system CPU and memory
   (psutil) and the broker's counters (open SSE connections, events published and
-  delivered per second), and publishes the sample as an ``event: sample`` on the
-  ``metrics`` topic.
+  delivered per second, its own samples left out), and publishes the sample as an
+  ``event: sample`` on the ``metrics`` topic.
 * ``GET /samples`` streams the samples: a new subscriber first gets the samples of
   the last minute (replayed from the broker's history), so its charts start full; a
   reconnecting one gets exactly those it missed (``Last-Event-ID``).
@@ -72,16 +72,34 @@ class MetricsSampler:
         # psutil's CPU percentages compare with the previous call; this is the first.
         self._process.cpu_percent(None)
         psutil.cpu_percent(None)
-        self._then = time.monotonic()
+        # Trio's clock, not time.monotonic(): the same in production, and a test's
+        # autojump clock then gives exact rates.
+        self._then = trio.current_time()
         self._before = broker.statistics()
+        # The monitor's own samples since the last sample: its own traffic, which
+        # the rates leave out (a dashboard shows the app's traffic, not its own).
+        self._own_published = 0
+        self._own_delivered = 0
         self.recent_ids: collections.deque[str] = collections.deque(maxlen=WINDOW)
         """Ids of the samples published in the last window, oldest first."""
 
+    def count_own(self, event_id: str, *, delivered: int) -> None:
+        """Note a sample published as ``event_id`` and queued to ``delivered`` dashboards.
+
+        The next :meth:`sample` leaves it out of the published and delivered rates.
+        """
+        self.recent_ids.append(event_id)
+        self._own_published += 1
+        self._own_delivered += delivered
+
     def sample(self) -> dict[str, float]:
         """Read a sample: CPU in percent, memory in bytes, rates per second."""
-        now = time.monotonic()
+        now = trio.current_time()
         stats = self._broker.statistics()
         elapsed = max(now - self._then, 1e-6)
+        published = stats.published - self._before.published - self._own_published
+        # max(): a dashboard dropped as slow got fewer samples than counted.
+        delivered = max(0, stats.delivered - self._before.delivered - self._own_delivered)
         memory = psutil.virtual_memory()
         sample = {
             "time": round(time.time(), 3),
@@ -91,10 +109,11 @@ class MetricsSampler:
             "system_memory_used": memory.total - memory.available,
             "system_memory_total": memory.total,
             "connections": stats.subscribers,
-            "published_per_second": round((stats.published - self._before.published) / elapsed, 2),
-            "delivered_per_second": round((stats.delivered - self._before.delivered) / elapsed, 2),
+            "published_per_second": round(published / elapsed, 2),
+            "delivered_per_second": round(delivered / elapsed, 2),
         }
         self._then, self._before = now, stats
+        self._own_published = self._own_delivered = 0
         return sample
 
 
@@ -108,11 +127,13 @@ async def publish_samples(
         next_at = max(next_at + interval, trio.current_time())
         await trio.sleep_until(next_at)
         event = trio_sse.ServerSentEvent(json.dumps(sampler.sample()), event=EVENT_TYPE)
+        # The in-memory broker queues the sample to each dashboard as it publishes.
+        dashboards = broker.statistics().subscribers_per_topic.get(TOPIC, 0)
         try:
             event_id = await broker.publish(TOPIC, event)
         except trio_sse.BrokerClosedError:
             return  # shutting down: the streams are ending, nobody is left to tell
-        sampler.recent_ids.append(event_id)
+        sampler.count_own(event_id, delivered=dashboards)
 
 
 def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> QuartTrio:
