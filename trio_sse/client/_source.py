@@ -346,7 +346,9 @@ class EventSource:
             StopAsyncIteration: The server answered 204 No Content, or the source
                 was closed.
             BadResponseError: A status other than 200 and 204, or a Content-Type
-                other than ``text/event-stream``.
+                other than ``text/event-stream``. For a status, the message ends with
+                the server's reason when it gave one: the ``error`` of a JSON body, or
+                a ``text/plain`` body (at most 4 KiB read, 200 characters shown).
             RetriesExhaustedError: ``max_retries`` reconnect attempts in a row failed.
             ProtocolError: The stream broke the decoder's limits (e.g.
                 :class:`~trio_sse.EventTooLargeError`).
