@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,3 +21,18 @@ def load_example(relative_path: str, module_name: str) -> ModuleType:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_on_a_taken_port(relative_path: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<relative_path> --port P`` while P is taken; return how it ended."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        return subprocess.run(
+            [sys.executable, str(EXAMPLES / relative_path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.examples import load_example
+from tests.examples import load_example, run_on_a_taken_port
 from tests.wire import SSEConnection, running_server
 from trio_sse import MemoryBroker
 
@@ -102,3 +102,12 @@ async def test_chat_serves_its_page_with_a_strict_content_security_policy() -> N
             assert asset.status_code == 200
             assert kind in asset.headers["content-type"]
         assert (await server.http.get("/static/..%2Fserver.py")).status_code == 404
+
+
+def test_chat_says_in_one_line_that_its_port_is_taken() -> None:
+    result = run_on_a_taken_port("chat/server.py")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("server.py: cannot listen on 127.0.0.1:")
+    assert "address already in use" in line.lower()

@@ -21,6 +21,7 @@ import trio
 
 import trio_sse
 from tests.wire import SSEConnection, wait_for_remote_subscribers
+from trio_sse.cli import main
 
 SERVE = [sys.executable, "-m", "trio_sse.cli", "serve"]
 
@@ -190,3 +191,54 @@ def test_version_is_the_package_version() -> None:
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == f"trio-sse {trio_sse.__version__}"
     assert importlib.metadata.version("trio-sse") == trio_sse.__version__
+
+
+def test_serve_help_gives_every_option_a_help_and_each_default_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    # One entry per option: its flags at the start of a line, then its help.
+    # (A blank line ends an entry: a group's title and description follow.)
+    entries = [
+        entry.split("\n\n")[0]
+        for entry in re.split(r"\n(?=  -)", text.split("options:", 1)[1])
+        if entry.strip()
+    ]
+    assert len(entries) > 30
+    for entry in entries:
+        flags, _, help_text = entry.strip().partition("  ")
+        assert help_text.strip(), f"{flags} has no help"
+        assert "(default: None)" not in entry, entry
+        assert "(default: False)" not in entry, entry
+        assert entry.count("default") <= 1, entry
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--publish-token", "short"], {}, "--publish-token must be at least 16 characters"),
+        ([], {"TRIO_SSE_PUBLISH_TOKEN": "short"}, "$TRIO_SSE_PUBLISH_TOKEN must be at least 16"),
+        (["--subscribe-auth"], {}, "--subscribe-auth needs --jwt-key"),
+    ],
+)
+def test_auth_errors_name_the_flag_or_variable(
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("TRIO_SSE_PUBLISH_TOKEN", "TRIO_SSE_JWT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "publish_token" not in err
+    assert "subscribe_requires_token" not in err

@@ -113,8 +113,9 @@ async def test_listen_exits_1_on_a_404_with_one_line_and_no_traceback() -> None:
             code, out, err = await finish(listener)
     assert code == 1
     assert out == ""
-    # Hypercorn sends no reason phrase, hence no "Not Found".
-    assert err.rstrip("\n") == f"trio-sse listen: GET {url} answered 404 Not Found"
+    # Hypercorn sends no reason phrase: "Not Found" is the standard one; then the
+    # app's JSON reason.
+    assert err.startswith(f"trio-sse listen: GET {url} answered 404 Not Found: The requested")
     assert err.count("\n") == 1
 
 
@@ -294,3 +295,88 @@ def test_publish_refuses_data_that_is_not_json_under_json_data(
 ) -> None:
     assert main(["publish", "http://h/events/t", "--data", "NaN", "--json-data"]) == 1
     assert "--data is not valid JSON: NaN is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["publish", "{url}", "--data", "x"],
+        ["listen", "{url}", "--max-retries", "0"],
+        ["loadtest", "{url}", "--quiet"],
+        ["loadtest", "http://127.0.0.1:1/e/t", "--publish-url", "{url}", "--quiet"],
+        ["loadtest", "http://127.0.0.1:1/e/t", "--stats-url", "{url}", "--quiet"],
+    ],
+)
+def test_every_url_argument_refuses_a_port_out_of_range(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 99999 is 34463 modulo 65536: a client that wraps the port talks to another server.
+    url = "http://127.0.0.1:99999/events/t"
+    assert main([part.format(url=url) for part in argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"trio-sse {argv[0]}: ")
+    assert "99999" in err
+    assert "port" in err.lower()
+    assert "connect" not in err
+    assert err.count("\n") == 1
+
+
+@asynccontextmanager
+async def refusing_server(status: int, error: str) -> AsyncIterator[str]:
+    """A server answering every GET with ``status`` and ``{"error": error}``; yields its URL."""
+    app = QuartTrio(__name__)
+
+    @app.get("/events/<topic>")
+    async def refuse(topic: str) -> quart.ResponseReturnValue:
+        return {"error": error}, status
+
+    async with running_server(app=app) as server:
+        yield f"{server.url}/events/t"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("subscribe needs a bearer token", "subscribe needs a bearer token"),
+        # What a terminal would act on is not printed; the line stays one line.
+        ("two\nlines\x1b[2J", "two lines [2J"),
+        ("x" * 1000, "x" * 197 + "..."),
+    ],
+)
+async def test_listen_prints_the_servers_json_reason_for_a_4xx(
+    error: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with refusing_server(401, error) as url:
+        code = await run_main("listen", url, "--timeout", str(TIMEOUT))
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"trio-sse listen: GET {url} answered 401 Unauthorized: {shown}\n"
+
+
+async def test_listen_says_how_to_give_up_when_it_cannot_connect(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/events/t"
+    # Two attempts (the first retry waits ~0 s), then --timeout ends the command.
+    code = await run_main("listen", url, "--timeout", "1.5")
+    assert code == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines
+    for line in lines:
+        assert line.startswith(f"trio-sse listen: could not connect to {url}: connection refused")
+        assert "Error(" not in line
+    assert "--max-retries" in lines[0]
+
+
+def test_listen_gives_up_with_a_sentence_not_an_exception_repr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/events/t"
+    assert main(["listen", url, "--max-retries", "0", "--timeout", str(TIMEOUT)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"trio-sse listen: gave up on {url} after 0 reconnect attempts in a row without an "
+        f"open stream: could not connect to {url}: connection refused"
+    )

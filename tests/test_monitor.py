@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 import trio
 
-from tests.examples import load_example
+from tests.examples import load_example, run_on_a_taken_port
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import MemoryBroker, ServerSentEvent
 from trio_sse.protocol import Decoder, MessageEvent
@@ -127,3 +127,39 @@ async def test_monitor_serves_its_page_and_the_reference_routes() -> None:
             assert kind in asset.headers["content-type"]
         assert (await server.http.get("/static/..%2Fserver.py")).status_code == 404
         assert (await server.http.get("/stats")).json()["published"] == 0
+
+
+def test_monitor_says_in_one_line_that_its_port_is_taken() -> None:
+    result = run_on_a_taken_port("monitor/server.py")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("server.py: cannot listen on 127.0.0.1:")
+    assert "address already in use" in line.lower()
+
+
+async def test_samples_do_not_count_the_monitors_own_samples_as_traffic(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    decoder = Decoder()
+    events: list[MessageEvent] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, broker.subscribe(monitor.TOPIC) as dashboard:
+            nursery.start_soon(partial(monitor.publish_samples, broker, sampler, interval=1))
+            while len(events) < 4:
+                for frame in await dashboard.receive_batch():
+                    events += decoder.feed(frame)
+                if len(events) == 2:
+                    # Real traffic between the 2nd and 3rd samples: 3 events, 1 subscriber.
+                    async with broker.subscribe("news") as news:
+                        for _ in range(3):
+                            await broker.publish("news", ServerSentEvent("x"))
+                        await news.receive_batch()
+            nursery.cancel_scope.cancel()
+    samples = [json.loads(event.data) for event in events]
+    # Sample 2 covers sample 1's publish and delivery to the dashboard: none counts.
+    assert [s["published_per_second"] for s in samples] == [0, 0, 3, 0]
+    assert [s["delivered_per_second"] for s in samples] == [0, 0, 3, 0]

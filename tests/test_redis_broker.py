@@ -7,10 +7,11 @@ test_redis_serve.py.)
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import coredis
@@ -393,3 +394,66 @@ async def test_a_reader_reads_on_from_what_redis_has_after_losing_what_it_delive
                 await client.client_kill(type_=PureToken.NORMAL, skipme=True)
             await broker.publish("t", ServerSentEvent("after", id="5-0"))
             assert await receive_ids(sub, 1) == ["5-0"]
+
+
+async def test_an_outage_is_logged_once_per_broker_then_its_recovery(
+    own_redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = [f"t{n}" for n in range(5)]
+
+    def retries_of(topic: str) -> int:
+        text = f"reading topic {topic} from Redis"
+        return sum(1 for record in caplog.records if record.getMessage().startswith(text))
+
+    with caplog.at_level(logging.DEBUG, logger="trio_sse.redis"):
+        async with (
+            broker_on(own_redis_server, prefix, command_timeout=0.5) as broker,
+            AsyncExitStack() as stack,
+        ):
+            subs = [await stack.enter_async_context(broker.subscribe(t)) for t in topics]
+            for topic, sub in zip(topics, subs, strict=True):
+                event_id = await broker.publish(topic, ServerSentEvent("up"))
+                assert await receive_ids(sub, 1) == [event_id]
+            own_redis_server.stop()
+            with trio.fail_after(TIMEOUT):
+                # Every reader retries (a line each, at DEBUG) several times.
+                while min(retries_of(topic) for topic in topics) < 3:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            await trio.to_thread.run_sync(own_redis_server.start)
+            # Every reader reads again.
+            for topic, sub in zip(topics, subs, strict=True):
+                with trio.fail_after(TIMEOUT):
+                    event_id = await broker.publish(topic, ServerSentEvent("again"))
+                    assert await receive_ids(sub, 1) == [event_id]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"lost Redis at 127.0.0.1:{own_redis_server.port}/0 (")
+    recovered = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+    assert len(recovered) == 1, recovered
+    assert recovered[0].startswith(f"Redis at 127.0.0.1:{own_redis_server.port}/0 answers again")
+
+
+async def test_a_long_outage_is_recalled_at_most_every_30_s(
+    mock_clock: trio.testing.MockClock,
+    redis_server: RedisServer,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The clock stands still unless jumped: no timeout fires while Redis is up.
+    async with broker_on(redis_server, prefix) as broker:
+        with caplog.at_level(logging.INFO, logger="trio_sse.redis"):
+            for _ in range(20):
+                # What every reader and publish does when a command fails, for 100 s.
+                broker._lost(ConnectionError("Connection refused"))
+                mock_clock.jump(5)
+            await broker.ping()  # Redis answers: the outage is over
+    messages = [record.getMessage() for record in caplog.records]
+    where = f"Redis at 127.0.0.1:{redis_server.port}/0"
+    assert messages == [
+        f"lost {where} (ConnectionError: Connection refused); open streams wait, publishes "
+        "fail; retrying",
+        f"{where} still unreachable after 30 s (ConnectionError: Connection refused); retrying",
+        f"{where} still unreachable after 60 s (ConnectionError: Connection refused); retrying",
+        f"{where} still unreachable after 90 s (ConnectionError: Connection refused); retrying",
+        f"{where} answers again: recovered after 100.0 s",
+    ]

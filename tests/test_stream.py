@@ -12,7 +12,7 @@ import trio.testing
 from quart_trio import QuartTrio
 
 from tests.wire import SSEConnection, count_tasks, running_server, task_count_returns_to
-from trio_sse import MemoryBroker, ServerSentEvent, event_stream
+from trio_sse import BrokerUnavailableError, MemoryBroker, ServerSentEvent, event_stream
 from trio_sse.server import REQUEST_HEAD_TIMEOUT
 
 
@@ -183,6 +183,35 @@ async def test_shutdown_ends_streams_cleanly_and_fast() -> None:
             await conn.close_fin()
     # Streams end as soon as the broker closes, long before the graceful deadline.
     assert ended_after < 0.5
+
+
+class _UnreachableBackplaneBroker(MemoryBroker):
+    """A broker whose backplane is down, saying where it is, as the Redis broker does."""
+
+    is_down = True
+
+    async def ping(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.is_down:
+            raise BrokerUnavailableError("Redis at 10.1.2.3:6380/7 did not answer PING: refused")
+
+
+async def test_healthz_keeps_the_backplanes_address_out_of_the_public_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = _UnreachableBackplaneBroker()
+    with caplog.at_level(logging.WARNING, logger="trio_sse"):
+        async with running_server(broker=broker) as server:
+            answers = [await server.http.get("/healthz") for _ in range(3)]
+            broker.is_down = False
+            assert (await server.http.get("/healthz")).json() == {"status": "ok"}
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json() == {"status": "unavailable", "error": "the backplane does not answer"}
+        assert "10.1.2.3" not in answer.text
+    # The detail is for the operator: logged once per outage, not once per probe.
+    logged = [r.getMessage() for r in caplog.records if "10.1.2.3:6380/7" in r.getMessage()]
+    assert len(logged) == 1
 
 
 async def test_healthz_reports_draining_during_shutdown() -> None:

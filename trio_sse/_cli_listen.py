@@ -107,24 +107,35 @@ async def listen(
     is not read, so a slow reader of the output slows the stream instead of growing a
     buffer here.
     """
+    is_open = False
     is_lost = False
+    retries = 0  # attempts since the last open stream, as max_retries counts them
 
     def report(line: str) -> None:
         err.write(f"trio-sse listen: {line}\n")
         err.flush()
 
     def on_open() -> None:
-        nonlocal is_lost
+        nonlocal is_open, is_lost, retries
         if is_lost:
             report(f"reconnected to {url}")
-        is_lost = False
+        is_open, is_lost, retries = True, False, 0
 
     def on_error(error: SSEError) -> None:
-        nonlocal is_lost
+        nonlocal is_open, is_lost, retries
         # A fatal error is also raised, and reported once, below.
-        if isinstance(error, ConnectionLostError):
-            is_lost = True
+        if not isinstance(error, ConnectionLostError):
+            return
+        retries += 1
+        if is_open:
             report(f"{error}; reconnecting")
+        elif max_retries is None:
+            # An attempt failed: without a limit the command would retry silently
+            # forever against a wrong host or port; say how to stop it.
+            report(f"{error}; retrying (--max-retries N gives up after N attempts)")
+        else:
+            report(f"{error}; retry {retries} of {max_retries}")
+        is_open, is_lost = False, True
 
     try:
         source = open_event_source(

@@ -19,6 +19,7 @@ import json
 import time
 import uuid
 from typing import Final, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -73,6 +74,15 @@ def _payload(
 
 class _MaybeStoredError(_PublishError):
     """No answer says whether the event was stored: a retry with the same key is safe."""
+
+
+def _check_port(url: str) -> None:
+    # httpx keeps a port above 65535, and the socket layer takes it modulo 65536:
+    # http://host:99999/ would publish to port 34463, to whatever listens there.
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError out of 0-65535
+    except ValueError as exc:
+        raise _PublishError(f"invalid url {url!r}: {exc}") from None
 
 
 def _post(url: str, payload: dict[str, object], idempotency_key: str) -> str:
@@ -148,6 +158,7 @@ def publish(
         The exit status: 0 if the server accepted the event, else 1.
     """
     try:
+        _check_port(url)
         payload = _payload(data, event, event_id, is_json_data=is_json_data)
         key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
         published_id = _post_with_one_retry(url, payload, key, err)

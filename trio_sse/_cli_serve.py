@@ -10,6 +10,7 @@ import argparse
 import functools
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -135,7 +136,35 @@ def _auth_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> A
             subscribe_requires_token=args.subscribe_auth,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        # AuthConfig names its parameters; the user gave options or variables.
+        sources = _auth_sources(args)
+        parser.error(_AUTH_PARAMETER.sub(lambda found: sources[found[0]], str(exc)))
+
+
+# The AuthConfig parameters that its errors may name.
+_AUTH_PARAMETER: Final = re.compile(
+    r"\b(publish_token|jwt_key|jwt_algorithms|subscribe_requires_token)\b"
+)
+
+
+def _auth_sources(args: argparse.Namespace) -> dict[str, str]:
+    """What the user gave for each AuthConfig parameter: an option or a variable."""
+    if args.publish_token is None and os.environ.get(PUBLISH_TOKEN_ENV):
+        token_source = f"${PUBLISH_TOKEN_ENV}"
+    else:
+        token_source = "--publish-token"  # noqa: S105 - an option name, not a secret
+    if args.jwt_key_file is not None:
+        key_source = "--jwt-key-file"
+    elif args.jwt_key is None and os.environ.get(JWT_KEY_ENV):
+        key_source = f"${JWT_KEY_ENV}"
+    else:
+        key_source = "--jwt-key"
+    return {
+        "publish_token": token_source,
+        "jwt_key": key_source,
+        "jwt_algorithms": "--jwt-algorithm",
+        "subscribe_requires_token": "--subscribe-auth",
+    }
 
 
 class _StartupError(Exception):

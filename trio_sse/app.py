@@ -28,6 +28,7 @@ Run it with ``trio-sse serve``, or under the Hypercorn CLI as ``trio_sse.app:app
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -89,6 +90,13 @@ DEFAULT_RETRY: Final = 3000
 MAX_INT_DIGITS: Final = 1000
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
+
+# What /healthz tells anyone who asks while the backplane is down. The broker's own
+# error names the Redis host, port and database: that is for the log, not for the
+# load balancer's (or the internet's) eyes.
+_UNAVAILABLE: Final = "the backplane does not answer"
+
+logger = logging.getLogger("trio_sse.app")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +218,36 @@ def _check_json_content_type(request: quart.Request) -> None:
             f"got {'none' if got is None else repr(got[:100])}",
             415,
         )
+
+
+class _Readiness:
+    """The answer of ``/healthz``: can this instance take a publish now?
+
+    Open streams are unaffected either way; they wait out a backplane outage.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        # Whether the last check found the backplane down: a load balancer probes
+        # every few seconds, and the log gets the reason once per outage.
+        self._is_unavailable = False
+
+    async def check(self) -> tuple[dict[str, str], int]:
+        if self._broker.is_closed:
+            return {"status": "draining"}, 503
+        try:
+            await self._broker.ping()
+        except BrokerClosedError:
+            return {"status": "draining"}, 503
+        except BrokerUnavailableError as exc:
+            if not self._is_unavailable:
+                logger.warning("/healthz: not ready: %s", exc)
+            self._is_unavailable = True
+            return {"status": "unavailable", "error": _UNAVAILABLE}, 503
+        if self._is_unavailable:
+            logger.info("/healthz: ready again")
+        self._is_unavailable = False
+        return {"status": "ok"}, 200
 
 
 def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
@@ -412,19 +450,11 @@ def create_app(
         # waiting for Redis or finishing its streams.
         return {"status": "alive"}
 
+    readiness = _Readiness(state.broker)
+
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:
-        # Readiness, for a load balancer: can this instance take a publish now?
-        # Open streams are unaffected either way; they wait out a backplane outage.
-        if state.broker.is_closed:
-            return {"status": "draining"}, 503
-        try:
-            await state.broker.ping()
-        except BrokerClosedError:
-            return {"status": "draining"}, 503
-        except BrokerUnavailableError as exc:
-            return {"status": "unavailable", "error": str(exc)}, 503
-        return {"status": "ok"}
+        return await readiness.check()
 
     return app
 

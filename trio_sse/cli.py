@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -122,6 +123,12 @@ def _idempotency_key(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Appended to the help of an option whose default says something; those without one
+# (flags, secrets, paths) or whose default needs words (from the key, from the
+# environment) say so in their own help.
+_DEFAULT: Final = " (default: %(default)s)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-sse", description="Server-Sent Events on Trio: serve, publish and stream."
@@ -136,10 +143,11 @@ def _parser() -> argparse.ArgumentParser:
             "Run the reference app under Hypercorn's trio worker. With --broker redis://..., "
             "every process and host using that Redis shares topics, ids and replay."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve_cmd.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on" + _DEFAULT)
+    serve_cmd.add_argument(
+        "--port", type=_port, default=8000, help="port; 0 picks a free one" + _DEFAULT
+    )
     serve_cmd.add_argument(
         "--broker",
         type=_broker_url,
@@ -148,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         help="'memory' (this process only), a Redis URL, redis://[:password@]host:port/db, "
         "Redis behind Sentinel, redis+sentinel://host:port[,host:port...]/service, "
         "or a Redis Cluster, redis+cluster://host:port[,host:port...]; both follow a "
-        "failover (needs the redis extra: pip install 'trio-sse[redis]')",
+        "failover (needs the redis extra: pip install 'trio-sse[redis]')" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--broker-min-replicas",
@@ -157,21 +165,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with Redis, a publish answers 2xx only once N replicas have the event (Redis "
         "WAIT), so that a failover cannot lose it; else 503 saying where it is. 0: once the "
-        "master has it (replication is asynchronous: a failover can lose the last events)",
+        "master has it (replication is asynchronous: a failover can lose the last events)"
+        + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--broker-replica-timeout",
         type=_replica_timeout,
         default=DEFAULT_REPLICA_TIMEOUT,
         metavar="SECONDS",
-        help=f"seconds a publish waits for --broker-min-replicas (at most {MAX_REPLICA_TIMEOUT:g})",
+        help="seconds a publish waits for --broker-min-replicas (at most "
+        f"{MAX_REPLICA_TIMEOUT:g})" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--workers",
         type=_count(1),
         default=1,
         metavar="N",
-        help="worker processes sharing the listening socket; more than 1 needs --broker redis://",
+        help="worker processes sharing the listening socket; more than 1 needs --broker "
+        "redis://" + _DEFAULT,
     )
     # Set by the parent of --workers N for each worker: the shared socket, the pipe
     # whose EOF tells a worker that the parent is gone, ...
@@ -180,18 +191,27 @@ def _parser() -> argparse.ArgumentParser:
     # ... and the pipe on which a worker tells the parent it serves (its URL).
     serve_cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.add_argument(
-        "--heartbeat", type=_seconds(), default=DEFAULT_HEARTBEAT, help="seconds; 0 disables"
+        "--heartbeat",
+        type=_seconds(),
+        default=DEFAULT_HEARTBEAT,
+        metavar="SECONDS",
+        help="seconds between heartbeat comments on an idle stream; 0 disables" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--write-interval",
         type=_seconds(),
         default=DEFAULT_MIN_WRITE_INTERVAL,
+        metavar="SECONDS",
         help="batching window: while the server is saturated and events come fast, a stream "
         "writes at most once per window, so that events published meanwhile share one write; "
-        "0 writes at once",
+        "0 writes at once" + _DEFAULT,
     )
     serve_cmd.add_argument(
-        "--history", type=_count(0), default=DEFAULT_HISTORY, help="events kept per topic"
+        "--history",
+        type=_count(0),
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help="events kept per topic" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--history-bytes",
@@ -200,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="bytes of history kept per topic (each event counts its frame plus "
         f"{ENTRY_OVERHEAD} B in memory; its fields with Redis); a larger event is delivered "
-        "but not kept (in memory) or kept alone (Redis)",
+        "but not kept (in memory) or kept alone (Redis)" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--history-ttl",
@@ -208,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_HISTORY_TTL,
         metavar="SECONDS",
         help="seconds an event is kept in history (and its Idempotency-Key remembered); with "
-        "Redis, a topic with no publish for this long is removed",
+        "Redis, a topic with no publish for this long is removed" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--history-total-bytes",
@@ -216,22 +236,28 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_HISTORY_TOTAL_BYTES,
         metavar="BYTES",
         help="bytes of history kept in all topics together, oldest events dropped first "
-        "(in-memory broker)",
+        "(in-memory broker)" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--queue-size",
         type=_count(1),
         default=DEFAULT_QUEUE_SIZE,
-        help="events a subscriber may lag before it is dropped as slow",
+        metavar="N",
+        help="events a subscriber may lag before it is dropped as slow" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--retry",
         type=_count(0),
         default=DEFAULT_RETRY,
-        help="reconnect delay sent to clients (ms)",
+        metavar="MS",
+        help="reconnect delay sent to clients, in milliseconds" + _DEFAULT,
     )
     serve_cmd.add_argument(
-        "--max-body", type=_count(1), default=DEFAULT_MAX_BODY_SIZE, help="publish body limit"
+        "--max-body",
+        type=_count(1),
+        default=DEFAULT_MAX_BODY_SIZE,
+        metavar="BYTES",
+        help="largest publish body; a larger one gets 413" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--max-buffer",
@@ -239,26 +265,37 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BUFFER,
         metavar="BYTES",
         help="bytes a stream may hold for a client that does not keep up (its queued "
-        "events, and what HTTP/2 has not sent) before it is dropped as slow",
+        "events, and what HTTP/2 has not sent) before it is dropped as slow" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--body-timeout",
         type=_finite_positive_seconds,
         default=DEFAULT_BODY_TIMEOUT,
-        help="seconds a request gets to send its whole body; slower gets 408",
+        metavar="SECONDS",
+        help="seconds a request gets to send its whole body; slower gets 408" + _DEFAULT,
     )
-    serve_cmd.add_argument("--backlog", type=_count(1), default=DEFAULT_BACKLOG)
+    serve_cmd.add_argument(
+        "--backlog",
+        type=_count(1),
+        default=DEFAULT_BACKLOG,
+        metavar="N",
+        help="connections the kernel queues before the server accepts them (capped by "
+        "net.core.somaxconn)" + _DEFAULT,
+    )
     serve_cmd.add_argument(
         "--tcp-user-timeout",
         type=_seconds(),
         default=DEFAULT_TCP_USER_TIMEOUT,
-        help="seconds before a peer that stopped acknowledging is dropped; 0 = kernel default",
+        metavar="SECONDS",
+        help="seconds before a peer that stopped acknowledging is dropped; 0 keeps the kernel's "
+        "(about 15 min)" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--graceful-timeout",
         type=_seconds(),
         default=DEFAULT_GRACEFUL_TIMEOUT,
-        help="seconds connections get to finish on shutdown",
+        metavar="SECONDS",
+        help="seconds connections get to finish on shutdown" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--cors-origin",
@@ -281,7 +318,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile")
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log messages shown, on stderr" + _DEFAULT,
     )
     _add_listen(commands)
     _add_publish(commands)
@@ -336,18 +376,21 @@ def _add_security_options(serve_cmd: argparse.ArgumentParser) -> None:
         "--max-streams",
         type=_count(0),
         default=DEFAULT_MAX_STREAMS,
-        help="streams open at once; more get 503 + Retry-After; 0: no cap",
+        metavar="N",
+        help="streams open at once; more get 503 + Retry-After; 0: no cap" + _DEFAULT,
     )
     group.add_argument(
         "--max-streams-per-ip",
         type=_count(0),
         default=DEFAULT_MAX_STREAMS_PER_IP,
-        help="the same, per client address (behind a proxy: the proxy's); 0: no cap",
+        metavar="N",
+        help="the same, per client address (behind a proxy: the proxy's); 0: no cap" + _DEFAULT,
     )
     group.add_argument(
         "--max-topics",
         type=_count(1),
         default=None,
+        metavar="N",
         help="topics held at once: in memory, per process (a new one replaces the topic "
         "without subscribers that published least recently); with Redis, the topics Redis "
         "holds for all workers together (one counts until --history-ttl after its last "

@@ -8,8 +8,8 @@ elsewhere) shows the last minute and moves on every second.
 
 * Every ``--interval`` seconds the server samples process and system CPU and memory
   (psutil) and the broker's counters (open SSE connections, events published and
-  delivered per second), and publishes the sample as an ``event: sample`` on the
-  ``metrics`` topic.
+  delivered per second, its own samples left out), and publishes the sample as an
+  ``event: sample`` on the ``metrics`` topic.
 * ``GET /samples`` streams the samples: a new subscriber first gets the samples of
   the last minute (replayed from the broker's history), so its charts start full; a
   reconnecting one gets exactly those it missed (``Last-Event-ID``).
@@ -29,6 +29,7 @@ import collections
 import json
 import logging
 import math
+import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from quart_trio import QuartTrio
 
 import trio_sse
 from trio_sse.broker import DEFAULT_HISTORY
+from trio_sse.server import listen_socket
 
 TOPIC: Final = "metrics"
 EVENT_TYPE: Final = "sample"
@@ -70,16 +72,34 @@ class MetricsSampler:
         # psutil's CPU percentages compare with the previous call; this is the first.
         self._process.cpu_percent(None)
         psutil.cpu_percent(None)
-        self._then = time.monotonic()
+        # Trio's clock, not time.monotonic(): the same in production, and a test's
+        # autojump clock then gives exact rates.
+        self._then = trio.current_time()
         self._before = broker.statistics()
+        # The monitor's own samples since the last sample: its own traffic, which
+        # the rates leave out (a dashboard shows the app's traffic, not its own).
+        self._own_published = 0
+        self._own_delivered = 0
         self.recent_ids: collections.deque[str] = collections.deque(maxlen=WINDOW)
         """Ids of the samples published in the last window, oldest first."""
 
+    def count_own(self, event_id: str, *, delivered: int) -> None:
+        """Note a sample published as ``event_id`` and queued to ``delivered`` dashboards.
+
+        The next :meth:`sample` leaves it out of the published and delivered rates.
+        """
+        self.recent_ids.append(event_id)
+        self._own_published += 1
+        self._own_delivered += delivered
+
     def sample(self) -> dict[str, float]:
         """Read a sample: CPU in percent, memory in bytes, rates per second."""
-        now = time.monotonic()
+        now = trio.current_time()
         stats = self._broker.statistics()
         elapsed = max(now - self._then, 1e-6)
+        published = stats.published - self._before.published - self._own_published
+        # max(): a dashboard dropped as slow got fewer samples than counted.
+        delivered = max(0, stats.delivered - self._before.delivered - self._own_delivered)
         memory = psutil.virtual_memory()
         sample = {
             "time": round(time.time(), 3),
@@ -89,10 +109,11 @@ class MetricsSampler:
             "system_memory_used": memory.total - memory.available,
             "system_memory_total": memory.total,
             "connections": stats.subscribers,
-            "published_per_second": round((stats.published - self._before.published) / elapsed, 2),
-            "delivered_per_second": round((stats.delivered - self._before.delivered) / elapsed, 2),
+            "published_per_second": round(published / elapsed, 2),
+            "delivered_per_second": round(delivered / elapsed, 2),
         }
         self._then, self._before = now, stats
+        self._own_published = self._own_delivered = 0
         return sample
 
 
@@ -106,11 +127,13 @@ async def publish_samples(
         next_at = max(next_at + interval, trio.current_time())
         await trio.sleep_until(next_at)
         event = trio_sse.ServerSentEvent(json.dumps(sampler.sample()), event=EVENT_TYPE)
+        # The in-memory broker queues the sample to each dashboard as it publishes.
+        dashboards = broker.statistics().subscribers_per_topic.get(TOPIC, 0)
         try:
             event_id = await broker.publish(TOPIC, event)
         except trio_sse.BrokerClosedError:
             return  # shutting down: the streams are ending, nobody is left to tell
-        sampler.recent_ids.append(event_id)
+        sampler.count_own(event_id, delivered=dashboards)
 
 
 def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> QuartTrio:
@@ -140,7 +163,8 @@ def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> Quar
     return app
 
 
-async def main(host: str, port: int, interval: float) -> None:
+async def main(sock: socket.socket, interval: float) -> None:
+    """Serve the dashboard on ``sock`` (bound by :func:`trio_sse.server.listen_socket`)."""
     # Per-topic history must hold the window that /samples replays to a new page.
     broker = trio_sse.MemoryBroker(history=max(WINDOW, DEFAULT_HISTORY))
     sampler = MetricsSampler(broker)
@@ -149,8 +173,21 @@ async def main(host: str, port: int, interval: float) -> None:
         # The sampler belongs to this nursery, beside the server: it stops when the
         # broker closes at shutdown, or is cancelled below once the server is down.
         nursery.start_soon(partial(publish_samples, broker, sampler, interval=interval))
-        await trio_sse.serve(app, host=host, port=port, on_shutdown=broker.aclose)
+        await trio_sse.serve(app, sock=sock, on_shutdown=broker.aclose)
         nursery.cancel_scope.cancel()
+
+
+def bind_or_exit(parser: argparse.ArgumentParser, host: str, port: int) -> socket.socket:
+    """Bind ``host:port``, or exit with status 1 and one line saying why not.
+
+    Bound before the event loop starts, so that a taken port is a message, not a
+    traceback from inside the server's nursery.
+    """
+    try:
+        return listen_socket(host, port)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
+        reason = getattr(exc, "strerror", None) or str(exc)
+        parser.exit(1, f"{parser.prog}: cannot listen on {host}:{port}: {reason}\n")
 
 
 def _interval(text: str) -> float:
@@ -168,5 +205,6 @@ if __name__ == "__main__":
         "--interval", type=_interval, default=DEFAULT_INTERVAL, help="seconds between samples"
     )
     args = parser.parse_args()
+    sock = bind_or_exit(parser, args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trio.run(main, args.host, args.port, args.interval)
+    trio.run(main, sock, args.interval)

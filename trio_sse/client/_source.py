@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import json
 import math
+import os
 import re
+import socket
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -52,6 +55,12 @@ _FORBIDDEN_IN_HOST: Final = re.compile("[\x00-\x20#%/:<>?@\\[\\]\\\\^|\x7f]")
 # Closing a response is a socket close and a pool update; if that takes longer than
 # this under a cancelled scope, drop it rather than hang the caller's cancellation.
 _CLOSE_TIMEOUT: Final = 1.0
+# A refusal's reason is a line of JSON or text; more than this is a page of HTML or
+# an attack, not worth reading, and the message keeps only its first characters.
+_MAX_REFUSAL_BODY: Final = 4096
+_MAX_REASON: Final = 200
+# How deep to look through an exception's causes for the OSError behind it.
+_MAX_CAUSES: Final = 8
 
 
 class ReadyState(enum.Enum):
@@ -91,6 +100,87 @@ def _is_event_stream(content_type: str | None) -> bool:
     if content_type is None:
         return False
     return content_type.split(";", 1)[0].strip().lower() == _EVENT_STREAM
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (its causes, the first of an exception group), if any."""
+    found: BaseException | None = exc
+    for _ in range(_MAX_CAUSES):
+        if found is None:
+            return None
+        if isinstance(found, OSError) and found.errno is not None:
+            return found
+        if isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        else:
+            found = found.__cause__ or found.__context__
+    return None
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``exc``, a network error, as a phrase for people: "connection refused".
+
+    httpx's own text is often a summary ("all attempts to connect to ... failed") or
+    empty; the operating system's words for the error behind it say what happened.
+    """
+    cause = _os_error_in(exc)
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host name ({cause.strerror})"
+    if cause is not None and cause.errno is not None and cause.errno > 0:
+        text = os.strerror(cause.errno)
+    elif isinstance(exc, httpx.TimeoutException):
+        text = "timed out"
+    else:
+        # "[Errno 104] Connection reset by peer": the number means nothing to a reader.
+        text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc))
+    if not text:
+        # "ReadError" -> "read error"
+        text = re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__)
+    return text[:1].lower() + text[1:]
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, without what a terminal would act on (escapes, controls)."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+async def _small_body(response: httpx.Response) -> bytes | None:
+    """The body, if it has at most ``_MAX_REFUSAL_BODY`` bytes and arrives within
+    ``_CLOSE_TIMEOUT`` s; else ``None``. The caller closes the response."""
+    body = bytearray()
+    chunks = response.aiter_bytes()
+    try:
+        with trio.move_on_after(_CLOSE_TIMEOUT):
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > _MAX_REFUSAL_BODY:
+                    break
+            else:
+                return bytes(body)
+    except httpx.RequestError:
+        pass
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                await chunks.aclose()
+    return None
+
+
+async def _refusal_reason(response: httpx.Response) -> str | None:
+    """The reason a server gave for a refusal: its JSON ``error``, or a short text body."""
+    media_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    is_json = media_type == "application/json" or media_type.endswith("+json")
+    body = await _small_body(response) if is_json or media_type == "text/plain" else None
+    if body is None:
+        return None
+    text: object = body.decode("utf-8", errors="replace")
+    if is_json:
+        try:
+            text = json.loads(body).get("error")
+        except (ValueError, AttributeError):  # not JSON, or not an object
+            text = None
+    return (_printable(text) or None) if isinstance(text, str) else None
 
 
 def _check_url(url: str | httpx.URL) -> httpx.URL:
@@ -256,7 +346,9 @@ class EventSource:
             StopAsyncIteration: The server answered 204 No Content, or the source
                 was closed.
             BadResponseError: A status other than 200 and 204, or a Content-Type
-                other than ``text/event-stream``.
+                other than ``text/event-stream``. For a status, the message ends with
+                the server's reason when it gave one: the ``error`` of a JSON body, or
+                a ``text/plain`` body (at most 4 KiB read, 200 characters shown).
             RetriesExhaustedError: ``max_retries`` reconnect attempts in a row failed.
             ProtocolError: The stream broke the decoder's limits (e.g.
                 :class:`~trio_sse.EventTooLargeError`).
@@ -305,9 +397,13 @@ class EventSource:
             with trio.move_on_after(self._idle_timeout):
                 response = await client.send(request, stream=True, follow_redirects=True)
         except (httpx.TooManyRedirects, httpx.UnsupportedProtocol) as exc:
-            raise self._fail(BadResponseError(f"GET {self.url} failed: {exc}")) from exc
+            raise self._fail(
+                BadResponseError(f"GET {self.url} failed: {_describe_error(exc)}")
+            ) from exc
         except httpx.RequestError as exc:
-            await self._lose(f"could not connect to {self.url}: {exc!r}", exc, failed=True)
+            await self._lose(
+                f"could not connect to {self.url}: {_describe_error(exc)}", exc, failed=True
+            )
             return
         if response is None:
             await self._lose(
@@ -345,8 +441,15 @@ class EventSource:
             if self._on_open is not None:
                 self._on_open()
             return
-        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-            await response.aclose()
+        reason: str | None = None
+        try:
+            if status not in (200, 204):
+                # Not what a browser does (it shows nothing), but a person at a
+                # terminal wants the server's words: "subscribe needs a bearer token".
+                reason = await _refusal_reason(response)
+        finally:
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                await response.aclose()
         if status == 204:
             # HTTP 204 "must cause the user agent to fail the connection": the
             # server's documented way to tell clients to stop reconnecting.
@@ -354,8 +457,10 @@ class EventSource:
             return
         if status != 200:
             # Servers may omit the reason phrase (Hypercorn does); use the standard one.
-            reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
-            message = f"GET {self.url} answered {status} {reason}".rstrip()
+            phrase = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+            message = f"GET {self.url} answered {status} {phrase}".rstrip()
+            if reason is not None:
+                message += f": {reason}"
         else:
             message = f"GET {self.url} answered Content-Type {content_type!r}, not {_EVENT_STREAM}"
         raise self._fail(BadResponseError(message, status_code=status, content_type=content_type))
@@ -380,7 +485,7 @@ class EventSource:
         if idle.cancelled_caught:
             await self._lose(f"no bytes from {self.url} for {self._idle_timeout} s", None)
         elif error is not None:
-            await self._lose(f"connection to {self.url} broke: {error!r}", error)
+            await self._lose(f"connection to {self.url} broke: {_describe_error(error)}", error)
         elif chunk is None:
             try:
                 stream.decoder.close()

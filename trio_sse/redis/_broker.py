@@ -104,6 +104,10 @@ _RECENT_IDS: Final = 64
 _RETRY_MIN: Final = 0.05
 _RETRY_MAX: Final = 1.0
 
+# While Redis is down, the log says so once, then again at most this often: an
+# operator sees the outage go on without a line per topic per retry.
+_OUTAGE_REMINDER: Final = 30.0
+
 # What a Redis command raises when Redis is down, stuck or refuses: coredis wraps
 # socket errors in its ConnectionError (a RedisError); our deadlines raise TooSlowError.
 _FAILURES: Final = (RedisError, TimeoutError, OSError, trio.TooSlowError)
@@ -268,6 +272,9 @@ class RedisBroker:
         self._is_connected = True
         self._reconnects = 0
         self._last_error: str | None = None
+        # When the current outage began, and when the log last said so (trio clock).
+        self._outage_since: float | None = None
+        self._outage_logged_at = 0.0
 
     @property
     def is_closed(self) -> bool:
@@ -631,13 +638,17 @@ class RedisBroker:
                     delay = reader.retry_delay = min(
                         reader.retry_delay * 2 or _RETRY_MIN, _RETRY_MAX
                     )
-                    logger.warning(
+                    # The outage itself is logged once, by _lost; each topic's retry
+                    # is detail, unless the failure is not one Redis being down causes.
+                    is_expected = isinstance(exc, _FAILURES)
+                    logger.log(
+                        logging.DEBUG if is_expected else logging.WARNING,
                         "reading topic %s from Redis at %s failed (%s); retrying in %.2f s",
                         reader.topic,
                         self._where,
                         _describe(exc),
                         delay,
-                        exc_info=not isinstance(exc, _FAILURES),
+                        exc_info=not is_expected,
                     )
                     await trio.sleep(delay)
 
@@ -662,7 +673,7 @@ class RedisBroker:
             if reader.retry_delay:
                 reader.retry_delay = 0.0
                 self._reconnects += 1
-                logger.info(
+                logger.debug(
                     "reading topic %s again after id %s",
                     reader.topic,
                     format_stream_id(reader.position),
@@ -733,11 +744,36 @@ class RedisBroker:
 
     def _mark_connected(self) -> None:
         self._is_connected = True
+        if self._outage_since is not None:
+            logger.info(
+                "Redis at %s answers again: recovered after %.1f s",
+                self._where,
+                trio.current_time() - self._outage_since,
+            )
+            self._outage_since = None
 
     def _lost(self, exc: BaseException) -> None:
         self._is_connected = False
         self._last_error = _describe(exc)
         self._clients.failed()
+        # Once per outage and every _OUTAGE_REMINDER s, whatever the number of
+        # topics and retries: every reader and publish that fails comes here.
+        now = trio.current_time()
+        if self._outage_since is None:
+            self._outage_since = self._outage_logged_at = now
+            logger.warning(
+                "lost Redis at %s (%s); open streams wait, publishes fail; retrying",
+                self._where,
+                self._last_error,
+            )
+        elif now - self._outage_logged_at >= _OUTAGE_REMINDER:
+            self._outage_logged_at = now
+            logger.warning(
+                "Redis at %s still unreachable after %.0f s (%s); retrying",
+                self._where,
+                now - self._outage_since,
+                self._last_error,
+            )
 
     def _refused(self, what: str, exc: BaseException) -> BrokerUnavailableError:
         # Redis answered: the link is up, whatever it said.
