@@ -48,6 +48,7 @@ from trio_sse.loadtest._http import (
 )
 from trio_sse.loadtest._ledger import Ledger
 from trio_sse.loadtest._progress import Progress, format_progress
+from trio_sse.loadtest._record import Phase
 from trio_sse.loadtest._report import format_duration
 from trio_sse.loadtest._stats import Histogram
 
@@ -231,9 +232,9 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
     ledgers[1].receive(1)
     ledgers[1].receive(1)
     samples = [
-        Sample(1.0, "ramp", 2, 0, 4, 4.0, 0.001, 0.002, 0.003, 0, 0),
-        Sample(2.0, "steady", 1, 2, 2, 2.0, None, None, None, 1, 1),
-        Sample(3.0, "clean", 0, 0, 0, 0.0, 0.0015, 0.0015, 0.0015, 0, 0),
+        Sample(1.0, Phase.RAMP, 2, 0, 4, 4.0, 0.001, 0.002, 0.003, 0, 0),
+        Sample(2.0, Phase.STEADY, 1, 2, 2, 2.0, None, None, None, 1, 1),
+        Sample(3.0, Phase.CLEAN, 0, 0, 0, 0.0, 0.0015, 0.0015, 0.0015, 0, 0),
     ]
     return RunRecord(
         options=options,
@@ -248,6 +249,7 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
         samples=samples,
         published=3,
         published_ok=3,
+        connects=2,
         subscribers_after=subscribers_after,
         clean_seconds=clean_seconds,
     )
