@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import quart
 import trio
+from quart_trio import QuartTrio
 
 from tests.test_cli import serve_process
 from tests.test_loadtest import LeakyBroker
@@ -95,7 +96,7 @@ async def test_an_unreadable_verdict_source_exits_1_with_the_reason() -> None:
 # -- any publish contract -----------------------------------------------------------
 
 
-def _other_contracts_app(broker: MemoryBroker) -> quart.Quart:
+def _other_contracts_app(broker: MemoryBroker) -> QuartTrio:
     """Our app, plus the contracts of other servers: a string-only JSON ``data``
     (sse-starlette and Go tutorials), a form, a raw text body; and a JSON count at
     another path, as a server without our ``/stats`` would have.
@@ -121,7 +122,8 @@ def _other_contracts_app(broker: MemoryBroker) -> quart.Quart:
     async def text(topic: str) -> quart.ResponseReturnValue:
         if quart.request.mimetype != "text/plain":
             return {"error": "text/plain only"}, 415
-        await broker.publish(topic, ServerSentEvent((await quart.request.get_data()).decode()))
+        body = await quart.request.get_data(as_text=True)
+        await broker.publish(topic, ServerSentEvent(body))
         return "", 201
 
     @app.get("/health")
