@@ -123,7 +123,7 @@ def _other_contracts_app(broker: MemoryBroker) -> QuartTrio:
         if quart.request.mimetype != "text/plain":
             return {"error": "text/plain only"}, 415
         body = await quart.request.get_data(as_text=True)
-        await broker.publish(topic, ServerSentEvent(body))
+        await broker.publish(topic, ServerSentEvent(str(body)))
         return "", 201
 
     @app.get("/health")
