@@ -37,6 +37,7 @@ from trio_sse.loadtest import (
     run_loadtest,
 )
 from trio_sse.loadtest._chart import render_html
+from trio_sse.loadtest._connection import ErrorKind
 from trio_sse.loadtest._http import (
     ChunkedBody,
     LengthBody,
@@ -243,9 +244,9 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
         latency=Histogram.of([0.001, 0.002, 0.004]),
         connect_time=Histogram.of([0.01, 0.02]),
         publish_latency=Histogram.of([0.003]),
-        errors=Counter({"reset": 1}),
-        error_examples={"reset": "connection reset by the server"},
-        drops=Counter({"rst": 1}),
+        errors=Counter({ErrorKind.RESET: 1}),
+        error_examples={ErrorKind.RESET: "connection reset by the server"},
+        drops=Counter({DropMethod.RST: 1}),
         samples=samples,
         published=3,
         published_ok=3,

@@ -26,7 +26,7 @@ from urllib.parse import quote_plus
 
 import trio
 
-from ._connection import Address, StreamFailureError
+from ._connection import Address, ErrorKind, StreamFailureError
 from ._http import Target
 from ._requests import Requester
 from ._stats import Histogram
@@ -129,7 +129,7 @@ class Publisher:
         *,
         rate: float,
         payload: int,
-        on_error: Callable[[str, str], None],
+        on_error: Callable[[ErrorKind, str], None],
         publish_format: PublishFormat = PublishFormat.JSON,
         template: str | None = None,
         payload_as: PayloadForm = PayloadForm.OBJECT,
@@ -199,11 +199,13 @@ class Publisher:
                                 headers=self._headers,
                             )
                     except StreamFailureError as exc:
-                        self._fail(seq, f"publish_{exc.kind}", str(exc))
+                        self._fail(seq, exc.kind.of_publish(), str(exc))
                         requester.close()
                         continue
                     except trio.TooSlowError:
-                        self._fail(seq, "publish_timeout", f"no answer in {PUBLISH_TIMEOUT:g} s")
+                        self._fail(
+                            seq, ErrorKind.PUBLISH_TIMEOUT, f"no answer in {PUBLISH_TIMEOUT:g} s"
+                        )
                         requester.close()
                         continue
                     if not 200 <= head.status < 300:
@@ -211,7 +213,7 @@ class Publisher:
                         said = answer[:120].decode("utf-8", "replace").strip()
                         self._fail(
                             seq,
-                            "publish_status",
+                            ErrorKind.PUBLISH_STATUS,
                             f"POST answered {head.status}" + (f": {said}" if said else ""),
                         )
                         continue
@@ -220,6 +222,6 @@ class Publisher:
         finally:
             requester.close()
 
-    def _fail(self, seq: int, kind: str, message: str) -> None:
+    def _fail(self, seq: int, kind: ErrorKind, message: str) -> None:
         self.failed.add(seq)
         self._on_error(kind, message)

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._connection import DropMethod, ErrorKind
 from ._ledger import Ledger
 from ._options import LoadTestOptions
 from ._sources import SourceKind
@@ -51,9 +52,9 @@ class RunRecord:
     latency: Histogram
     connect_time: Histogram
     publish_latency: Histogram
-    errors: Counter[str]
-    error_examples: dict[str, str]
-    drops: Counter[str]
+    errors: Counter[ErrorKind]
+    error_examples: dict[ErrorKind, str]
+    drops: Counter[DropMethod]
     samples: list[Sample]
     published: int = 0  # seqs handed out
     published_ok: int = 0

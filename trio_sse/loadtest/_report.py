@@ -148,13 +148,13 @@ def build_report(record: RunRecord) -> dict[str, Any]:
         "latency": record.latency.summary(),
         "churn": {
             "rate": o.churn,
-            "drops": dict(record.drops),
+            "drops": {method.value: count for method, count in record.drops.items()},
             "gaps": sum(row["gaps"] for row in per_connection),
         },
         "errors": {
             "total": sum(record.errors.values()),
-            "by_kind": dict(record.errors),
-            "examples": dict(record.error_examples),
+            "by_kind": {kind.value: count for kind, count in record.errors.items()},
+            "examples": {kind.value: text for kind, text in record.error_examples.items()},
             "stats_failures": record.stats_failures,
         },
         "server": {

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import trio
 
 from .._errors import ProtocolError
-from ._connection import Address, StreamFailureError, read_head, receive_some, send_all
+from ._connection import Address, ErrorKind, StreamFailureError, read_head, receive_some, send_all
 from ._http import ResponseHead, Target, UntilCloseBody, body_reader, request_bytes
 
 __all__ = ["Requester"]
@@ -65,7 +65,7 @@ class Requester:
             except OSError as exc:
                 sock.close()
                 raise StreamFailureError(
-                    "connect", f"connect failed: {exc.strerror or exc}"
+                    ErrorKind.CONNECT, f"connect failed: {exc.strerror or exc}"
                 ) from None
             self._sock = sock
         sock = self._sock
@@ -88,11 +88,13 @@ class Requester:
                 if not chunk:
                     if isinstance(reader, UntilCloseBody):
                         break
-                    raise StreamFailureError("closed", "the server cut the response body short")
+                    raise StreamFailureError(
+                        ErrorKind.CLOSED, "the server cut the response body short"
+                    )
                 body += reader.feed(chunk)
         except ProtocolError as exc:
             self.close()
-            raise StreamFailureError("protocol", str(exc)) from None
+            raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
         except BaseException:
             self.close()
             raise

@@ -42,7 +42,14 @@ import trio
 from .._errors import LoadTestError
 from .._file_limit import raise_open_file_limit
 from ..protocol import MessageEvent
-from ._connection import Address, DropMethod, StreamConnection, StreamFailureError, resolve
+from ._connection import (
+    Address,
+    DropMethod,
+    ErrorKind,
+    StreamConnection,
+    StreamFailureError,
+    resolve,
+)
 from ._http import parse_url
 from ._ids import parse_seq, parse_timestamp
 from ._ledger import Ledger
@@ -164,7 +171,7 @@ class _Run:
 
     # -- accounting -----------------------------------------------------------------
 
-    def error(self, kind: str, message: str) -> None:
+    def error(self, kind: ErrorKind, message: str) -> None:
         self.record.errors[kind] += 1
         self.record.error_examples.setdefault(kind, message)
         self.window_errors += 1
@@ -287,7 +294,9 @@ class _Run:
                 self.error(exc.kind, str(exc))
                 return None
             except trio.TooSlowError:
-                self.error("timeout", f"no response head within {self.o.connect_timeout:g} s")
+                self.error(
+                    ErrorKind.TIMEOUT, f"no response head within {self.o.connect_timeout:g} s"
+                )
                 return None
         self.record.connect_time.record(trio.current_time() - started)
         return conn
@@ -365,7 +374,7 @@ class _Run:
             slot.scope.cancel()
             # Out of the pool at once, so that it is not picked twice.
             self.open.discard(index)
-            self.record.drops[slot.drop.value] += 1
+            self.record.drops[slot.drop] += 1
             self.window_drops += 1
 
     # -- monitoring -----------------------------------------------------------------
