@@ -23,15 +23,7 @@ import trio
 
 from .._errors import ProtocolError
 from ..protocol import Decoder, MessageEvent
-from ._http import (
-    BodyReader,
-    ResponseHead,
-    Target,
-    UntilCloseBody,
-    body_reader,
-    parse_head,
-    request_bytes,
-)
+from ._http import Exchange, ResponseHead, Target
 
 __all__ = [
     "RECEIVE_SIZE",
@@ -154,13 +146,13 @@ class StreamConnection:
             (:attr:`ErrorKind.ENDED`) next.
     """
 
-    __slots__ = ("_body", "_pending", "_sock", "decoder", "has_body", "is_ended")
+    __slots__ = ("_exchange", "_pending", "_sock", "decoder", "has_body", "is_ended")
 
     def __init__(
-        self, sock: trio.socket.SocketType, body: BodyReader, pending: bytes, decoder: Decoder
+        self, sock: trio.socket.SocketType, exchange: Exchange, pending: bytes, decoder: Decoder
     ) -> None:
         self._sock = sock
-        self._body = body
+        self._exchange = exchange
         self._pending = pending
         self.decoder = decoder
         self.has_body = False
@@ -189,10 +181,10 @@ class StreamConnection:
             headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
             if last_event_id:
                 headers.append(("Last-Event-ID", last_event_id))
-            buffer = bytearray()
+            exchange = Exchange()
             try:
-                await send_all(sock, request_bytes("GET", target, headers=headers))
-                head = await read_head(sock, buffer)
+                await send_all(sock, exchange.request("GET", target, headers=headers))
+                head, pending = await read_head(sock, exchange)
             except StreamFailureError as exc:
                 # Tells an overflowing accept queue (reset or closed before any
                 # answer) apart from streams that break later.
@@ -208,12 +200,8 @@ class StreamConnection:
                     ErrorKind.CONTENT_TYPE,
                     f"Content-Type is {head.content_type!r}, not text/event-stream",
                 )
-            try:
-                body = body_reader(head)
-            except ProtocolError as exc:
-                raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
             decoder = Decoder(last_event_id=last_event_id, max_event_size=MAX_EVENT_SIZE)
-            return cls(sock, body, bytes(buffer), decoder)
+            return cls(sock, exchange, pending, decoder)
         except BaseException:
             sock.close()
             raise
@@ -227,22 +215,26 @@ class StreamConnection:
         if self.is_ended:
             raise StreamFailureError(ErrorKind.ENDED, "the server ended the response")
         if self._pending:
-            data, self._pending = self._pending, b""
+            body, self._pending = self._pending, b""
         else:
             data = await receive_some(self._sock)
+            try:
+                body = self._exchange.feed(data)
+            except ProtocolError as exc:
+                if not data:
+                    raise StreamFailureError(
+                        ErrorKind.CLOSED, "the server closed the connection mid-response"
+                    ) from None
+                raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
             if not data:
-                if isinstance(self._body, UntilCloseBody):
-                    raise StreamFailureError(ErrorKind.ENDED, "the server closed the stream")
-                raise StreamFailureError(
-                    ErrorKind.CLOSED, "the server closed the connection mid-response"
-                )
+                # A body framed by the connection's end has ended; any other was cut.
+                raise StreamFailureError(ErrorKind.ENDED, "the server closed the stream")
         try:
-            body = self._body.feed(data)
             events = self.decoder.feed(body) if body else []
         except ProtocolError as exc:
             raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
         self.has_body = self.has_body or bool(body)
-        self.is_ended = self._body.is_done
+        self.is_ended = self._exchange.is_done
         return events
 
     def close_fin(self) -> None:
@@ -286,17 +278,27 @@ def _failure_of(exc: OSError) -> StreamFailureError:
     return StreamFailureError(ErrorKind.CLOSED, f"socket error: {exc.strerror or exc}")
 
 
-async def read_head(sock: trio.socket.SocketType, buffer: bytearray) -> ResponseHead:
-    while True:
-        try:
-            head = parse_head(buffer)
-        except ProtocolError as exc:
-            raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
-        if head is not None:
-            return head
-        data = await receive_some(sock)
-        if not data:
-            raise StreamFailureError(
-                ErrorKind.CLOSED, "the server closed the connection before the response head"
-            )
-        buffer += data
+async def read_head(sock: trio.socket.SocketType, exchange: Exchange) -> tuple[ResponseHead, bytes]:
+    """Read up to the response head; return it and the body bytes that came with it.
+
+    Raises:
+        StreamFailureError: ``is_before_response`` is set when not a byte came back.
+    """
+    body = bytearray()
+    has_received = False
+    try:
+        while exchange.head is None:
+            data = await receive_some(sock)
+            if not data:
+                raise StreamFailureError(
+                    ErrorKind.CLOSED, "the server closed the connection before the response head"
+                )
+            has_received = True
+            try:
+                body += exchange.feed(data)
+            except ProtocolError as exc:
+                raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
+    except StreamFailureError as exc:
+        exc.is_before_response = not has_received
+        raise
+    return exchange.head, bytes(body)
