@@ -22,7 +22,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import trio
 
@@ -30,6 +30,10 @@ from ._errors import LoadTestError
 from .loadtest import (
     DropMethod,
     LoadTestOptions,
+    PayloadForm,
+    PublishFormat,
+    Report,
+    Thresholds,
     build_report,
     check_chart_path,
     exit_status,
@@ -38,9 +42,8 @@ from .loadtest import (
     write_chart,
     write_report,
 )
-from .loadtest._options import Thresholds
 from .loadtest._progress import Progress
-from .loadtest._publisher import PAYLOAD_PLACEHOLDER, PayloadForm, PublishFormat
+from .loadtest._publisher import PAYLOAD_PLACEHOLDER
 
 __all__ = ["add_loadtest_parser", "loadtest", "parse_drop", "run_loadtest_command"]
 
@@ -377,7 +380,7 @@ def loadtest(
     return exit_status(report)
 
 
-def _tell_why(report: dict[str, Any], err: TextIO) -> None:
+def _tell_why(report: Report, err: TextIO) -> None:
     """One line on stderr per reason the run proves nothing or the verdict is unknown."""
     for problem in report["run"]["problems"]:
         err.write(f"trio-sse loadtest: the run proves nothing: {problem}\n")

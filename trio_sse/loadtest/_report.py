@@ -26,13 +26,25 @@ from __future__ import annotations
 import enum
 import json
 import statistics
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from ._options import Threshold
-from ._record import RunRecord
+from ._record import RunRecord, Sample
+from ._schema import (
+    ConnectionRow,
+    ConnectionsPart,
+    ErrorsPart,
+    EventsPart,
+    HistogramSummary,
+    Report,
+    RssPart,
+    ServerPart,
+    ThresholdRow,
+    TimelineRow,
+)
 
 __all__ = [
     "EXIT_BREACHED",
@@ -82,12 +94,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_report(record: RunRecord) -> dict[str, Any]:
+def build_report(record: RunRecord) -> Report:
     """The JSON-ready report of one run (see ``docs/loadtest-report.md``)."""
     o = record.options
     failed = record.failed_seqs
     last = record.published if record.last_seq is None else record.last_seq
-    per_connection = [
+    per_connection: list[ConnectionRow] = [
         {
             "delivered": ledger.delivered,
             "lost": ledger.lost(failed),
@@ -103,7 +115,46 @@ def build_report(record: RunRecord) -> dict[str, Any]:
     undelivered = sum(row["undelivered"] for row in per_connection)
     duplicated = sum(row["duplicated"] for row in per_connection)
     steady = record.steady_seconds
-    report: dict[str, Any] = {
+    connections: ConnectionsPart = {
+        "target": o.connections,
+        "peak": record.peak_connections,
+        "connects": record.connects,
+        "reconnects": record.reconnects,
+        "connect_time": record.connect_time.summary(),
+        "reconnect_time": record.reconnect_time.summary(),
+    }
+    events: EventsPart = {
+        "is_published": o.is_publishing,
+        "published": record.published,
+        "published_ok": record.published_ok,
+        "publish_failed": len(failed),
+        "publish_time": record.publish_latency.summary(),
+        "last_seq": last,
+        "delivered": sum(delivered),
+        "lost": lost,
+        "undelivered": undelivered,
+        "duplicated": duplicated,
+        "replayed": sum(ledger.replayed for ledger in record.ledgers),
+        "resets": record.resets,
+        "foreign": record.foreign,
+        "per_connection": {
+            "delivered_min": min(delivered),
+            "delivered_median": statistics.median(delivered),
+            "delivered_max": max(delivered),
+            "with_loss": sum(1 for row in per_connection if row["lost"]),
+            "with_undelivered": sum(1 for row in per_connection if row["undelivered"]),
+            "with_duplicates": sum(1 for row in per_connection if row["duplicated"]),
+        },
+    }
+    errors: ErrorsPart = {
+        "total": sum(record.errors.values()),
+        "by_kind": {kind.value: count for kind, count in record.errors.items()},
+        "examples": {kind.value: text for kind, text in record.error_examples.items()},
+        "stats_failures": record.stats_failures,
+    }
+    latency = record.latency.summary()
+    problems = _problems(connections, events, errors)
+    return {
         "schema_version": SCHEMA_VERSION,
         "url": o.url,
         "started_at": datetime.fromtimestamp(record.started_at, UTC).isoformat(),
@@ -114,49 +165,15 @@ def build_report(record: RunRecord) -> dict[str, Any]:
             "drain": record.drain_seconds,
             "is_drained": record.is_drained,
         },
-        "connections": {
-            "target": o.connections,
-            "peak": record.peak_connections,
-            "connects": record.connects,
-            "reconnects": record.reconnects,
-            "connect_time": record.connect_time.summary(),
-            "reconnect_time": record.reconnect_time.summary(),
-        },
-        "events": {
-            "is_published": o.is_publishing,
-            "published": record.published,
-            "published_ok": record.published_ok,
-            "publish_failed": len(failed),
-            "publish_time": record.publish_latency.summary(),
-            "last_seq": last,
-            "delivered": sum(delivered),
-            "lost": lost,
-            "undelivered": undelivered,
-            "duplicated": duplicated,
-            "replayed": sum(ledger.replayed for ledger in record.ledgers),
-            "resets": record.resets,
-            "foreign": record.foreign,
-            "per_connection": {
-                "delivered_min": min(delivered),
-                "delivered_median": statistics.median(delivered),
-                "delivered_max": max(delivered),
-                "with_loss": sum(1 for row in per_connection if row["lost"]),
-                "with_undelivered": sum(1 for row in per_connection if row["undelivered"]),
-                "with_duplicates": sum(1 for row in per_connection if row["duplicated"]),
-            },
-        },
-        "latency": record.latency.summary(),
+        "connections": connections,
+        "events": events,
+        "latency": latency,
         "churn": {
             "rate": o.churn,
             "drops": {method.value: count for method, count in record.drops.items()},
             "gaps": sum(row["gaps"] for row in per_connection),
         },
-        "errors": {
-            "total": sum(record.errors.values()),
-            "by_kind": {kind.value: count for kind, count in record.errors.items()},
-            "examples": {kind.value: text for kind, text in record.error_examples.items()},
-            "stats_failures": record.stats_failures,
-        },
+        "errors": errors,
         "server": {
             "source": {"kind": record.source_kind.value, "description": record.source},
             "baseline_subscribers": record.baseline_subscribers,
@@ -178,16 +195,30 @@ def build_report(record: RunRecord) -> dict[str, Any]:
             },
         },
         "loadtest_max_rss_kib": record.max_rss_kib,
-        "timeline": [{**asdict(sample), "phase": sample.phase.value} for sample in record.samples],
+        "timeline": [_timeline_row(sample) for sample in record.samples],
         "per_connection": per_connection,
+        "run": {"is_conclusive": not problems, "problems": problems},
+        "thresholds": _thresholds(record, connections, events, errors, latency),
     }
-    problems = _problems(report)
-    report["run"] = {"is_conclusive": not problems, "problems": problems}
-    report["thresholds"] = _thresholds(record, report)
-    return report
 
 
-def _first_example(errors: dict[str, Any], prefix: str = "") -> str:
+def _timeline_row(sample: Sample) -> TimelineRow:
+    return {
+        "t": sample.t,
+        "phase": sample.phase.value,
+        "connections": sample.connections,
+        "server_subscribers": sample.server_subscribers,
+        "delivered": sample.delivered,
+        "events_per_s": sample.events_per_s,
+        "latency_p50": sample.latency_p50,
+        "latency_p99": sample.latency_p99,
+        "latency_max": sample.latency_max,
+        "errors": sample.errors,
+        "drops": sample.drops,
+    }
+
+
+def _first_example(errors: ErrorsPart, prefix: str = "") -> str:
     """The commonest error kind (starting with ``prefix``) and its first message."""
     kinds = [(count, kind) for kind, count in errors["by_kind"].items() if kind.startswith(prefix)]
     if not kinds:
@@ -196,10 +227,9 @@ def _first_example(errors: dict[str, Any], prefix: str = "") -> str:
     return f" ({kind}: {errors['examples'].get(kind, '')})"
 
 
-def _problems(report: dict[str, Any]) -> list[str]:
+def _problems(conns: ConnectionsPart, events: EventsPart, errors: ErrorsPart) -> list[str]:
     """Why the run proves nothing about the server, if it does not."""
     problems: list[str] = []
-    conns, events, errors = report["connections"], report["events"], report["errors"]
     if not conns["connects"]:
         problems.append("no stream ever opened" + _first_example(errors))
     if events["is_published"]:
@@ -218,26 +248,31 @@ def _problems(report: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _thresholds(record: RunRecord, report: dict[str, Any]) -> list[dict[str, Any]]:
+def _thresholds(
+    record: RunRecord,
+    connections: ConnectionsPart,
+    events: EventsPart,
+    errors: ErrorsPart,
+    latency: HistogramSummary,
+) -> list[ThresholdRow]:
     """Each bound given, the figure it bounds, and whether the figure is over it."""
-    events = report["events"]
 
-    def p99(summary: dict[str, float]) -> float | None:
+    def p99(summary: HistogramSummary) -> float | None:
         # No sample: nothing to bound (no drop means no reconnect).
         return summary["p99"] if summary["count"] else None
 
     values: dict[Threshold, float | None] = {
-        Threshold.P99: p99(report["latency"]),
+        Threshold.P99: p99(latency),
         Threshold.LOST: events["lost"],
         Threshold.UNDELIVERED: events["undelivered"],
         Threshold.DUPLICATED: events["duplicated"],
-        Threshold.ERRORS: report["errors"]["total"],
+        Threshold.ERRORS: errors["total"],
         Threshold.PUBLISH_FAILURES: events["publish_failed"],
-        Threshold.CONNECT_TIME: p99(report["connections"]["connect_time"]),
-        Threshold.RECONNECT_TIME: p99(report["connections"]["reconnect_time"]),
+        Threshold.CONNECT_TIME: p99(connections["connect_time"]),
+        Threshold.RECONNECT_TIME: p99(connections["reconnect_time"]),
         Threshold.CLEANUP_TIME: record.clean_seconds,
     }
-    rows = []
+    rows: list[ThresholdRow] = []
     for threshold, limit in record.options.thresholds.items():
         value = values[threshold]
         if threshold is Threshold.CLEANUP_TIME:
@@ -258,7 +293,7 @@ def _verdict(record: RunRecord) -> str:
     return "leaking"
 
 
-def exit_status(report: dict[str, Any]) -> int:
+def exit_status(report: Report) -> int:
     """The exit status: 3 leaking, 4 inconclusive, 1 unknown, 5 breached, else 0."""
     verdict = report["server"]["verdict"]
     if verdict == "leaking":
@@ -272,7 +307,7 @@ def exit_status(report: dict[str, Any]) -> int:
     return EXIT_CLEAN
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_report(report: Report, path: Path) -> None:
     """Write the report as JSON (indented: it is read by people as often as by programs)."""
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
@@ -288,7 +323,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
-def _percentiles(summary: dict[str, float]) -> str:
+def _percentiles(summary: HistogramSummary) -> str:
     if not summary["count"]:
         return "no samples"
     return "   ".join(
@@ -296,7 +331,7 @@ def _percentiles(summary: dict[str, float]) -> str:
     )
 
 
-def _server_line(server: dict[str, Any]) -> str:
+def _server_line(server: ServerPart) -> str:
     before = f"subscribers {server['baseline_subscribers']:,} before"
     at_close = server["subscribers_at_close"]
     if at_close is not None:
@@ -314,9 +349,10 @@ def _server_line(server: dict[str, Any]) -> str:
     )
 
 
-def _rss_line(rss: dict[str, int | None]) -> str:
+def _rss_line(rss: RssPart) -> str:
+    values = {"before": rss["before"], "peak": rss["peak"], "after": rss["after"]}
     return ", ".join(
-        f"{name} {value / 1024:,.1f} MiB" for name, value in rss.items() if value is not None
+        f"{name} {value / 1024:,.1f} MiB" for name, value in values.items() if value is not None
     )
 
 
@@ -328,7 +364,7 @@ def _threshold_value(name: str, value: float | None) -> str:
     return f"{value:,g}"
 
 
-def format_summary(report: dict[str, Any]) -> str:
+def format_summary(report: Report) -> str:
     """The final summary table, as printed by ``trio-sse loadtest``."""
     phases, conns, events = report["phases"], report["connections"], report["events"]
     churn, errors = report["churn"], report["errors"]
