@@ -11,12 +11,15 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import httpx
+import pytest
 import quart
 import trio
 from quart_trio import QuartTrio
@@ -26,6 +29,24 @@ from tests.test_loadtest import LeakyBroker
 from tests.wire import running_server
 from trio_sse import Broker, MemoryBroker, ServerSentEvent
 from trio_sse.app import create_app
+from trio_sse.loadtest import (
+    EXIT_BREACHED,
+    EXIT_CLEAN,
+    EXIT_INCONCLUSIVE,
+    EXIT_LEAKING,
+    LoadTestOptions,
+    PayloadForm,
+    PublishFormat,
+    RunRecord,
+    Thresholds,
+    build_report,
+    exit_status,
+)
+from trio_sse.loadtest._ids import parse_seq, parse_timestamp
+from trio_sse.loadtest._ledger import Ledger
+from trio_sse.loadtest._publisher import encode_body
+from trio_sse.loadtest._sources import parse_gauge, parse_json_path, read_gauge, read_json_path
+from trio_sse.loadtest._stats import Histogram
 
 LOADTEST = [sys.executable, "-m", "trio_sse.cli", "loadtest"]
 RUN_TIMEOUT = 60.0
@@ -469,3 +490,119 @@ async def test_thresholds_met_exit_0_and_breached_exit_5_named(tmp_path: Path) -
     assert code == 5, out
     assert "--max-p99 1 µs:" in out
     assert "BREACHED; --max-lost 0: 0 ok" in out
+
+
+async def test_publish_header_carries_a_token_the_server_requires() -> None:
+    token = "s3cret-token-0123456789"
+    async with serve_process("--publish-token", token) as (_, (host, port)):
+        code, out, err = await _loadtest(
+            f"http://{host}:{port}/events/token",
+            *SHORT,
+            *("--publish-header", f"Authorization: Bearer {token}"),
+        )
+    assert code == 0, out + err
+    assert ", 0 failed;" in out
+
+
+# -- the pure parts -----------------------------------------------------------------
+
+
+def test_parse_seq_reads_an_integer_id_or_one_at_the_end() -> None:
+    assert [parse_seq(text) for text in ("42", "news-42", "a/b:7", "0")] == [42, 42, 7, 0]
+    assert [parse_seq(text) for text in ("", "news", "4a", "x" + "9" * 19)] == [None] * 4
+
+
+def test_parse_timestamp_reads_epoch_units_and_iso_8601() -> None:
+    moment = 1_764_521_622.5  # 2025-11-30T16:53:42.5Z
+    for value in (moment, moment * 1e3, moment * 1e6, int(moment * 1e9)):
+        parsed = parse_timestamp(json.dumps({"m": {"ts": value}}), "m.ts")
+        assert parsed is not None
+        assert abs(parsed - moment) < 1e-3
+    assert parse_timestamp('{"ts": "2025-11-30T16:53:42.5Z"}', "ts") == moment
+    assert parse_timestamp('{"ts": "2025-11-30T17:53:42.5+01:00"}', "ts") == moment
+    assert parse_timestamp('{"ts": "2025-11-30T16:53:42.5"}', "ts") == moment  # UTC
+    for data in ('{"ts": true}', '{"ts": "soon"}', '{"other": 1}', "not json", "[1]"):
+        assert parse_timestamp(data, "ts") is None
+
+
+def test_json_paths_and_prometheus_gauges() -> None:
+    document = {"stats": {"open": 3, "topics": [{"n": 1}, {"n": 2}]}}
+    assert read_json_path(document, "stats.open") == 3
+    assert read_json_path(document, "stats.topics.1.n") == 2
+    assert read_json_path(document, "stats.topics.5.n") is None
+    assert read_json_path(document, "stats.open.deeper") is None
+    with pytest.raises(ValueError, match="bad JSON path"):
+        parse_json_path("stats..open")
+    page = (
+        "# HELP sse_clients Open streams.\n# TYPE sse_clients gauge\n"
+        'sse_clients{topic="a",node="x"} 3\nsse_clients{topic="b"} 4.0\n'
+        "sse_clients_total 99\n# TYPE idle gauge\n"
+    )
+    assert parse_gauge('sse_clients{topic="a"}') == ("sse_clients", {"topic": "a"})
+    assert read_gauge(page, "sse_clients", {}) == 7
+    assert read_gauge(page, "sse_clients", {"topic": "a"}) == 3
+    assert read_gauge(page, "sse_clients", {"topic": "c"}) == 0  # declared, no sample
+    assert read_gauge(page, "idle", {}) == 0
+    assert read_gauge(page, "missing", {}) is None
+    with pytest.raises(ValueError, match="bad gauge"):
+        parse_gauge("sse clients")
+    with pytest.raises(ValueError, match="bad labels"):
+        parse_gauge("sse_clients{topic=a}")
+
+
+def test_publish_bodies_in_each_format() -> None:
+    data: dict[str, object] = {"t": 1, "seq": 2, "pad": "x y"}
+    text = '{"t":1,"seq":2,"pad":"x y"}'
+    json_form, text_form = PublishFormat.JSON, PublishFormat.TEXT
+    assert encode_body(json_form.default_template, json_form, PayloadForm.OBJECT, data) == (
+        b'{"data": ' + text.encode() + b"}"
+    )
+    as_string = encode_body('{"m": {payload}}', json_form, PayloadForm.STRING, data)
+    assert json.loads(as_string) == {"m": text}
+    form = encode_body("data={payload}&x=1", PublishFormat.FORM, PayloadForm.OBJECT, data)
+    assert form == b"data=%7B%22t%22%3A1%2C%22seq%22%3A2%2C%22pad%22%3A%22x+y%22%7D&x=1"
+    assert encode_body("{payload}", text_form, PayloadForm.OBJECT, data) == text.encode()
+    with pytest.raises(ValueError, match="must contain"):
+        LoadTestOptions("http://a/b", publish_body='{"data": 1}')
+
+
+def test_exit_status_precedence_and_threshold_rows() -> None:
+    record = _short_record()
+    report = build_report(record)
+    assert exit_status(report) == EXIT_CLEAN
+    record.options = replace(record.options, thresholds=Thresholds(max_lost=0, max_p99=1e-9))
+    report = build_report(record)
+    assert [(row["name"], row["is_breached"]) for row in report["thresholds"]] == [
+        ("max-p99", True),
+        ("max-lost", False),
+    ]
+    assert exit_status(report) == EXIT_BREACHED
+    record.published_ok = 0  # every publish refused: proves nothing, before a breach
+    assert exit_status(build_report(record)) == EXIT_INCONCLUSIVE
+    record.clean_seconds, record.subscribers_after = None, 3  # leaking, before all
+    assert exit_status(build_report(record)) == EXIT_LEAKING
+    with pytest.raises(ValueError, match="max_lost"):
+        Thresholds(max_lost=-1)
+
+
+def _short_record() -> RunRecord:
+    ledger = Ledger()
+    ledger.start_stream(0, is_resume=False)
+    ledger.receive(1)
+    return RunRecord(
+        options=LoadTestOptions("http://127.0.0.1:1/events/a", connections=1),
+        started_at=0.0,
+        ledgers=[ledger],
+        latency=Histogram.of([0.001]),
+        connect_time=Histogram.of([0.01]),
+        publish_latency=Histogram.of([0.003]),
+        errors=Counter(),
+        error_examples={},
+        drops=Counter(),
+        samples=[],
+        published=1,
+        published_ok=1,
+        connects=1,
+        subscribers_after=0,
+        clean_seconds=0.01,
+    )
