@@ -37,17 +37,11 @@ from trio_sse.loadtest import (
     run_loadtest,
 )
 from trio_sse.loadtest._chart import render_html
-from trio_sse.loadtest._http import (
-    ChunkedBody,
-    LengthBody,
-    UntilCloseBody,
-    body_reader,
-    parse_head,
-    parse_url,
-    request_bytes,
-)
+from trio_sse.loadtest._connection import ErrorKind
+from trio_sse.loadtest._http import Exchange, parse_url
 from trio_sse.loadtest._ledger import Ledger
 from trio_sse.loadtest._progress import Progress, format_progress
+from trio_sse.loadtest._record import Phase
 from trio_sse.loadtest._report import format_duration
 from trio_sse.loadtest._stats import Histogram
 
@@ -60,28 +54,44 @@ RUN_TIMEOUT = 60.0
 # -- HTTP framing -------------------------------------------------------------------
 
 
-def test_parse_head_takes_the_head_off_the_buffer_and_leaves_the_body() -> None:
-    buffer = bytearray(
+def _exchange(method: str = "GET") -> Exchange:
+    exchange = Exchange()
+    exchange.request(method, parse_url("http://127.0.0.1:1/events/a"))
+    return exchange
+
+
+def _feed(exchange: Exchange, data: bytes, *, is_byte_by_byte: bool) -> bytes:
+    pieces = [data[i : i + 1] for i in range(len(data))] if is_byte_by_byte else [data]
+    return b"".join(exchange.feed(piece) for piece in pieces)
+
+
+@pytest.mark.parametrize("is_byte_by_byte", [False, True])
+def test_exchange_reads_the_head_then_the_body(is_byte_by_byte: bool) -> None:
+    exchange = _exchange()
+    head = (
         b"HTTP/1.1 200 \r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-        b"Transfer-Encoding: chunked\r\nVia: a\r\nVia: b\r\n\r\n5\r\nhello"
+        b"Transfer-Encoding: chunked\r\nVia: a\r\nVia: b\r\n\r\n"
     )
-    head = parse_head(buffer)
-    assert head is not None
-    assert (head.status, head.reason) == (200, "")
-    assert head.content_type == "text/event-stream"
-    assert head.headers["transfer-encoding"] == "chunked"
-    assert head.headers["via"] == "a, b"
-    assert buffer == b"5\r\nhello"
+    assert _feed(exchange, head, is_byte_by_byte=is_byte_by_byte) == b""
+    assert exchange.head is not None
+    assert (exchange.head.status, exchange.head.reason) == (200, "")
+    assert exchange.head.content_type == "text/event-stream"
+    assert exchange.head.headers["via"] == "a, b"
+    assert _feed(exchange, CHUNKED, is_byte_by_byte=is_byte_by_byte) == (
+        b"retry: 3000\n\n: stream open\n\ndata: x\n"
+    )
+    assert exchange.is_done
+    assert exchange.is_reusable
 
 
-def test_parse_head_waits_for_the_blank_line() -> None:
-    buffer = bytearray(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n")
-    assert parse_head(buffer) is None
-    assert buffer == b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-    buffer += b"\r\n"
-    head = parse_head(buffer)
-    assert head is not None
-    assert (head.status, head.reason) == (404, "Not Found")
+def test_exchange_waits_for_the_blank_line() -> None:
+    exchange = _exchange()
+    exchange.feed(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n")
+    assert exchange.head is None
+    exchange.feed(b"\r\n")
+    assert exchange.head is not None
+    assert (exchange.head.status, exchange.head.reason) == (404, "Not Found")
+    assert exchange.is_done
 
 
 @pytest.mark.parametrize(
@@ -90,57 +100,42 @@ def test_parse_head_waits_for_the_blank_line() -> None:
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\n x: folded\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 5000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n",
     ],
 )
-def test_parse_head_refuses_garbage(data: bytes) -> None:
+def test_exchange_refuses_garbage(data: bytes) -> None:
     with pytest.raises(ProtocolError):
-        parse_head(bytearray(data))
+        _exchange().feed(data)
 
 
 CHUNKED = b"7\r\nretry: \r\n1a;ext=1\r\n3000\n\n: stream open\n\ndata:\r\n3\r\n x\n\r\n0\r\n\r\n"
 
 
-def test_chunked_body_is_the_same_whole_and_byte_by_byte() -> None:
-    whole = ChunkedBody()
-    assert whole.feed(CHUNKED + b"ignored") == b"retry: 3000\n\n: stream open\n\ndata: x\n"
-    assert whole.is_done
-    one_by_one = ChunkedBody()
-    out = b"".join(one_by_one.feed(CHUNKED[i : i + 1]) for i in range(len(CHUNKED)))
-    assert out == b"retry: 3000\n\n: stream open\n\ndata: x\n"
-    assert one_by_one.is_done
-
-
-@pytest.mark.parametrize("data", [b"zz\r\n", b"5\r\nhelloXX", b"1" * 2000])
-def test_chunked_body_refuses_bad_framing(data: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        ChunkedBody().feed(data)
-
-
-def test_body_reader_follows_rfc_9112_framing() -> None:
-    def reader(head: bytes) -> object:
-        parsed = parse_head(bytearray(head + b"\r\n"))
-        assert parsed is not None
-        return body_reader(parsed)
-
-    assert isinstance(reader(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"), ChunkedBody)
-    length = reader(b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n")
-    assert isinstance(length, LengthBody)
-    assert length.feed(b"{}{}extra") == b"{}{}"
+def test_exchange_follows_rfc_9112_framing() -> None:
+    length = _exchange("POST")
+    assert length.feed(b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\n{}{}extra") == b"{}{}"
     assert length.is_done
-    assert isinstance(reader(b"HTTP/1.0 200 OK\r\n"), UntilCloseBody)
-    with pytest.raises(ProtocolError, match="Transfer-Encoding"):
-        reader(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n")
-    with pytest.raises(ProtocolError, match="Content-Length"):
-        reader(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n")
+    until_close = _exchange()
+    assert until_close.feed(b"HTTP/1.0 200 OK\r\n\r\ndata: a\n") == b"data: a\n"
+    assert not until_close.is_done
+    assert until_close.feed(b"") == b""
+    assert until_close.is_done
+    assert not until_close.is_reusable
+    cut = _exchange()
+    cut.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc")
+    with pytest.raises(ProtocolError):
+        cut.feed(b"")
 
 
-def test_parse_url_and_request_bytes() -> None:
+def test_parse_url_and_the_request() -> None:
     target = parse_url("http://127.0.0.1:8000/events/load?x=1")
     assert (target.host, target.port, target.path) == ("127.0.0.1", 8000, "/events/load?x=1")
     assert parse_url("http://example.com").port == 80
-    request = request_bytes("POST", target, headers=[("A", "b")], body=b"{}")
+    request = Exchange().request("POST", target, headers=[("A", "b")], body=b"{}")
     assert request == (
         b"POST /events/load?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nA: b\r\n"
         b"Content-Length: 2\r\n\r\n{}"
@@ -231,9 +226,9 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
     ledgers[1].receive(1)
     ledgers[1].receive(1)
     samples = [
-        Sample(1.0, "ramp", 2, 0, 4, 4.0, 0.001, 0.002, 0.003, 0, 0),
-        Sample(2.0, "steady", 1, 2, 2, 2.0, None, None, None, 1, 1),
-        Sample(3.0, "clean", 0, 0, 0, 0.0, 0.0015, 0.0015, 0.0015, 0, 0),
+        Sample(1.0, Phase.RAMP, 2, 0, 4, 4.0, 0.001, 0.002, 0.003, 0, 0),
+        Sample(2.0, Phase.STEADY, 1, 2, 2, 2.0, None, None, None, 1, 1),
+        Sample(3.0, Phase.CLEAN, 0, 0, 0, 0.0, 0.0015, 0.0015, 0.0015, 0, 0),
     ]
     return RunRecord(
         options=options,
@@ -242,12 +237,13 @@ def _record(*, clean_seconds: float | None, subscribers_after: int | None) -> Ru
         latency=Histogram.of([0.001, 0.002, 0.004]),
         connect_time=Histogram.of([0.01, 0.02]),
         publish_latency=Histogram.of([0.003]),
-        errors=Counter({"reset": 1}),
-        error_examples={"reset": "connection reset by the server"},
-        drops=Counter({"rst": 1}),
+        errors=Counter({ErrorKind.RESET: 1}),
+        error_examples={ErrorKind.RESET: "connection reset by the server"},
+        drops=Counter({DropMethod.RST: 1}),
         samples=samples,
         published=3,
         published_ok=3,
+        connects=2,
         subscribers_after=subscribers_after,
         clean_seconds=clean_seconds,
     )

@@ -14,7 +14,6 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -22,7 +21,7 @@ import trio
 
 from . import __version__
 from ._cli_listen import listen, parse_headers
-from ._cli_loadtest import loadtest, parse_drop
+from ._cli_loadtest import add_loadtest_parser, run_loadtest_command
 from ._cli_publish import publish
 from ._cli_serve import JWT_KEY_ENV, MEMORY, PUBLISH_TOKEN_ENV, run_serve
 from ._errors import InvalidEventError
@@ -38,7 +37,6 @@ from .broker import (
     MAX_REPLICA_TIMEOUT,
     validate_idempotency_key,
 )
-from .loadtest import DropMethod, LoadTestOptions
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -325,7 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_listen(commands)
     _add_publish(commands)
-    _add_loadtest(commands)
+    add_loadtest_parser(commands)
     parser.set_defaults(serve_parser=serve_cmd)
     return parser
 
@@ -475,119 +473,6 @@ def _add_publish(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-def _drop_methods(text: str) -> tuple[DropMethod, ...]:
-    try:
-        return parse_drop(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_loadtest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cmd = commands.add_parser(
-        "loadtest",
-        help="load-test an SSE server: many streams, churn, latency and a leak verdict",
-        description=(
-            "Hold N SSE connections to URL, publish timestamped events to it, drop and "
-            "resume connections, then check that the server's GET /stats returns to its "
-            "subscriber count from before the run. Prints a summary table. Exits 0 for a "
-            "clean server, 3 for a leaking one, 1 on an error."
-        ),
-    )
-    cmd.add_argument(
-        "url", metavar="URL", help="the stream, e.g. http://127.0.0.1:8000/events/load"
-    )
-    option = cmd.add_argument
-    option("--connections", type=_count(1), default=100, metavar="N", help="default: %(default)s")
-    option("--duration", type=_seconds(), default=10.0, metavar="S", help="after the ramp (10)")
-    option("--ramp", type=_positive_seconds, default=500.0, metavar="R", help="connects/s (500)")
-    option("--publish-rate", type=_seconds(), default=1.0, metavar="E", help="events/s (1)")
-    option("--publish-url", metavar="URL", help="where events are POSTed (default: URL)")
-    option("--payload", type=_count(0), default=64, metavar="BYTES", help="event data size (64)")
-    option("--churn", type=_seconds(), default=0.0, metavar="R", help="drops per second (0)")
-    option(
-        "--drop",
-        type=_drop_methods,
-        default="fin",
-        metavar="fin,rst,stall,mix",
-        help="how churned connections are dropped, in turn; mix = all three (fin)",
-    )
-    option(
-        "--stall-for",
-        type=_seconds(),
-        default=5.0,
-        metavar="S",
-        help="how long a stalled socket is held open, unread, before it is closed (5)",
-    )
-    option(
-        "--drain-timeout",
-        type=_seconds(),
-        default=5.0,
-        metavar="S",
-        help="how long to wait after the last publish for every event to arrive (5)",
-    )
-    option(
-        "--clean-timeout",
-        type=_positive_seconds,
-        default=30.0,
-        metavar="S",
-        help="how long the server gets, after the close, to drop back to its subscriber "
-        "count from before the run; past it the server is leaking (30)",
-    )
-    option(
-        "--connect-timeout",
-        type=_positive_seconds,
-        default=30.0,
-        metavar="S",
-        help="from connect() to the response head (30)",
-    )
-    option(
-        "--max-connecting",
-        type=_count(1),
-        default=200,
-        metavar="N",
-        help="connects in flight at most, so a ramp paces itself to the server (200)",
-    )
-    option("--stats-url", metavar="URL", help="default: /stats on URL's server")
-    option("--report", type=Path, metavar="OUT.json", help="write the JSON report")
-    option("--chart", type=Path, metavar="OUT.html|png", help="draw connections and latency")
-    option("--quiet", action="store_true", help="no live progress (also off if not a TTY)")
-
-
-def _loadtest(args: argparse.Namespace) -> int:
-    try:
-        options = LoadTestOptions(
-            url=args.url,
-            connections=int(args.connections),
-            duration=args.duration,
-            ramp=args.ramp,
-            publish_rate=args.publish_rate,
-            publish_url=args.publish_url,
-            payload=int(args.payload),
-            churn=args.churn,
-            drop=args.drop,
-            stall_for=args.stall_for,
-            drain_timeout=args.drain_timeout,
-            clean_timeout=args.clean_timeout,
-            connect_timeout=args.connect_timeout,
-            max_connecting=int(args.max_connecting),
-            stats_url=args.stats_url,
-        )
-    except ValueError as exc:
-        print(f"trio-sse loadtest: {exc}", file=sys.stderr)
-        return 1
-    try:
-        return loadtest(
-            options,
-            out=sys.stdout,
-            err=sys.stderr,
-            report_path=args.report,
-            chart_path=args.chart,
-            is_quiet=args.quiet,
-        )
-    except KeyboardInterrupt:
-        return 130
-
-
 def _listen(args: argparse.Namespace) -> int:
     try:
         headers = parse_headers(args.header)
@@ -630,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "listen":
         return _listen(args)
     if args.command == "loadtest":
-        return _loadtest(args)
+        return run_loadtest_command(args)
     if args.command == "publish":
         return publish(
             args.url,

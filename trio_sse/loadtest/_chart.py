@@ -10,11 +10,12 @@ from __future__ import annotations
 import html
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from ._report import format_duration
+from ._schema import Report
 
 __all__ = ["CHART_SUFFIXES", "check_chart_path", "render_html", "write_chart"]
 
@@ -53,7 +54,7 @@ def check_chart_path(path: Path) -> None:
         )
 
 
-def write_chart(report: dict[str, Any], path: Path) -> None:
+def write_chart(report: Report, path: Path) -> None:
     """Draw the report's timeline to ``path`` (.html, or .png with matplotlib)."""
     check_chart_path(path)
     if path.suffix.lower() == ".png":
@@ -62,8 +63,9 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         path.write_text(render_html(report), encoding="utf-8")
 
 
-def _columns(report: dict[str, Any]) -> dict[str, list[Any]]:
-    timeline = report["timeline"]
+def _columns(report: Report) -> dict[str, list[Any]]:
+    # Read as plain mappings: the columns are picked by name below.
+    timeline: list[Mapping[str, Any]] = list(report["timeline"])
     return {key: [row[key] for row in timeline] for key in timeline[0]} if timeline else {}
 
 
@@ -71,7 +73,7 @@ def _ms(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else v * 1e3 for v in values]
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: Report) -> str:
     """The chart as one HTML page with inline SVG."""
     columns = _columns(report)
     times: list[float] = columns.get("t", [])
@@ -267,7 +269,7 @@ def _runs(
     return [run for run in runs if run]
 
 
-def _write_png(report: dict[str, Any], path: Path) -> None:  # pragma: no cover - optional
+def _write_png(report: Report, path: Path) -> None:  # pragma: no cover - optional
     import matplotlib  # noqa: PLC0415 - optional, only for .png
 
     matplotlib.use("Agg")

@@ -23,20 +23,13 @@ import trio
 
 from .._errors import ProtocolError
 from ..protocol import Decoder, MessageEvent
-from ._http import (
-    BodyReader,
-    ResponseHead,
-    Target,
-    UntilCloseBody,
-    body_reader,
-    parse_head,
-    request_bytes,
-)
+from ._http import Exchange, ResponseHead, Target
 
 __all__ = [
     "RECEIVE_SIZE",
     "Address",
     "DropMethod",
+    "ErrorKind",
     "StreamConnection",
     "StreamFailureError",
     "read_head",
@@ -62,18 +55,60 @@ class DropMethod(enum.Enum):
     STALL = "stall"
 
 
+class ErrorKind(enum.Enum):
+    """What went wrong, as the report counts it; the value is the report's key."""
+
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    STATUS = "status"
+    CONTENT_TYPE = "content_type"
+    PROTOCOL = "protocol"
+    RESET = "reset"
+    CLOSED = "closed"  # the server closed the connection
+    ENDED = "ended"  # the server ended the response
+    # Before the response head: an overflowing accept queue, told apart from streams
+    # that break later.
+    RESET_BEFORE_HEAD = "reset_before_head"
+    CLOSED_BEFORE_HEAD = "closed_before_head"
+    # A publish's failure, by the same causes.
+    PUBLISH_CONNECT = "publish_connect"
+    PUBLISH_TIMEOUT = "publish_timeout"
+    PUBLISH_STATUS = "publish_status"
+    PUBLISH_PROTOCOL = "publish_protocol"
+    PUBLISH_RESET = "publish_reset"
+    PUBLISH_CLOSED = "publish_closed"
+    PUBLISH_ENDED = "publish_ended"
+    PUBLISH_RESET_BEFORE_HEAD = "publish_reset_before_head"
+    PUBLISH_CLOSED_BEFORE_HEAD = "publish_closed_before_head"
+
+    @property
+    def is_publish(self) -> bool:
+        """Whether a publish failed (not a stream)."""
+        return self.value.startswith("publish_")
+
+    def before_head(self) -> ErrorKind:
+        """The same failure, before the response head (``reset`` and ``closed`` only)."""
+        return _BEFORE_HEAD.get(self, self)
+
+    def of_publish(self) -> ErrorKind:
+        """The same failure, of a publish."""
+        return self if self.is_publish else ErrorKind("publish_" + self.value)
+
+
+_BEFORE_HEAD: Final = {
+    ErrorKind.RESET: ErrorKind.RESET_BEFORE_HEAD,
+    ErrorKind.CLOSED: ErrorKind.CLOSED_BEFORE_HEAD,
+}
+
+
 class StreamFailureError(Exception):
     """Why a connection attempt or an open stream failed.
 
     Attributes:
-        kind: A short name the report counts by: ``connect``, ``timeout``, ``status``,
-            ``content_type``, ``protocol``, ``reset``, ``closed`` (the server closed
-            the connection) or ``ended`` (the server ended the response);
-            ``reset_before_head`` and ``closed_before_head`` when it happened before
-            the response head.
+        kind: What the report counts it as.
     """
 
-    def __init__(self, kind: str, message: str, *, is_before_response: bool = False) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, is_before_response: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         # Nothing of a response came back: a request on a reused connection that the
@@ -107,16 +142,17 @@ class StreamConnection:
         decoder: The stream's decoder; its ``last_event_id`` is what a resume sends.
         has_body: Whether any body bytes arrived yet (the server has subscribed us).
         is_ended: The server ended the response (the terminating chunk, or the end of a
-            ``Content-Length`` body); :meth:`receive` raises ``StreamFailureError("ended")`` next.
+            ``Content-Length`` body); :meth:`receive` raises :class:`StreamFailureError`
+            (:attr:`ErrorKind.ENDED`) next.
     """
 
-    __slots__ = ("_body", "_pending", "_sock", "decoder", "has_body", "is_ended")
+    __slots__ = ("_exchange", "_pending", "_sock", "decoder", "has_body", "is_ended")
 
     def __init__(
-        self, sock: trio.socket.SocketType, body: BodyReader, pending: bytes, decoder: Decoder
+        self, sock: trio.socket.SocketType, exchange: Exchange, pending: bytes, decoder: Decoder
     ) -> None:
         self._sock = sock
-        self._body = body
+        self._exchange = exchange
         self._pending = pending
         self.decoder = decoder
         self.has_body = False
@@ -140,35 +176,32 @@ class StreamConnection:
                 await sock.connect(address.sockaddr)
             except OSError as exc:
                 raise StreamFailureError(
-                    "connect", f"connect failed: {exc.strerror or exc}"
+                    ErrorKind.CONNECT, f"connect failed: {exc.strerror or exc}"
                 ) from None
             headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
             if last_event_id:
                 headers.append(("Last-Event-ID", last_event_id))
-            buffer = bytearray()
+            exchange = Exchange()
             try:
-                await send_all(sock, request_bytes("GET", target, headers=headers))
-                head = await read_head(sock, buffer)
+                await send_all(sock, exchange.request("GET", target, headers=headers))
+                head, pending = await read_head(sock, exchange)
             except StreamFailureError as exc:
                 # Tells an overflowing accept queue (reset or closed before any
                 # answer) apart from streams that break later.
-                exc.kind += "_before_head"
+                exc.kind = exc.kind.before_head()
                 raise
             if head.status != 200:
                 reason = f" {head.reason}" if head.reason else ""
                 raise StreamFailureError(
-                    "status", f"GET {target.path} answered {head.status}{reason}"
+                    ErrorKind.STATUS, f"GET {target.path} answered {head.status}{reason}"
                 )
             if head.content_type != "text/event-stream":
                 raise StreamFailureError(
-                    "content_type", f"Content-Type is {head.content_type!r}, not text/event-stream"
+                    ErrorKind.CONTENT_TYPE,
+                    f"Content-Type is {head.content_type!r}, not text/event-stream",
                 )
-            try:
-                body = body_reader(head)
-            except ProtocolError as exc:
-                raise StreamFailureError("protocol", str(exc)) from None
             decoder = Decoder(last_event_id=last_event_id, max_event_size=MAX_EVENT_SIZE)
-            return cls(sock, body, bytes(buffer), decoder)
+            return cls(sock, exchange, pending, decoder)
         except BaseException:
             sock.close()
             raise
@@ -180,22 +213,28 @@ class StreamConnection:
             StreamFailureError: ``ended``, ``closed``, ``reset`` or ``protocol``.
         """
         if self.is_ended:
-            raise StreamFailureError("ended", "the server ended the response")
+            raise StreamFailureError(ErrorKind.ENDED, "the server ended the response")
         if self._pending:
-            data, self._pending = self._pending, b""
+            body, self._pending = self._pending, b""
         else:
             data = await receive_some(self._sock)
+            try:
+                body = self._exchange.feed(data)
+            except ProtocolError as exc:
+                if not data:
+                    raise StreamFailureError(
+                        ErrorKind.CLOSED, "the server closed the connection mid-response"
+                    ) from None
+                raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
             if not data:
-                if isinstance(self._body, UntilCloseBody):
-                    raise StreamFailureError("ended", "the server closed the stream")
-                raise StreamFailureError("closed", "the server closed the connection mid-response")
+                # A body framed by the connection's end has ended; any other was cut.
+                raise StreamFailureError(ErrorKind.ENDED, "the server closed the stream")
         try:
-            body = self._body.feed(data)
             events = self.decoder.feed(body) if body else []
         except ProtocolError as exc:
-            raise StreamFailureError("protocol", str(exc)) from None
+            raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
         self.has_body = self.has_body or bool(body)
-        self.is_ended = self._body.is_done
+        self.is_ended = self._exchange.is_done
         return events
 
     def close_fin(self) -> None:
@@ -235,21 +274,31 @@ async def receive_some(sock: trio.socket.SocketType) -> bytes:
 
 def _failure_of(exc: OSError) -> StreamFailureError:
     if isinstance(exc, ConnectionResetError):
-        return StreamFailureError("reset", "connection reset by the server")
-    return StreamFailureError("closed", f"socket error: {exc.strerror or exc}")
+        return StreamFailureError(ErrorKind.RESET, "connection reset by the server")
+    return StreamFailureError(ErrorKind.CLOSED, f"socket error: {exc.strerror or exc}")
 
 
-async def read_head(sock: trio.socket.SocketType, buffer: bytearray) -> ResponseHead:
-    while True:
-        try:
-            head = parse_head(buffer)
-        except ProtocolError as exc:
-            raise StreamFailureError("protocol", str(exc)) from None
-        if head is not None:
-            return head
-        data = await receive_some(sock)
-        if not data:
-            raise StreamFailureError(
-                "closed", "the server closed the connection before the response head"
-            )
-        buffer += data
+async def read_head(sock: trio.socket.SocketType, exchange: Exchange) -> tuple[ResponseHead, bytes]:
+    """Read up to the response head; return it and the body bytes that came with it.
+
+    Raises:
+        StreamFailureError: ``is_before_response`` is set when not a byte came back.
+    """
+    body = bytearray()
+    has_received = False
+    try:
+        while exchange.head is None:
+            data = await receive_some(sock)
+            if not data:
+                raise StreamFailureError(
+                    ErrorKind.CLOSED, "the server closed the connection before the response head"
+                )
+            has_received = True
+            try:
+                body += exchange.feed(data)
+            except ProtocolError as exc:
+                raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
+    except StreamFailureError as exc:
+        exc.is_before_response = not has_received
+        raise
+    return exchange.head, bytes(body)

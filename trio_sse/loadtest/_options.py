@@ -2,24 +2,102 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from ._connection import DropMethod
 from ._http import Target, parse_url
-from ._publisher import PUBLISH_WORKERS
+from ._publisher import PAYLOAD_PLACEHOLDER, PUBLISH_WORKERS, PayloadForm, PublishFormat
+from ._sources import parse_gauge, parse_json_path
 
-__all__ = ["LoadTestOptions"]
+__all__ = ["LoadTestOptions", "Thresholds"]
 
 # File descriptors beside the streams: publisher and /stats sockets, stdio, the
 # Trio run's own (epoll, wakeup socketpair), the chart file; generous on purpose.
 _SPARE_FDS: Final = 64
 
 
+class Threshold(enum.Enum):
+    """A figure a CI run may bound; the value is its CLI flag's name (``--max-...``)."""
+
+    P99 = "max-p99"
+    LOST = "max-lost"
+    UNDELIVERED = "max-undelivered"
+    DUPLICATED = "max-duplicated"
+    ERRORS = "max-errors"
+    PUBLISH_FAILURES = "max-publish-failures"
+    CONNECT_TIME = "max-connect-time"
+    RECONNECT_TIME = "max-reconnect-time"
+    CLEANUP_TIME = "max-cleanup-time"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Upper bounds a run must stay within (``None``: not checked); a breach exits 5.
+
+    Attributes:
+        max_p99: Delivery latency p99, seconds.
+        max_lost: Events lost (a later one arrived), over all subscribers.
+        max_undelivered: Events still missing at the close, over all subscribers.
+        max_duplicated: Events received twice, over all subscribers.
+        max_errors: Connection errors (connects and streams), all kinds.
+        max_publish_failures: Publishes refused or unanswered.
+        max_connect_time: Connect-to-response-head p99, seconds.
+        max_reconnect_time: Drop-to-resumed-response-head p99, seconds.
+        max_cleanup_time: Seconds from the close until the server's count is back to
+            its baseline.
+    """
+
+    max_p99: float | None = None
+    max_lost: int | None = None
+    max_undelivered: int | None = None
+    max_duplicated: int | None = None
+    max_errors: int | None = None
+    max_publish_failures: int | None = None
+    max_connect_time: float | None = None
+    max_reconnect_time: float | None = None
+    max_cleanup_time: float | None = None
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{item.name} must be >= 0, got {value}")
+
+    def items(self) -> list[tuple[Threshold, float]]:
+        """The bounds given, each with its :class:`Threshold`."""
+        return [
+            (Threshold("max-" + item.name[4:].replace("_", "-")), getattr(self, item.name))
+            for item in fields(self)
+            if getattr(self, item.name) is not None
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class LoadTestOptions:
     """What to run; the CLI's options (see ``trio-sse loadtest --help``).
+
+    Attributes:
+        is_publishing: False: publish nothing; the server emits events of its own,
+            judged by their ids (see :mod:`trio_sse.loadtest._ids`).
+        publish_format: The publish body's content type.
+        publish_body: The body template, with :data:`PAYLOAD_PLACEHOLDER` where the
+            payload goes; ``None``: the format's default (``{"data": {payload}}``,
+            ``data={payload}`` or ``{payload}``).
+        payload_as: In a JSON body, the payload as a JSON object or as a string.
+        publish_headers: Extra request headers on every publish (e.g. a token).
+        timestamp_path: With ``is_publishing`` False, where the event data (JSON)
+            carries the time it was sent; ``None``: no latency is measured.
+        stats_path: The JSON path to the subscriber count in ``stats_url``'s answer.
+        metrics_url: A Prometheus text endpoint (default ``/metrics`` on the server).
+        metrics_gauge: The gauge counting subscribers there (``name`` or
+            ``name{label="value"}``); when given, it is the verdict's source.
+        server_pid: The server's process on this machine; when given, its open
+            sockets on the stream's port are the verdict's source.
+        thresholds: Bounds a CI run must stay within.
 
     Raises:
         ValueError: An option out of range (in the constructor).
@@ -40,6 +118,17 @@ class LoadTestOptions:
     connect_timeout: float = 30.0
     max_connecting: int = 200
     stats_url: str | None = None
+    is_publishing: bool = True
+    publish_format: PublishFormat = PublishFormat.JSON
+    publish_body: str | None = None
+    payload_as: PayloadForm = PayloadForm.OBJECT
+    publish_headers: tuple[tuple[str, str], ...] = ()
+    timestamp_path: str | None = None
+    stats_path: str = "subscribers"
+    metrics_url: str | None = None
+    metrics_gauge: str | None = None
+    server_pid: int | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -56,15 +145,56 @@ class LoadTestOptions:
             raise ValueError(f"payload must be >= 0, got {self.payload}")
         if not self.drop:
             raise ValueError("drop needs at least one method")
-        for url in (self.url, self.publish_url, self.stats_url):
+        self._check_publish_body()
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        for url in (self.url, self.publish_url, self.stats_url, self.metrics_url):
             if url is not None:
                 parse_url(url)
+        for name, value in self.publish_headers:
+            if not name or any(c in name + value for c in "\r\n\x00") or ":" in name:
+                raise ValueError(f"bad publish header {name!r}: {value!r}")
+        parse_json_path(self.stats_path)
+        if self.timestamp_path is not None:
+            parse_json_path(self.timestamp_path)
+        if self.metrics_gauge is not None:
+            parse_gauge(self.metrics_gauge)
+        if self.server_pid is not None and self.server_pid < 1:
+            raise ValueError(f"server_pid must be >= 1, got {self.server_pid}")
+        if self.server_pid is not None and self.metrics_gauge is not None:
+            raise ValueError("give one verdict source: server_pid or metrics_gauge, not both")
+
+    def _check_publish_body(self) -> None:
+        template = self.body_template()
+        if PAYLOAD_PLACEHOLDER not in template:
+            raise ValueError(f"publish_body must contain {PAYLOAD_PLACEHOLDER}: {template!r}")
+        if self.publish_format is PublishFormat.JSON:
+            try:
+                json.loads(template.replace(PAYLOAD_PLACEHOLDER, '"x"'))
+            except ValueError:
+                raise ValueError(
+                    f"publish_body is not JSON once {PAYLOAD_PLACEHOLDER} is replaced by a "
+                    f"value: {template!r}"
+                ) from None
+
+    def body_template(self) -> str:
+        """``publish_body``, or the format's default."""
+        if self.publish_body is not None:
+            return self.publish_body
+        return self.publish_format.default_template
 
     def stats_target(self) -> Target:
         """``stats_url``, or ``/stats`` on the stream's server."""
         if self.stats_url is not None:
             return parse_url(self.stats_url)
         return parse_url(self.url).with_path("/stats")
+
+    def metrics_target(self) -> Target:
+        """``metrics_url``, or ``/metrics`` on the stream's server."""
+        if self.metrics_url is not None:
+            return parse_url(self.metrics_url)
+        return parse_url(self.url).with_path("/metrics")
 
     def file_descriptors_needed(self) -> int:
         """Sockets at the peak: streams, stalled sockets held, publishers, spares."""

@@ -37,7 +37,7 @@ def format_progress(sample: Sample, record: RunRecord, connections: int) -> str:
     """One progress line: time, phase, connections, events/s, latency, errors, drops."""
     server = "?" if sample.server_subscribers is None else f"{sample.server_subscribers:,}"
     return (
-        f"{sample.t:5.0f} s {sample.phase:<6} "
+        f"{sample.t:5.0f} s {sample.phase.value:<6} "
         f"conns {sample.connections:,}/{connections:,} (server {server})  "
         f"{sample.events_per_s:,.0f} ev/s  "
         f"p50 {format_duration(sample.latency_p50)} p99 {format_duration(sample.latency_p99)}  "

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._connection import DropMethod, ErrorKind
 from ._ledger import Ledger
 from ._options import LoadTestOptions
+from ._sources import SourceKind
 from ._stats import Histogram
 
-__all__ = ["RunRecord", "Sample", "SampleCallback"]
+__all__ = ["Phase", "RunRecord", "Sample", "SampleCallback"]
+
+
+class Phase(enum.Enum):
+    """The run's phases, in order (see :mod:`trio_sse.loadtest._run`)."""
+
+    RAMP = "ramp"
+    STEADY = "steady"
+    DRAIN = "drain"
+    CLEAN = "clean"
 
 
 @dataclass(slots=True)
@@ -18,9 +30,9 @@ class Sample:
     """One second of the run (one timeline row)."""
 
     t: float  # seconds since the start, at the end of the window
-    phase: str
+    phase: Phase
     connections: int  # open at the end of the window
-    server_subscribers: int | None  # the last /stats answer
+    server_subscribers: int | None  # the verdict source's last answer
     delivered: int  # events received in the window, replays included
     events_per_s: float
     latency_p50: float | None  # None: no live event in the window
@@ -40,9 +52,9 @@ class RunRecord:
     latency: Histogram
     connect_time: Histogram
     publish_latency: Histogram
-    errors: Counter[str]
-    error_examples: dict[str, str]
-    drops: Counter[str]
+    errors: Counter[ErrorKind]
+    error_examples: dict[ErrorKind, str]
+    drops: Counter[DropMethod]
     samples: list[Sample]
     published: int = 0  # seqs handed out
     published_ok: int = 0
@@ -62,6 +74,20 @@ class RunRecord:
     clean_seconds: float | None = None  # None: not clean within clean_timeout
     stats_failures: int = 0
     max_rss_kib: int = 0
+    # The verdict's source: its kind and what it reads (a URL and path, a gauge, a PID).
+    source_kind: SourceKind = SourceKind.JSON
+    source: str = ""
+    # From start to close: drop (or failure) to the next open stream's response head.
+    reconnect_time: Histogram = field(default_factory=Histogram)
+    # --no-publish: the highest id seen when the drain began (what every subscriber
+    # must reach); None when the load tester published (``published`` is the last).
+    last_seq: int | None = None
+    # --server-pid: the server's resident memory before, at most during, and after.
+    server_rss_kib_before: int | None = None
+    server_rss_kib_peak: int | None = None
+    server_rss_kib_after: int | None = None
+    # The last error that stopped the verdict source answering (the reason for UNKNOWN).
+    stats_error: str | None = None
 
 
 SampleCallback = Callable[[Sample, RunRecord], None]

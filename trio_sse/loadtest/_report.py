@@ -1,31 +1,58 @@
 """The report: a JSON document built from a run's record, and the summary table printed from it.
 
 The JSON document is the one source: ``--report`` writes it, the summary table and
-the chart are drawn from it. Durations are in seconds throughout.
+the chart are drawn from it. Durations are in seconds throughout. Its schema is
+versioned (``schema_version``, :data:`SCHEMA_VERSION`) and described field by field
+in ``docs/loadtest-report.md``.
 
-The leak verdict:
+The leak verdict, from the verdict source (``server.source``: ``/stats``, another
+JSON path, a Prometheus gauge or the server's process):
 
-* ``clean``: ``/stats`` showed ``subscribers`` back at its value before the run
-  within ``clean_timeout`` seconds of the close;
-* ``leaking``: it did not; the excess is reported as ghost subscribers;
-* ``unknown``: ``/stats`` never answered after the close.
+* ``clean``: the count was back at its value before the run within
+  ``clean_timeout`` seconds of the close;
+* ``leaking``: it was not; the excess is reported as ghost subscribers;
+* ``unknown``: the source never answered after the close.
+
+A run *proves nothing* (``run.is_conclusive`` false) when no stream ever opened,
+every publish was refused, or nothing was delivered; a clean verdict means nothing
+then. Thresholds (``thresholds``) bound figures for CI.
+
+Exit statuses, the first that applies: 3 leaking, 4 inconclusive, 1 verdict unknown,
+5 a threshold breached, 0 otherwise.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import statistics
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ._record import RunRecord
+from ._options import Threshold
+from ._record import RunRecord, Sample
+from ._schema import (
+    ConnectionRow,
+    ConnectionsPart,
+    ErrorsPart,
+    EventsPart,
+    HistogramSummary,
+    Report,
+    RssPart,
+    ServerPart,
+    ThresholdRow,
+    TimelineRow,
+)
 
 __all__ = [
+    "EXIT_BREACHED",
     "EXIT_CLEAN",
+    "EXIT_INCONCLUSIVE",
     "EXIT_LEAKING",
     "EXIT_UNKNOWN",
+    "SCHEMA_VERSION",
     "build_report",
     "exit_status",
     "format_duration",
@@ -36,6 +63,11 @@ __all__ = [
 EXIT_CLEAN: Final = 0
 EXIT_UNKNOWN: Final = 1
 EXIT_LEAKING: Final = 3
+EXIT_INCONCLUSIVE: Final = 4
+EXIT_BREACHED: Final = 5
+
+# Bumped when a field changes meaning or goes away; new fields keep the version.
+SCHEMA_VERSION: Final = 1
 
 # The one-line meaning of each error kind, for the summary table.
 _ERROR_MEANINGS: Final = {
@@ -52,12 +84,22 @@ _ERROR_MEANINGS: Final = {
 }
 
 
-def build_report(record: RunRecord) -> dict[str, Any]:
-    """The JSON-ready report of one run."""
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {item.name: _jsonable(getattr(value, item.name)) for item in fields(value)}
+    return value
+
+
+def build_report(record: RunRecord) -> Report:
+    """The JSON-ready report of one run (see ``docs/loadtest-report.md``)."""
     o = record.options
     failed = record.failed_seqs
-    last = record.published
-    per_connection = [
+    last = record.published if record.last_seq is None else record.last_seq
+    per_connection: list[ConnectionRow] = [
         {
             "delivered": ledger.delivered,
             "lost": ledger.lost(failed),
@@ -73,60 +115,67 @@ def build_report(record: RunRecord) -> dict[str, Any]:
     undelivered = sum(row["undelivered"] for row in per_connection)
     duplicated = sum(row["duplicated"] for row in per_connection)
     steady = record.steady_seconds
+    connections: ConnectionsPart = {
+        "target": o.connections,
+        "peak": record.peak_connections,
+        "connects": record.connects,
+        "reconnects": record.reconnects,
+        "connect_time": record.connect_time.summary(),
+        "reconnect_time": record.reconnect_time.summary(),
+    }
+    events: EventsPart = {
+        "is_published": o.is_publishing,
+        "published": record.published,
+        "published_ok": record.published_ok,
+        "publish_failed": len(failed),
+        "publish_time": record.publish_latency.summary(),
+        "last_seq": last,
+        "delivered": sum(delivered),
+        "lost": lost,
+        "undelivered": undelivered,
+        "duplicated": duplicated,
+        "replayed": sum(ledger.replayed for ledger in record.ledgers),
+        "resets": record.resets,
+        "foreign": record.foreign,
+        "per_connection": {
+            "delivered_min": min(delivered),
+            "delivered_median": statistics.median(delivered),
+            "delivered_max": max(delivered),
+            "with_loss": sum(1 for row in per_connection if row["lost"]),
+            "with_undelivered": sum(1 for row in per_connection if row["undelivered"]),
+            "with_duplicates": sum(1 for row in per_connection if row["duplicated"]),
+        },
+    }
+    errors: ErrorsPart = {
+        "total": sum(record.errors.values()),
+        "by_kind": {kind.value: count for kind, count in record.errors.items()},
+        "examples": {kind.value: text for kind, text in record.error_examples.items()},
+        "stats_failures": record.stats_failures,
+    }
+    latency = record.latency.summary()
+    problems = _problems(connections, events, errors)
     return {
+        "schema_version": SCHEMA_VERSION,
         "url": o.url,
         "started_at": datetime.fromtimestamp(record.started_at, UTC).isoformat(),
-        "options": {
-            key: (value if key != "drop" else [method.value for method in value])
-            for key, value in asdict(o).items()
-        },
+        "options": {item.name: _jsonable(getattr(o, item.name)) for item in fields(o)},
         "phases": {
             "ramp": record.ramp_seconds,
             "steady": steady,
             "drain": record.drain_seconds,
             "is_drained": record.is_drained,
         },
-        "connections": {
-            "target": o.connections,
-            "peak": record.peak_connections,
-            "connects": record.connects,
-            "reconnects": record.reconnects,
-            "connect_time": record.connect_time.summary(),
-        },
-        "events": {
-            "published": record.published,
-            "published_ok": record.published_ok,
-            "publish_failed": len(failed),
-            "publish_time": record.publish_latency.summary(),
-            "delivered": sum(delivered),
-            "lost": lost,
-            "undelivered": undelivered,
-            "duplicated": duplicated,
-            "replayed": sum(ledger.replayed for ledger in record.ledgers),
-            "resets": record.resets,
-            "foreign": record.foreign,
-            "per_connection": {
-                "delivered_min": min(delivered),
-                "delivered_median": statistics.median(delivered),
-                "delivered_max": max(delivered),
-                "with_loss": sum(1 for row in per_connection if row["lost"]),
-                "with_undelivered": sum(1 for row in per_connection if row["undelivered"]),
-                "with_duplicates": sum(1 for row in per_connection if row["duplicated"]),
-            },
-        },
-        "latency": record.latency.summary(),
+        "connections": connections,
+        "events": events,
+        "latency": latency,
         "churn": {
             "rate": o.churn,
-            "drops": dict(record.drops),
+            "drops": {method.value: count for method, count in record.drops.items()},
             "gaps": sum(row["gaps"] for row in per_connection),
         },
-        "errors": {
-            "total": sum(record.errors.values()),
-            "by_kind": dict(record.errors),
-            "examples": dict(record.error_examples),
-            "stats_failures": record.stats_failures,
-        },
+        "errors": errors,
         "server": {
+            "source": {"kind": record.source_kind.value, "description": record.source},
             "baseline_subscribers": record.baseline_subscribers,
             "subscribers_at_close": record.subscribers_at_close,
             "subscribers_after": record.subscribers_after,
@@ -138,11 +187,102 @@ def build_report(record: RunRecord) -> dict[str, Any]:
                 if record.subscribers_after is not None
                 else None
             ),
+            "source_error": record.stats_error,
+            "rss_kib": {
+                "before": record.server_rss_kib_before,
+                "peak": record.server_rss_kib_peak,
+                "after": record.server_rss_kib_after,
+            },
         },
         "loadtest_max_rss_kib": record.max_rss_kib,
-        "timeline": [asdict(sample) for sample in record.samples],
+        "timeline": [_timeline_row(sample) for sample in record.samples],
         "per_connection": per_connection,
+        "run": {"is_conclusive": not problems, "problems": problems},
+        "thresholds": _thresholds(record, connections, events, errors, latency),
     }
+
+
+def _timeline_row(sample: Sample) -> TimelineRow:
+    return {
+        "t": sample.t,
+        "phase": sample.phase.value,
+        "connections": sample.connections,
+        "server_subscribers": sample.server_subscribers,
+        "delivered": sample.delivered,
+        "events_per_s": sample.events_per_s,
+        "latency_p50": sample.latency_p50,
+        "latency_p99": sample.latency_p99,
+        "latency_max": sample.latency_max,
+        "errors": sample.errors,
+        "drops": sample.drops,
+    }
+
+
+def _first_example(errors: ErrorsPart, prefix: str = "") -> str:
+    """The commonest error kind (starting with ``prefix``) and its first message."""
+    kinds = [(count, kind) for kind, count in errors["by_kind"].items() if kind.startswith(prefix)]
+    if not kinds:
+        return ""
+    _, kind = max(kinds)
+    return f" ({kind}: {errors['examples'].get(kind, '')})"
+
+
+def _problems(conns: ConnectionsPart, events: EventsPart, errors: ErrorsPart) -> list[str]:
+    """Why the run proves nothing about the server, if it does not."""
+    problems: list[str] = []
+    if not conns["connects"]:
+        problems.append("no stream ever opened" + _first_example(errors))
+    if events["is_published"]:
+        if events["published"] and not events["published_ok"]:
+            problems.append("every publish was refused" + _first_example(errors, "publish_"))
+        elif events["published_ok"] and not events["delivered"] and conns["connects"]:
+            problems.append(
+                f"nothing was delivered: {events['published_ok']:,} events published, "
+                "none reached a subscriber"
+            )
+    elif conns["connects"] and not events["delivered"]:
+        problems.append(
+            "nothing was delivered: no event with a numeric id arrived "
+            f"({events['foreign']:,} without one)"
+        )
+    return problems
+
+
+def _thresholds(
+    record: RunRecord,
+    connections: ConnectionsPart,
+    events: EventsPart,
+    errors: ErrorsPart,
+    latency: HistogramSummary,
+) -> list[ThresholdRow]:
+    """Each bound given, the figure it bounds, and whether the figure is over it."""
+
+    def p99(summary: HistogramSummary) -> float | None:
+        # No sample: nothing to bound (no drop means no reconnect).
+        return summary["p99"] if summary["count"] else None
+
+    values: dict[Threshold, float | None] = {
+        Threshold.P99: p99(latency),
+        Threshold.LOST: events["lost"],
+        Threshold.UNDELIVERED: events["undelivered"],
+        Threshold.DUPLICATED: events["duplicated"],
+        Threshold.ERRORS: errors["total"],
+        Threshold.PUBLISH_FAILURES: events["publish_failed"],
+        Threshold.CONNECT_TIME: p99(connections["connect_time"]),
+        Threshold.RECONNECT_TIME: p99(connections["reconnect_time"]),
+        Threshold.CLEANUP_TIME: record.clean_seconds,
+    }
+    rows: list[ThresholdRow] = []
+    for threshold, limit in record.options.thresholds.items():
+        value = values[threshold]
+        if threshold is Threshold.CLEANUP_TIME:
+            is_breached = value is None or value > limit  # never clean: over any bound
+        else:
+            is_breached = value is not None and value > limit
+        rows.append(
+            {"name": threshold.value, "limit": limit, "value": value, "is_breached": is_breached}
+        )
+    return rows
 
 
 def _verdict(record: RunRecord) -> str:
@@ -153,13 +293,21 @@ def _verdict(record: RunRecord) -> str:
     return "leaking"
 
 
-def exit_status(report: dict[str, Any]) -> int:
-    """0 for a clean server, 3 for a leaking one, 1 when the verdict is unknown."""
+def exit_status(report: Report) -> int:
+    """The exit status: 3 leaking, 4 inconclusive, 1 unknown, 5 breached, else 0."""
     verdict = report["server"]["verdict"]
-    return {"clean": EXIT_CLEAN, "leaking": EXIT_LEAKING}.get(verdict, EXIT_UNKNOWN)
+    if verdict == "leaking":
+        return EXIT_LEAKING
+    if not report["run"]["is_conclusive"]:
+        return EXIT_INCONCLUSIVE
+    if verdict == "unknown":
+        return EXIT_UNKNOWN
+    if any(row["is_breached"] for row in report["thresholds"]):
+        return EXIT_BREACHED
+    return EXIT_CLEAN
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_report(report: Report, path: Path) -> None:
     """Write the report as JSON (indented: it is read by people as often as by programs)."""
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
@@ -175,7 +323,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
-def _percentiles(summary: dict[str, float]) -> str:
+def _percentiles(summary: HistogramSummary) -> str:
     if not summary["count"]:
         return "no samples"
     return "   ".join(
@@ -183,22 +331,40 @@ def _percentiles(summary: dict[str, float]) -> str:
     )
 
 
-def _server_line(server: dict[str, Any]) -> str:
+def _server_line(server: ServerPart) -> str:
     before = f"subscribers {server['baseline_subscribers']:,} before"
     at_close = server["subscribers_at_close"]
     if at_close is not None:
         before += f", {at_close:,} at the close"
+    source = f" [by {server['source']['description']}]"
     if server["verdict"] == "clean":
-        return f"{before}; back in {format_duration(server['clean_seconds'])}: CLEAN"
+        return f"{before}; back in {format_duration(server['clean_seconds'])}: CLEAN{source}"
     if server["verdict"] == "unknown":
-        return f"{before}; /stats did not answer after the close: UNKNOWN"
+        why = server["source_error"] or "no answer"
+        return f"{before}; the count could not be read after the close: UNKNOWN ({why})"
     return (
         f"{before}; still {server['subscribers_after']:,} after "
         f"{server['clean_timeout']:g} s: LEAKING ({server['ghosts']:,} ghost subscribers)"
+        f"{source}"
     )
 
 
-def format_summary(report: dict[str, Any]) -> str:
+def _rss_line(rss: RssPart) -> str:
+    values = {"before": rss["before"], "peak": rss["peak"], "after": rss["after"]}
+    return ", ".join(
+        f"{name} {value / 1024:,.1f} MiB" for name, value in values.items() if value is not None
+    )
+
+
+def _threshold_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name.endswith(("-time", "-p99")):
+        return format_duration(value)
+    return f"{value:,g}"
+
+
+def format_summary(report: Report) -> str:
     """The final summary table, as printed by ``trio-sse loadtest``."""
     phases, conns, events = report["phases"], report["connections"], report["events"]
     churn, errors = report["churn"], report["errors"]
@@ -216,6 +382,7 @@ def format_summary(report: dict[str, Any]) -> str:
             f"connects ({conns['reconnects']:,} reconnects)",
         ),
         ("connect time", _percentiles(conns["connect_time"])),
+        ("reconnect time", _percentiles(conns["reconnect_time"])),
         (
             "published",
             f"{events['published']:,} events ({rate:.1f}/s), {events['publish_failed']:,} failed"
@@ -252,6 +419,23 @@ def format_summary(report: dict[str, Any]) -> str:
     else:
         rows.append(("errors", "none"))
     rows.append(("server", _server_line(report["server"])))
+    if any(value is not None for value in report["server"]["rss_kib"].values()):
+        rows.append(("server RSS", _rss_line(report["server"]["rss_kib"])))
+    if report["thresholds"]:
+        rows.append(
+            (
+                "thresholds",
+                "; ".join(
+                    f"--{row['name']} {_threshold_value(row['name'], row['limit'])}: "
+                    f"{_threshold_value(row['name'], row['value'])} "
+                    + ("BREACHED" if row["is_breached"] else "ok")
+                    for row in report["thresholds"]
+                ),
+            )
+        )
+    run = report["run"]
+    if not run["is_conclusive"]:
+        rows.append(("run", "INCONCLUSIVE: " + "; ".join(run["problems"])))
     width = max(len(name) for name, _ in rows)
     lines = [f"trio-sse loadtest {report['url']}"]
     lines += [f"  {name:<{width}}  {text}" for name, text in rows]

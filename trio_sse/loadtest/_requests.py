@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import trio
 
 from .._errors import ProtocolError
-from ._connection import Address, StreamFailureError, read_head, receive_some, send_all
-from ._http import ResponseHead, Target, UntilCloseBody, body_reader, request_bytes
+from ._connection import Address, ErrorKind, StreamFailureError, read_head, receive_some, send_all
+from ._http import Exchange, ResponseHead, Target
 
 __all__ = ["Requester"]
 
@@ -46,17 +46,22 @@ class Requester:
         Raises:
             StreamFailureError: The server could not be reached or broke the response.
         """
-        data = request_bytes(method, target, headers=headers, body=body)
         is_reused = self._sock is not None
         try:
-            return await self._exchange(data)
+            return await self._exchange(method, target, headers, body)
         except StreamFailureError as exc:
             self.close()
             if not (is_reused and exc.is_before_response):
                 raise
-        return await self._exchange(data)
+        return await self._exchange(method, target, headers, body)
 
-    async def _exchange(self, data: bytes) -> tuple[ResponseHead, bytes]:
+    async def _exchange(
+        self,
+        method: str,
+        target: Target,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | None,
+    ) -> tuple[ResponseHead, bytes]:
         if self._sock is None:
             sock = trio.socket.socket(self._address.family, socket.SOCK_STREAM)
             try:
@@ -65,43 +70,31 @@ class Requester:
             except OSError as exc:
                 sock.close()
                 raise StreamFailureError(
-                    "connect", f"connect failed: {exc.strerror or exc}"
+                    ErrorKind.CONNECT, f"connect failed: {exc.strerror or exc}"
                 ) from None
             self._sock = sock
         sock = self._sock
-        buffer = bytearray()
+        exchange = Exchange()
         try:
-            await send_all(sock, data)
-            head = await read_head(sock, buffer)
-        except StreamFailureError as exc:
-            # Nothing came back: an idle connection the server had already closed.
-            exc.is_before_response = not buffer
-            raise
-        except BaseException:
-            self.close()
-            raise
-        try:
-            reader = body_reader(head)
-            body = bytearray(reader.feed(bytes(buffer)))
-            while not reader.is_done:
+            await send_all(sock, exchange.request(method, target, headers=headers, body=body))
+            head, first = await read_head(sock, exchange)
+            answer = bytearray(first)
+            while not exchange.is_done:
                 chunk = await receive_some(sock)
-                if not chunk:
-                    if isinstance(reader, UntilCloseBody):
-                        break
-                    raise StreamFailureError("closed", "the server cut the response body short")
-                body += reader.feed(chunk)
-        except ProtocolError as exc:
-            self.close()
-            raise StreamFailureError("protocol", str(exc)) from None
+                try:
+                    answer += exchange.feed(chunk)
+                except ProtocolError as exc:
+                    if not chunk:
+                        raise StreamFailureError(
+                            ErrorKind.CLOSED, "the server cut the response body short"
+                        ) from None
+                    raise StreamFailureError(ErrorKind.PROTOCOL, str(exc)) from None
         except BaseException:
             self.close()
             raise
-        if (
-            isinstance(reader, UntilCloseBody)
-            or head.headers.get("connection", "").lower() == "close"
-        ):
+        if not exchange.is_reusable:
             self.close()
-        return head, bytes(body)
+        return head, bytes(answer)
 
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""

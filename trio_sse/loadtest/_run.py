@@ -18,8 +18,12 @@ The phases, and the task tree that runs them::
 3. **drain**: publishing stops; wait (at most ``drain_timeout``) until every
    subscriber is connected and has every event it should have.
 4. **close**: the streams nursery is cancelled: every socket closes (FIN).
-5. **clean**: poll the server's ``/stats`` until ``subscribers`` is back to its value
-   before the run; if it is not within ``clean_timeout``, the server is leaking.
+5. **clean**: poll the verdict source (the server's ``/stats`` by default, see
+   :mod:`._sources`) until its count is back to its value before the run; if it is
+   not within ``clean_timeout``, the server is leaking.
+
+With ``is_publishing`` False there is no publisher: the server emits events of its
+own, and each subscriber's ledger numbers them by their ids (:mod:`._ids`).
 """
 
 from __future__ import annotations
@@ -38,13 +42,21 @@ import trio
 from .._errors import LoadTestError
 from .._file_limit import raise_open_file_limit
 from ..protocol import MessageEvent
-from ._connection import Address, DropMethod, StreamConnection, StreamFailureError, resolve
+from ._connection import (
+    Address,
+    DropMethod,
+    ErrorKind,
+    StreamConnection,
+    StreamFailureError,
+    resolve,
+)
 from ._http import parse_url
+from ._ids import parse_seq, parse_timestamp
 from ._ledger import Ledger
 from ._options import LoadTestOptions
 from ._publisher import Publisher
-from ._record import RunRecord, Sample, SampleCallback
-from ._requests import Requester
+from ._record import Phase, RunRecord, Sample, SampleCallback
+from ._sources import GaugeSource, JsonCountSource, ProcessSource, SubscriberSource
 from ._stats import Histogram
 
 __all__ = ["run_loadtest"]
@@ -55,7 +67,6 @@ SAMPLE_INTERVAL: Final = 1.0
 # time to clean: its resolution).
 STATS_INTERVAL: Final = 1.0
 CLEAN_POLL_INTERVAL: Final = 0.02
-STATS_TIMEOUT: Final = 5.0
 # A subscriber whose connects keep failing waits 0.25, 0.5, 1, 2, 4, then 5 s between
 # tries (with jitter), so a dead server is not hammered by 10,000 loops.
 _BACKOFF_FIRST: Final = 0.25
@@ -108,7 +119,6 @@ class _Run:
         self.o = options
         self.target = parse_url(options.url)
         self.publish_target = parse_url(options.publish_url or options.url)
-        self.stats_target = options.stats_target()
         self.on_sample = on_sample
         n = options.connections
         self.ledgers = [Ledger() for _ in range(n)]
@@ -122,7 +132,10 @@ class _Run:
         self.ramp_done = trio.Event()
         self.open = _OpenSet()
         self.rng = random.Random()  # noqa: S311 - picks connections to drop, not secrets
-        self.phase = "ramp"
+        self.phase = Phase.RAMP
+        # --no-publish: the highest sequence number any subscriber has seen.
+        self.high_seq = 0
+        self.no_failures: frozenset[int] = frozenset()
         self.server_subscribers: int | None = None
         self.window_latency = Histogram()
         self.window_delivered = 0
@@ -142,11 +155,23 @@ class _Run:
         )
         self.start = 0.0
         self.address: Address
-        self.publisher: Publisher
+        self.publisher: Publisher | None = None
+        self.source: SubscriberSource
+
+    def last_seq(self) -> int:
+        """The last event every subscriber connected now must get (0: none yet)."""
+        if self.publisher is not None:
+            return self.publisher.assigned
+        return self.high_seq
+
+    @property
+    def failed(self) -> set[int] | frozenset[int]:
+        """Seqs never published (failed publishes): never missing."""
+        return self.publisher.failed if self.publisher is not None else self.no_failures
 
     # -- accounting -----------------------------------------------------------------
 
-    def error(self, kind: str, message: str) -> None:
+    def error(self, kind: ErrorKind, message: str) -> None:
         self.record.errors[kind] += 1
         self.record.error_examples.setdefault(kind, message)
         self.window_errors += 1
@@ -155,6 +180,9 @@ class _Run:
         record = self.record
         if event.type == "reset":
             record.resets += 1
+            return
+        if self.publisher is None:
+            self.on_server_event(ledger, event)
             return
         try:
             payload = json.loads(event.data)
@@ -171,15 +199,33 @@ class _Run:
             return
         self.window_delivered += 1
         if ledger.receive(seq, self.publisher.failed):
-            latency = (time.monotonic_ns() - sent_ns) / 1e9
-            record.latency.record(latency)
-            self.window_latency.record(latency)
+            self.record_latency((time.monotonic_ns() - sent_ns) / 1e9)
+
+    def on_server_event(self, ledger: Ledger, event: MessageEvent) -> None:
+        """An event the server made (``--no-publish``): its id is its sequence number."""
+        seq = parse_seq(event.last_event_id)
+        if seq is None:
+            self.record.foreign += 1
+            return
+        if not ledger.is_started:
+            # Everything after the first event a subscriber gets must arrive.
+            ledger.start_stream(seq - 1, is_resume=False)
+        self.high_seq = max(self.high_seq, seq)
+        self.window_delivered += 1
+        if ledger.receive(seq) and self.o.timestamp_path is not None:
+            sent = parse_timestamp(event.data, self.o.timestamp_path)
+            if sent is not None:
+                self.record_latency(time.time() - sent)
+
+    def record_latency(self, latency: float) -> None:
+        self.record.latency.record(latency)
+        self.window_latency.record(latency)
 
     def check_caught_up(self, index: int) -> None:
         last = self.draining_last
         if last is None or self.caught_up[index] or index not in self.open:
             return
-        if self.ledgers[index].has_caught_up(last, self.publisher.failed):
+        if self.ledgers[index].has_caught_up(last, self.failed):
             self.caught_up[index] = 1
             self.caught_up_count += 1
             if self.caught_up_count == len(self.ledgers):
@@ -192,6 +238,8 @@ class _Run:
         last_event_id = ""
         failures = 0
         has_connected = False
+        # When the last stream was lost: the reconnect time runs from there.
+        lost_at: float | None = None
         while True:
             conn = await self.connect(last_event_id)
             if not has_connected:
@@ -201,6 +249,8 @@ class _Run:
                 await trio.sleep(self.backoff(failures))
                 continue
             self.record.connects += 1
+            if lost_at is not None:
+                self.record.reconnect_time.record(trio.current_time() - lost_at)
             if has_connected:
                 self.record.reconnects += 1
             has_connected = True
@@ -210,6 +260,7 @@ class _Run:
             except BaseException:
                 conn.close_fin()
                 raise
+            lost_at = trio.current_time()
             last_event_id = conn.decoder.last_event_id
             if drop is None:  # the stream failed; the error is counted
                 conn.close_fin()
@@ -243,7 +294,9 @@ class _Run:
                 self.error(exc.kind, str(exc))
                 return None
             except trio.TooSlowError:
-                self.error("timeout", f"no response head within {self.o.connect_timeout:g} s")
+                self.error(
+                    ErrorKind.TIMEOUT, f"no response head within {self.o.connect_timeout:g} s"
+                )
                 return None
         self.record.connect_time.record(trio.current_time() - started)
         return conn
@@ -276,7 +329,10 @@ class _Run:
                         return None
                     if not has_started and conn.has_body:
                         has_started = True
-                        ledger.start_stream(self.publisher.assigned, is_resume=is_resume)
+                        if self.publisher is not None or ledger.is_started:
+                            # Without a publisher, a first stream starts at its
+                            # first event instead (see on_server_event).
+                            ledger.start_stream(self.last_seq(), is_resume=is_resume)
                     for event in events:
                         self.on_event(ledger, event)
                     if self.draining_last is not None:
@@ -318,7 +374,7 @@ class _Run:
             slot.scope.cancel()
             # Out of the pool at once, so that it is not picked twice.
             self.open.discard(index)
-            self.record.drops[slot.drop.value] += 1
+            self.record.drops[slot.drop] += 1
             self.window_drops += 1
 
     # -- monitoring -----------------------------------------------------------------
@@ -350,42 +406,45 @@ class _Run:
         if self.on_sample is not None:
             self.on_sample(sample, self.record)
 
-    async def poll_stats(self, address: Address) -> None:
-        requester = Requester(address)
+    def make_source(self, *, stats: Address, metrics: Address) -> SubscriberSource:
+        o = self.o
+        if o.server_pid is not None:
+            return ProcessSource(o.server_pid, self.target.port)
+        if o.metrics_gauge is not None:
+            return GaugeSource(metrics, o.metrics_target(), o.metrics_gauge)
+        return JsonCountSource(stats, o.stats_target(), o.stats_path)
+
+    async def poll_stats(self) -> None:
+        # A source of its own: the clean check reads the main one meanwhile.
+        source = self.make_source(stats=self.stats_address, metrics=self.metrics_address)
         try:
             while True:
                 try:
-                    self.server_subscribers = await self.fetch_subscribers(requester)
-                except LoadTestError:
+                    self.server_subscribers = await source.read()
+                except LoadTestError as exc:
                     # Unknown, not the last value: a server too busy to answer is a
                     # finding, and the chart shows it as a gap.
                     self.server_subscribers = None
                     self.record.stats_failures += 1
+                    self.record.stats_error = str(exc)
+                self.sample_server_rss()
                 await trio.sleep(STATS_INTERVAL)
         finally:
-            requester.close()
+            source.close()
 
-    async def fetch_subscribers(self, requester: Requester) -> int:
-        target = self.stats_target
-        url = f"http://{target.authority}{target.path}"
+    def sample_server_rss(self) -> None:
+        if isinstance(self.source, ProcessSource):
+            rss = self.source.rss_kib()
+            if rss is not None:
+                peak = self.record.server_rss_kib_peak
+                self.record.server_rss_kib_peak = rss if peak is None else max(peak, rss)
+
+    async def fetch_subscribers(self) -> int:
         try:
-            with trio.fail_after(STATS_TIMEOUT):
-                head, body = await requester.request(
-                    "GET", target, headers=[("Accept", "application/json")]
-                )
-        except StreamFailureError as exc:
-            raise LoadTestError(f"GET {url} failed: {exc}") from None
-        except trio.TooSlowError:
-            raise LoadTestError(f"GET {url}: no answer within {STATS_TIMEOUT:g} s") from None
-        if head.status != 200:
-            raise LoadTestError(f"GET {url} answered {head.status}")
-        try:
-            value = json.loads(body)["subscribers"]
-        except (ValueError, TypeError, KeyError):
-            value = None
-        if type(value) is not int or value < 0:
-            raise LoadTestError(f'GET {url} is not JSON with a "subscribers" count: {body[:80]!r}')
-        return value
+            return await self.source.read()
+        except LoadTestError as exc:
+            self.record.stats_error = str(exc)
+            raise
 
     # -- the run --------------------------------------------------------------------
 
@@ -394,39 +453,52 @@ class _Run:
         try:
             self.address = await resolve(self.target)
             publish_address = await resolve(self.publish_target)
-            stats_address = await resolve(self.stats_target)
+            self.stats_address = await resolve(o.stats_target())
+            self.metrics_address = await resolve(o.metrics_target())
         except OSError as exc:
             raise LoadTestError(f"cannot resolve a host: {exc}") from None
-        stats = Requester(stats_address)
+        self.source = self.make_source(stats=self.stats_address, metrics=self.metrics_address)
+        record.source_kind, record.source = self.source.kind, self.source.description
         try:
-            record.baseline_subscribers = await self.fetch_subscribers(stats)
+            record.baseline_subscribers = await self.fetch_subscribers()
             self.server_subscribers = record.baseline_subscribers
-            self.publisher = Publisher(
-                publish_address,
-                self.publish_target,
-                rate=o.publish_rate,
-                payload=o.payload,
-                on_error=self.error,
-            )
+            if isinstance(self.source, ProcessSource):
+                record.server_rss_kib_before = self.source.rss_kib()
+                self.sample_server_rss()
+            if o.is_publishing:
+                self.publisher = Publisher(
+                    publish_address,
+                    self.publish_target,
+                    rate=o.publish_rate,
+                    payload=o.payload,
+                    on_error=self.error,
+                    publish_format=o.publish_format,
+                    template=o.body_template(),
+                    payload_as=o.payload_as,
+                    headers=o.publish_headers,
+                )
             self.start = trio.current_time()
             async with trio.open_nursery() as monitor:
                 monitor.start_soon(self.sample_every_second)
-                monitor.start_soon(self.poll_stats, stats_address)
-                await self.load_and_drain(stats)
-                await self.check_clean(stats)
+                monitor.start_soon(self.poll_stats)
+                await self.load_and_drain()
+                await self.check_clean()
                 monitor.cancel_scope.cancel()
             last_t = record.samples[-1].t if record.samples else 0.0
             self.take_sample(trio.current_time() - self.start - last_t)
         finally:
-            stats.close()
-        record.published = self.publisher.assigned
-        record.published_ok = self.publisher.acked
-        record.failed_seqs = self.publisher.failed
-        record.publish_latency = self.publisher.latency
+            self.source.close()
+        if isinstance(self.source, ProcessSource):
+            record.server_rss_kib_after = self.source.rss_kib()
+        if self.publisher is not None:
+            record.published = self.publisher.assigned
+            record.published_ok = self.publisher.acked
+            record.failed_seqs = self.publisher.failed
+            record.publish_latency = self.publisher.latency
         record.max_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return record
 
-    async def load_and_drain(self, stats: Requester) -> None:
+    async def load_and_drain(self) -> None:
         o, record = self.o, self.record
         async with trio.open_nursery() as streams:
             async with trio.open_nursery() as load:
@@ -436,18 +508,23 @@ class _Run:
                 # that latency is measured under the steady load, not a connect storm.
                 await self.ramp_done.wait()
                 record.ramp_seconds = trio.current_time() - self.start
-                self.phase = "steady"
-                load.start_soon(self.publisher.run)
+                self.phase = Phase.STEADY
+                if self.publisher is not None:
+                    load.start_soon(self.publisher.run)
                 steady_start = trio.current_time()
                 with trio.move_on_after(o.duration):
                     await self.churn()
                     await trio.sleep_forever()
                 record.steady_seconds = trio.current_time() - steady_start
-                self.phase = "drain"
-                self.publisher.stop()
-            # Every publish is answered (or failed): the last seq is final.
+                self.phase = Phase.DRAIN
+                if self.publisher is not None:
+                    self.publisher.stop()
+            # Every publish is answered (or failed): the last seq is final. Without a
+            # publisher, the highest id seen so far is what everyone must reach.
             drain_start = trio.current_time()
-            self.draining_last = self.publisher.assigned
+            self.draining_last = self.last_seq()
+            if self.publisher is None:
+                record.last_seq = self.draining_last
             for index in range(o.connections):
                 self.check_caught_up(index)
             with trio.move_on_after(o.drain_timeout):
@@ -455,19 +532,19 @@ class _Run:
             record.is_drained = self.all_caught_up.is_set()
             record.drain_seconds = trio.current_time() - drain_start
             try:
-                record.subscribers_at_close = await self.fetch_subscribers(stats)
+                record.subscribers_at_close = await self.fetch_subscribers()
             except LoadTestError:
                 record.stats_failures += 1
-            self.phase = "clean"
+            self.phase = Phase.CLEAN
             streams.cancel_scope.cancel()
 
-    async def check_clean(self, stats: Requester) -> None:
+    async def check_clean(self) -> None:
         record = self.record
         closed_at = trio.current_time()
         with trio.move_on_after(self.o.clean_timeout):
             while True:
                 try:
-                    count = await self.fetch_subscribers(stats)
+                    count = await self.fetch_subscribers()
                 except LoadTestError:
                     record.stats_failures += 1
                 else:
@@ -475,7 +552,7 @@ class _Run:
                     if count <= record.baseline_subscribers:
                         record.clean_seconds = trio.current_time() - closed_at
                         return
-                # Another process: its /stats is the only view of its subscribers.
+                # Another process: its own count is the only view of its subscribers.
                 await trio.sleep(CLEAN_POLL_INTERVAL)
 
 
@@ -495,7 +572,7 @@ async def run_loadtest(
 
     Raises:
         LoadTestError: The run cannot start: too few file descriptors, a host that
-            does not resolve, or a ``/stats`` that does not answer with a count.
+            does not resolve, or a verdict source that does not answer with a count.
     """
     # Checked before anything is allocated per connection.
     needed = options.file_descriptors_needed()

@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from ._schema import HistogramSummary
+
 __all__ = ["Histogram", "percentile_summary"]
 
 # Bucket i holds values in [GROWTH**i, GROWTH**(i+1)) nanoseconds: 1 % resolution.
@@ -81,7 +83,7 @@ class Histogram:
                 return min(max(middle, self.min), self.max)
         return self.max  # pragma: no cover - rank <= count always stops the loop
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> HistogramSummary:
         """``count``, ``p50``, ``p90``, ``p99``, ``max`` and ``mean``, in seconds."""
         return percentile_summary(self)
 
@@ -99,7 +101,7 @@ class Histogram:
         return self._buckets
 
 
-def percentile_summary(histogram: Histogram) -> dict[str, float]:
+def percentile_summary(histogram: Histogram) -> HistogramSummary:
     """The figures every report shows for a histogram (seconds; ``count`` is a count)."""
     return {
         "count": histogram.count,

@@ -1,0 +1,202 @@
+"""The report's shape, typed: :class:`Report` is what ``--report`` writes as JSON.
+
+These are ``TypedDict``s, so the report stays a plain JSON-ready ``dict`` at run time
+(``json.dumps`` takes it as it is, and a report read back with ``json.load`` has the
+same shape) while mypy checks every field the summary, the chart and callers read.
+Each field's meaning is in ``docs/loadtest-report.md``; this is schema version 1
+(:data:`trio_sse.loadtest._report.SCHEMA_VERSION`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = [
+    "ChurnPart",
+    "ConnectionRow",
+    "ConnectionsPart",
+    "ErrorsPart",
+    "EventsPart",
+    "HistogramSummary",
+    "PerConnectionPart",
+    "PhasesPart",
+    "Report",
+    "RssPart",
+    "RunPart",
+    "ServerPart",
+    "SourcePart",
+    "ThresholdRow",
+    "TimelineRow",
+]
+
+
+class HistogramSummary(TypedDict):
+    """Percentiles of a histogram, in seconds (``count`` is a count)."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+
+class PhasesPart(TypedDict):
+    """How long each phase took."""
+
+    ramp: float
+    steady: float
+    drain: float
+    is_drained: bool
+
+
+class ConnectionsPart(TypedDict):
+    """Streams opened, and how fast."""
+
+    target: int
+    peak: int
+    connects: int
+    reconnects: int
+    connect_time: HistogramSummary
+    reconnect_time: HistogramSummary
+
+
+class PerConnectionPart(TypedDict):
+    """How deliveries spread over the subscribers."""
+
+    delivered_min: int
+    delivered_median: float
+    delivered_max: int
+    with_loss: int
+    with_undelivered: int
+    with_duplicates: int
+
+
+class EventsPart(TypedDict):
+    """What was published and what arrived."""
+
+    is_published: bool
+    published: int
+    published_ok: int
+    publish_failed: int
+    publish_time: HistogramSummary
+    last_seq: int
+    delivered: int
+    lost: int
+    undelivered: int
+    duplicated: int
+    replayed: int
+    resets: int
+    foreign: int
+    per_connection: PerConnectionPart
+
+
+class ChurnPart(TypedDict):
+    """The drops asked for and made."""
+
+    rate: float
+    drops: dict[str, int]
+    gaps: int
+
+
+class ErrorsPart(TypedDict):
+    """Errors by kind, with the first message of each."""
+
+    total: int
+    by_kind: dict[str, int]
+    examples: dict[str, str]
+    stats_failures: int
+
+
+class SourcePart(TypedDict):
+    """Where the verdict's count came from."""
+
+    kind: str
+    description: str
+
+
+class RssPart(TypedDict):
+    """The server's resident memory (``--server-pid``), KiB."""
+
+    before: int | None
+    peak: int | None
+    after: int | None
+
+
+class ServerPart(TypedDict):
+    """The leak verdict."""
+
+    source: SourcePart
+    baseline_subscribers: int
+    subscribers_at_close: int | None
+    subscribers_after: int | None
+    clean_seconds: float | None
+    clean_timeout: float
+    verdict: str
+    ghosts: int | None
+    source_error: str | None
+    rss_kib: RssPart
+
+
+class TimelineRow(TypedDict):
+    """One second of the run."""
+
+    t: float
+    phase: str
+    connections: int
+    server_subscribers: int | None
+    delivered: int
+    events_per_s: float
+    latency_p50: float | None
+    latency_p99: float | None
+    latency_max: float | None
+    errors: int
+    drops: int
+
+
+class ConnectionRow(TypedDict):
+    """One subscriber's ledger."""
+
+    delivered: int
+    lost: int
+    undelivered: int
+    duplicated: int
+    gaps: int
+    connects: int
+
+
+class RunPart(TypedDict):
+    """Whether the run proves anything, and if not, why."""
+
+    is_conclusive: bool
+    problems: list[str]
+
+
+class ThresholdRow(TypedDict):
+    """One ``--max-*`` bound and the figure it bounds."""
+
+    name: str
+    limit: float
+    value: float | None
+    is_breached: bool
+
+
+class Report(TypedDict):
+    """The whole report (schema version 1)."""
+
+    schema_version: int
+    url: str
+    started_at: str
+    options: dict[str, Any]
+    phases: PhasesPart
+    connections: ConnectionsPart
+    events: EventsPart
+    latency: HistogramSummary
+    churn: ChurnPart
+    errors: ErrorsPart
+    server: ServerPart
+    loadtest_max_rss_kib: int
+    timeline: list[TimelineRow]
+    per_connection: list[ConnectionRow]
+    run: RunPart
+    thresholds: list[ThresholdRow]
