@@ -179,6 +179,13 @@ def _add_publish_options(cmd: argparse.ArgumentParser) -> None:
     option("--publish-rate", type=_number(float, 0), default=1.0, metavar="E", help="events/s (1)")
     option("--publish-url", metavar="URL", help="where events are POSTed (default: URL)")
     option(
+        "--publish-timeout",
+        type=_number(float, 0, is_strict=True),
+        default=10.0,
+        metavar="S",
+        help="a publish unanswered this long counts as failed; the server may still make it (10)",
+    )
+    option(
         "--payload", type=_number(int, 0), default=64, metavar="BYTES", help="event data size (64)"
     )
     option(
@@ -296,6 +303,7 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             clean_timeout=args.clean_timeout,
             connect_timeout=args.connect_timeout,
+            publish_timeout=args.publish_timeout,
             max_connecting=int(args.max_connecting),
             stats_url=args.stats_url,
             is_publishing=args.is_publishing,

@@ -23,6 +23,8 @@ from ._options import Threshold as Threshold
 from ._options import Thresholds as Thresholds
 from ._publisher import PayloadForm as PayloadForm
 from ._publisher import PublishFormat as PublishFormat
+from ._publisher import PublishOutcome as PublishOutcome
+from ._publisher import PublishRecord as PublishRecord
 from ._record import Phase as Phase
 from ._record import RunRecord as RunRecord
 from ._record import Sample as Sample
@@ -55,6 +57,8 @@ __all__ = [
     "PayloadForm",
     "Phase",
     "PublishFormat",
+    "PublishOutcome",
+    "PublishRecord",
     "Report",
     "RunRecord",
     "Sample",

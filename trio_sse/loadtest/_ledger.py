@@ -24,14 +24,37 @@ starts afresh, with a new floor, as a browser's would.
 Memory: events arrive in order on one connection, so the ledger keeps the highest
 ``seq`` seen plus the few holes below it, not a set of everything received.
 
+To explain a loss, the ledger also keeps its last :data:`STREAMS_KEPT` streams: the
+last seq handed out when each one's first body bytes arrived, and the
+``Last-Event-ID`` it resumed from (the report pairs the lost seqs with the server's id
+for each, from the publish answers).
+
 Pure code.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Container
+from typing import Final, NamedTuple
 
-__all__ = ["Ledger"]
+__all__ = ["STREAMS_KEPT", "Ledger", "StreamStart"]
+
+# Enough to see the resumes around a loss; a subscriber dropped more often keeps the
+# latest. 10,000 subscribers cost at most 80,000 small tuples.
+STREAMS_KEPT: Final = 8
+
+
+class StreamStart(NamedTuple):
+    """One stream's start, as the ledger saw it.
+
+    Attributes:
+        published: The last seq handed out when its first body bytes arrived.
+        last_event_id: The ``Last-Event-ID`` it was opened with ("": none, a fresh start).
+    """
+
+    published: int
+    last_event_id: str
 
 
 class Ledger:
@@ -47,6 +70,7 @@ class Ledger:
         "duplicated",
         "high",
         "replayed",
+        "streams",
     )
 
     def __init__(self) -> None:
@@ -59,23 +83,31 @@ class Ledger:
         self.delivered = 0
         self.duplicated = 0
         self.replayed = 0
+        self.streams: deque[StreamStart] = deque(maxlen=STREAMS_KEPT)
 
     @property
     def is_started(self) -> bool:
         """Whether a connection has delivered its first body bytes."""
         return self._floor >= 0
 
-    def start_stream(self, published: int, *, is_resume: bool) -> None:
+    @property
+    def floor(self) -> int | None:
+        """Events up to this seq may or may not arrive; ``None`` before the first stream."""
+        return self._floor if self._floor >= 0 else None
+
+    def start_stream(self, published: int, *, is_resume: bool, last_event_id: str = "") -> None:
         """A connection's first body bytes arrived.
 
         Args:
             published: The last seq handed out to a publisher.
             is_resume: The connection was opened with a ``Last-Event-ID``.
+            last_event_id: That ``Last-Event-ID``, kept to explain losses.
         """
         if self._floor < 0 or (not is_resume and self.delivered == 0):
             self._floor = self.high = published
         self._replay_floor = published
         self.connects += 1
+        self.streams.append(StreamStart(published, last_event_id))
 
     def receive(self, seq: int, failed: Container[int] = ()) -> bool:
         """Record event ``seq``; return whether it was live (not replayed from history).
@@ -107,6 +139,10 @@ class Ledger:
             return []  # never connected: counted as an error, not as losses
         holes = sorted(s for s in self._holes if s not in failed)
         return holes + [s for s in range(self.high + 1, last + 1) if s not in failed]
+
+    def lost_seqs(self, failed: Container[int] = (), limit: int | None = None) -> list[int]:
+        """The :meth:`lost` events' seqs, lowest first (the first ``limit`` of them)."""
+        return sorted(s for s in self._holes if s not in failed)[:limit]
 
     def lost(self, failed: Container[int] = ()) -> int:
         """Missing events that a later event overtook: certainly lost, not late."""

@@ -10,7 +10,13 @@ from typing import Final
 
 from ._connection import DropMethod
 from ._http import Target, parse_url
-from ._publisher import PAYLOAD_PLACEHOLDER, PUBLISH_WORKERS, PayloadForm, PublishFormat
+from ._publisher import (
+    PAYLOAD_PLACEHOLDER,
+    PUBLISH_TIMEOUT,
+    PUBLISH_WORKERS,
+    PayloadForm,
+    PublishFormat,
+)
 from ._sources import parse_gauge, parse_json_path
 
 __all__ = ["LoadTestOptions", "Thresholds"]
@@ -97,6 +103,9 @@ class LoadTestOptions:
             ``name{label="value"}``); when given, it is the verdict's source.
         server_pid: The server's process on this machine; when given, its open
             sockets on the stream's port are the verdict's source.
+        publish_timeout: Seconds a publish waits for its answer; past it the publish
+            counts as failed (the server may still make it: see the report's
+            ``publishes``).
         thresholds: Bounds a CI run must stay within.
 
     Raises:
@@ -116,6 +125,7 @@ class LoadTestOptions:
     drain_timeout: float = 5.0
     clean_timeout: float = 30.0
     connect_timeout: float = 30.0
+    publish_timeout: float = PUBLISH_TIMEOUT
     max_connecting: int = 200
     stats_url: str | None = None
     is_publishing: bool = True
@@ -136,7 +146,7 @@ class LoadTestOptions:
         for name in ("duration", "publish_rate", "churn", "stall_for", "drain_timeout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("ramp", "clean_timeout", "connect_timeout"):
+        for name in ("ramp", "clean_timeout", "connect_timeout", "publish_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_connecting < 1:

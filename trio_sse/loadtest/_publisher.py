@@ -21,6 +21,7 @@ import enum
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote_plus
 
@@ -36,7 +37,10 @@ __all__ = [
     "PUBLISH_TIMEOUT",
     "PayloadForm",
     "PublishFormat",
+    "PublishOutcome",
+    "PublishRecord",
     "Publisher",
+    "answered_id",
     "encode_body",
     "event_data",
 ]
@@ -44,8 +48,13 @@ __all__ = [
 PAYLOAD_PLACEHOLDER: Final = "{payload}"
 
 # A publish is one small request to a broker that never waits for subscribers; a
-# server that takes longer is failing, and the event is counted as not published.
+# server that takes longer is failing. The load tester stops waiting then, but the
+# server may still make the event: see PublishOutcome.
 PUBLISH_TIMEOUT: Final = 10.0
+
+# An event id longer than this in a publish's answer is cut: the report keeps one
+# per seq, and no real id is near it.
+MAX_ANSWERED_ID: Final = 128
 
 # Concurrent POSTs at most: at low rates only one is ever in flight (so events are
 # published in seq order); at high rates a server answering in 10 ms still keeps up
@@ -83,6 +92,64 @@ _DEFAULT_TEMPLATES: Final = {
 }
 
 
+class PublishOutcome(enum.Enum):
+    """How one publish ended, as the load tester saw it; the value is the report's."""
+
+    OK = "ok"
+    """Answered 2xx: the server made the event."""
+
+    REFUSED = "refused"
+    """Answered with another status: the server says it made nothing."""
+
+    TIMEOUT = "timeout"
+    """No answer within the publish timeout: the server may still have made it."""
+
+    BROKEN = "broken"
+    """The connection failed (refused, reset, closed, malformed answer): the server
+    may have made it, if the request reached it."""
+
+    @property
+    def may_be_made(self) -> bool:
+        """Whether the server may have made the event though the publish failed."""
+        return self in (PublishOutcome.TIMEOUT, PublishOutcome.BROKEN)
+
+
+@dataclass(slots=True)
+class PublishRecord:
+    """One seq's publish.
+
+    Attributes:
+        seq: The load tester's number for the event.
+        outcome: How it ended.
+        sent_at: When its POST began, on Trio's clock.
+        took: From the POST to its answer or failure, in seconds.
+        event_id: The id the server answered with; ``None`` without an answer, or an
+            answer that carries none.
+        error: The error kind of a failure, else ``None``.
+    """
+
+    seq: int
+    outcome: PublishOutcome
+    sent_at: float
+    took: float
+    event_id: str | None = None
+    error: ErrorKind | None = None
+
+
+def answered_id(answer: bytes) -> str | None:
+    """The event id in a publish's answer (a JSON object's ``id``), or ``None``."""
+    try:
+        value = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    event_id = value.get("id")
+    if isinstance(event_id, bool) or not isinstance(event_id, str | int):
+        return None
+    return str(event_id)[:MAX_ANSWERED_ID]
+
+
 class PayloadForm(enum.Enum):
     """How the payload sits in a JSON body."""
 
@@ -118,7 +185,9 @@ class Publisher:
     Attributes:
         assigned: The last seq handed out (its POST may still be in flight).
         acked: Publishes the server accepted.
-        failed: Seqs whose publish failed (never delivered, so never counted as lost).
+        failed: Seqs whose publish failed. The server may still have made some (a
+            timeout, a broken connection): the run tells those by their deliveries.
+        records: Each finished publish, by seq (one small record per event published).
         latency: Time from sending each POST to its answer.
     """
 
@@ -134,8 +203,12 @@ class Publisher:
         template: str | None = None,
         payload_as: PayloadForm = PayloadForm.OBJECT,
         headers: Sequence[tuple[str, str]] = (),
+        timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self._address = address
+        self._timeout = timeout
         self._target = target
         self._rate = rate
         self._payload = payload
@@ -148,6 +221,7 @@ class Publisher:
         self.assigned = 0
         self.acked = 0
         self.failed: set[int] = set()
+        self.records: dict[int, PublishRecord] = {}
         self.latency = Histogram()
 
     def stop(self) -> None:
@@ -191,7 +265,7 @@ class Publisher:
                         event_data(seq, time.monotonic_ns(), self._payload),
                     )
                     try:
-                        with trio.fail_after(PUBLISH_TIMEOUT):
+                        with trio.fail_after(self._timeout):
                             head, answer = await requester.request(
                                 "POST",
                                 self._target,
@@ -199,29 +273,41 @@ class Publisher:
                                 headers=self._headers,
                             )
                     except StreamFailureError as exc:
-                        self._fail(seq, exc.kind.of_publish(), str(exc))
                         requester.close()
+                        kind = exc.kind.of_publish()
+                        self._fail(seq, sent_at, PublishOutcome.BROKEN, kind, str(exc))
                         continue
                     except trio.TooSlowError:
-                        self._fail(
-                            seq, ErrorKind.PUBLISH_TIMEOUT, f"no answer in {PUBLISH_TIMEOUT:g} s"
-                        )
                         requester.close()
+                        message = f"no answer in {self._timeout:g} s"
+                        self._fail(
+                            seq, sent_at, PublishOutcome.TIMEOUT, ErrorKind.PUBLISH_TIMEOUT, message
+                        )
                         continue
                     if not 200 <= head.status < 300:
                         # The answer's start says why (a JSON error, a page): the reason.
                         said = answer[:120].decode("utf-8", "replace").strip()
                         self._fail(
                             seq,
+                            sent_at,
+                            PublishOutcome.REFUSED,
                             ErrorKind.PUBLISH_STATUS,
                             f"POST answered {head.status}" + (f": {said}" if said else ""),
                         )
                         continue
+                    took = trio.current_time() - sent_at
                     self.acked += 1
-                    self.latency.record(trio.current_time() - sent_at)
+                    self.latency.record(took)
+                    self.records[seq] = PublishRecord(
+                        seq, PublishOutcome.OK, sent_at, took, event_id=answered_id(answer)
+                    )
         finally:
             requester.close()
 
-    def _fail(self, seq: int, kind: ErrorKind, message: str) -> None:
+    def _fail(
+        self, seq: int, sent_at: float, outcome: PublishOutcome, kind: ErrorKind, message: str
+    ) -> None:
+        took = trio.current_time() - sent_at
+        self.records[seq] = PublishRecord(seq, outcome, sent_at, took, error=kind)
         self.failed.add(seq)
         self._on_error(kind, message)

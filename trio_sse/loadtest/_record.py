@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ._connection import DropMethod, ErrorKind
 from ._ledger import Ledger
 from ._options import LoadTestOptions
+from ._publisher import PublishRecord
 from ._sources import SourceKind
 from ._stats import Histogram
 
@@ -58,7 +59,13 @@ class RunRecord:
     samples: list[Sample]
     published: int = 0  # seqs handed out
     published_ok: int = 0
-    failed_seqs: set[int] = field(default_factory=set)
+    failed_seqs: set[int] = field(default_factory=set)  # publishes that failed here
+    # Of those, the ones a subscriber received all the same: the server made them.
+    made_failed_seqs: set[int] = field(default_factory=set)
+    # Each publish's outcome and the server's id for it, by seq.
+    publishes: dict[int, PublishRecord] = field(default_factory=dict)
+    # Subscribers that received each seq (duplicates not counted).
+    received_by: Counter[int] = field(default_factory=Counter)
     connects: int = 0
     reconnects: int = 0
     resets: int = 0  # "reset" events: a resume id the server no longer had
@@ -88,6 +95,8 @@ class RunRecord:
     server_rss_kib_after: int | None = None
     # The last error that stopped the verdict source answering (the reason for UNKNOWN).
     stats_error: str | None = None
+    # Trio's clock at the start: publish times are reported from here.
+    clock_start: float = 0.0
 
 
 SampleCallback = Callable[[Sample, RunRecord], None]

@@ -31,7 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ._ids import parse_seq
+from ._ledger import Ledger
 from ._options import Threshold
+from ._publisher import PublishRecord
 from ._record import RunRecord, Sample
 from ._schema import (
     ConnectionRow,
@@ -39,6 +42,7 @@ from ._schema import (
     ErrorsPart,
     EventsPart,
     HistogramSummary,
+    PublishRow,
     Report,
     RssPart,
     ServerPart,
@@ -67,7 +71,11 @@ EXIT_INCONCLUSIVE: Final = 4
 EXIT_BREACHED: Final = 5
 
 # Bumped when a field changes meaning or goes away; new fields keep the version.
-SCHEMA_VERSION: Final = 1
+# 2: a failed publish that a subscriber received counts in `lost` and `undelivered`.
+SCHEMA_VERSION: Final = 2
+
+# Lost seqs listed per subscriber at most (the count is always whole).
+LOST_SEQS_LISTED: Final = 32
 
 # The one-line meaning of each error kind, for the summary table.
 _ERROR_MEANINGS: Final = {
@@ -94,22 +102,65 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _connection_row(ledger: Ledger, last: int, unmade: set[int]) -> ConnectionRow:
+    lost = ledger.lost(unmade)
+    undelivered = ledger.undelivered(last, unmade)
+    # The stream starts explain a loss (which resume skipped what); a clean
+    # subscriber's would only make the report bigger.
+    is_odd = bool(lost or undelivered or ledger.duplicated)
+    return {
+        "delivered": ledger.delivered,
+        "lost": lost,
+        "undelivered": undelivered,
+        "duplicated": ledger.duplicated,
+        "gaps": ledger.gaps(unmade),
+        "connects": ledger.connects,
+        "floor": ledger.floor,
+        "lost_seqs": ledger.lost_seqs(unmade, LOST_SEQS_LISTED) if lost else [],
+        "streams": (
+            [{"published": s.published, "last_event_id": s.last_event_id} for s in ledger.streams]
+            if is_odd
+            else []
+        ),
+    }
+
+
+def _publish_row(publish: PublishRecord, record: RunRecord) -> PublishRow:
+    return {
+        "seq": publish.seq,
+        "outcome": publish.outcome.value,
+        "id": publish.event_id,
+        "t": round(publish.sent_at - record.clock_start, 6),
+        "took": publish.took,
+        "error": publish.error.value if publish.error is not None else None,
+        "received_by": record.received_by[publish.seq],
+    }
+
+
+def _id_inversions(publishes: list[PublishRow]) -> int:
+    """Seqs the server numbered below an earlier seq: concurrent POSTs it took out of order."""
+    inversions = 0
+    highest: int | None = None
+    for row in publishes:
+        number = parse_seq(row["id"]) if row["id"] is not None else None
+        if number is None:
+            continue
+        if highest is not None and number < highest:
+            inversions += 1
+        highest = number if highest is None else max(highest, number)
+    return inversions
+
+
 def build_report(record: RunRecord) -> Report:
     """The JSON-ready report of one run (see ``docs/loadtest-report.md``)."""
     o = record.options
     failed = record.failed_seqs
+    # Failed publishes that nobody received: excused. One that somebody received was
+    # made by the server, and is judged like any other event.
+    unmade = failed - record.made_failed_seqs
     last = record.published if record.last_seq is None else record.last_seq
-    per_connection: list[ConnectionRow] = [
-        {
-            "delivered": ledger.delivered,
-            "lost": ledger.lost(failed),
-            "undelivered": ledger.undelivered(last, failed),
-            "duplicated": ledger.duplicated,
-            "gaps": ledger.gaps(failed),
-            "connects": ledger.connects,
-        }
-        for ledger in record.ledgers
-    ]
+    per_connection = [_connection_row(ledger, last, unmade) for ledger in record.ledgers]
+    publishes = [_publish_row(record.publishes[seq], record) for seq in sorted(record.publishes)]
     delivered = [row["delivered"] for row in per_connection]
     lost = sum(row["lost"] for row in per_connection)
     undelivered = sum(row["undelivered"] for row in per_connection)
@@ -128,7 +179,9 @@ def build_report(record: RunRecord) -> Report:
         "published": record.published,
         "published_ok": record.published_ok,
         "publish_failed": len(failed),
+        "publish_failed_delivered": len(failed & record.made_failed_seqs),
         "publish_time": record.publish_latency.summary(),
+        "id_inversions": _id_inversions(publishes),
         "last_seq": last,
         "delivered": sum(delivered),
         "lost": lost,
@@ -197,6 +250,7 @@ def build_report(record: RunRecord) -> Report:
         "loadtest_max_rss_kib": record.max_rss_kib,
         "timeline": [_timeline_row(sample) for sample in record.samples],
         "per_connection": per_connection,
+        "publishes": publishes,
         "run": {"is_conclusive": not problems, "problems": problems},
         "thresholds": _thresholds(record, connections, events, errors, latency),
     }
@@ -364,6 +418,23 @@ def _threshold_value(name: str, value: float | None) -> str:
     return f"{value:,g}"
 
 
+def _published_line(events: EventsPart, rate: float) -> str:
+    failed = f"{events['publish_failed']:,} failed"
+    if events["publish_failed_delivered"]:
+        failed += (
+            f" ({events['publish_failed_delivered']:,} of them delivered all the same: made "
+            "by the server, so judged like the rest)"
+        )
+    line = (
+        f"{events['published']:,} events ({rate:.1f}/s), {failed}; "
+        f"POST p50 {format_duration(events['publish_time']['p50'])}, "
+        f"max {format_duration(events['publish_time']['max'])}"
+    )
+    if events["id_inversions"]:
+        line += f"; {events['id_inversions']:,} numbered by the server out of seq order"
+    return line
+
+
 def format_summary(report: Report) -> str:
     """The final summary table, as printed by ``trio-sse loadtest``."""
     phases, conns, events = report["phases"], report["connections"], report["events"]
@@ -383,12 +454,7 @@ def format_summary(report: Report) -> str:
         ),
         ("connect time", _percentiles(conns["connect_time"])),
         ("reconnect time", _percentiles(conns["reconnect_time"])),
-        (
-            "published",
-            f"{events['published']:,} events ({rate:.1f}/s), {events['publish_failed']:,} failed"
-            f"; POST p50 {format_duration(events['publish_time']['p50'])}, "
-            f"max {format_duration(events['publish_time']['max'])}",
-        ),
+        ("published", _published_line(events, rate)),
         (
             "delivered",
             f"{events['delivered']:,}; lost {events['lost']:,}; undelivered at the close "

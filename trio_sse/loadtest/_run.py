@@ -24,6 +24,12 @@ The phases, and the task tree that runs them::
 
 With ``is_publishing`` False there is no publisher: the server emits events of its
 own, and each subscriber's ledger numbers them by their ids (:mod:`._ids`).
+
+A publish that failed in the load tester's eyes (no answer in time, a broken
+connection) may still have been made by the server. Once any subscriber receives its
+event, it was made: from then on it is judged like every other event (a subscriber
+that should have had it and did not has lost it), instead of being excused as never
+published. Only failed publishes that nobody received are excused.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import random
 import resource
 import time
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
@@ -106,6 +113,23 @@ class _OpenSet:
         return rng.choice(self._items) if self._items else None
 
 
+class _Unmade(Container[int]):
+    """Seqs excused from the loss count: failed publishes that no subscriber received.
+
+    A view, so a failed publish's event that arrives late (the server made it after
+    the load tester gave up) counts from then on, in the drain's check as in the report.
+    """
+
+    __slots__ = ("_failed", "_made")
+
+    def __init__(self, failed: Container[int], made: Container[int]) -> None:
+        self._failed = failed
+        self._made = made
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._failed and seq not in self._made
+
+
 @dataclass(slots=True)
 class _Slot:
     """The churn's handle on a subscriber: cancel ``scope`` to drop it by ``drop``."""
@@ -136,6 +160,10 @@ class _Run:
         # --no-publish: the highest sequence number any subscriber has seen.
         self.high_seq = 0
         self.no_failures: frozenset[int] = frozenset()
+        # Subscribers that received each seq (not counting duplicates): a failed
+        # publish's seq found here was made by the server all the same.
+        self.received_by: Counter[int] = Counter()
+        self.unmade: Container[int] = self.no_failures
         self.server_subscribers: int | None = None
         self.window_latency = Histogram()
         self.window_delivered = 0
@@ -165,9 +193,9 @@ class _Run:
         return self.high_seq
 
     @property
-    def failed(self) -> set[int] | frozenset[int]:
-        """Seqs never published (failed publishes): never missing."""
-        return self.publisher.failed if self.publisher is not None else self.no_failures
+    def failed(self) -> Container[int]:
+        """Seqs never published, as far as anyone saw (see :class:`_Unmade`): never missing."""
+        return self.unmade
 
     # -- accounting -----------------------------------------------------------------
 
@@ -198,7 +226,11 @@ class _Run:
             record.foreign += 1
             return
         self.window_delivered += 1
-        if ledger.receive(seq, self.publisher.failed):
+        delivered = ledger.delivered
+        is_live = ledger.receive(seq)
+        if ledger.delivered != delivered:
+            self.received_by[seq] += 1
+        if is_live:
             self.record_latency((time.monotonic_ns() - sent_ns) / 1e9)
 
     def on_server_event(self, ledger: Ledger, event: MessageEvent) -> None:
@@ -256,7 +288,7 @@ class _Run:
             has_connected = True
             opened_at = trio.current_time()
             try:
-                drop = await self.read(index, conn, ledger, is_resume=bool(last_event_id))
+                drop = await self.read(index, conn, ledger, last_event_id)
             except BaseException:
                 conn.close_fin()
                 raise
@@ -311,7 +343,7 @@ class _Run:
         return delay * self.rng.uniform(0.5, 1.0)
 
     async def read(
-        self, index: int, conn: StreamConnection, ledger: Ledger, *, is_resume: bool
+        self, index: int, conn: StreamConnection, ledger: Ledger, last_event_id: str
     ) -> DropMethod | None:
         """Read until the churn drops this connection (return how) or it fails (None)."""
         slot = self.slots[index]
@@ -332,7 +364,11 @@ class _Run:
                         if self.publisher is not None or ledger.is_started:
                             # Without a publisher, a first stream starts at its
                             # first event instead (see on_server_event).
-                            ledger.start_stream(self.last_seq(), is_resume=is_resume)
+                            ledger.start_stream(
+                                self.last_seq(),
+                                is_resume=bool(last_event_id),
+                                last_event_id=last_event_id,
+                            )
                     for event in events:
                         self.on_event(ledger, event)
                     if self.draining_last is not None:
@@ -476,8 +512,10 @@ class _Run:
                     template=o.body_template(),
                     payload_as=o.payload_as,
                     headers=o.publish_headers,
+                    timeout=o.publish_timeout,
                 )
-            self.start = trio.current_time()
+                self.unmade = _Unmade(self.publisher.failed, self.received_by)
+            self.start = record.clock_start = trio.current_time()
             async with trio.open_nursery() as monitor:
                 monitor.start_soon(self.sample_every_second)
                 monitor.start_soon(self.poll_stats)
@@ -494,6 +532,9 @@ class _Run:
             record.published = self.publisher.assigned
             record.published_ok = self.publisher.acked
             record.failed_seqs = self.publisher.failed
+            record.made_failed_seqs = {s for s in self.publisher.failed if s in self.received_by}
+            record.publishes = self.publisher.records
+            record.received_by = self.received_by
             record.publish_latency = self.publisher.latency
         record.max_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return record

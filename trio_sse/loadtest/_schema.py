@@ -3,7 +3,7 @@
 These are ``TypedDict``s, so the report stays a plain JSON-ready ``dict`` at run time
 (``json.dumps`` takes it as it is, and a report read back with ``json.load`` has the
 same shape) while mypy checks every field the summary, the chart and callers read.
-Each field's meaning is in ``docs/loadtest-report.md``; this is schema version 1
+Each field's meaning is in ``docs/loadtest-report.md``; this is schema version 2
 (:data:`trio_sse.loadtest._report.SCHEMA_VERSION`).
 """
 
@@ -20,11 +20,13 @@ __all__ = [
     "HistogramSummary",
     "PerConnectionPart",
     "PhasesPart",
+    "PublishRow",
     "Report",
     "RssPart",
     "RunPart",
     "ServerPart",
     "SourcePart",
+    "StreamRow",
     "ThresholdRow",
     "TimelineRow",
 ]
@@ -79,7 +81,9 @@ class EventsPart(TypedDict):
     published: int
     published_ok: int
     publish_failed: int
+    publish_failed_delivered: int
     publish_time: HistogramSummary
+    id_inversions: int
     last_seq: int
     delivered: int
     lost: int
@@ -154,6 +158,13 @@ class TimelineRow(TypedDict):
     drops: int
 
 
+class StreamRow(TypedDict):
+    """One stream's start: the last seq handed out then, and the id it resumed from."""
+
+    published: int
+    last_event_id: str
+
+
 class ConnectionRow(TypedDict):
     """One subscriber's ledger."""
 
@@ -163,6 +174,21 @@ class ConnectionRow(TypedDict):
     duplicated: int
     gaps: int
     connects: int
+    floor: int | None
+    lost_seqs: list[int]
+    streams: list[StreamRow]
+
+
+class PublishRow(TypedDict):
+    """One seq's publish: how it ended, the server's id for it, who received it."""
+
+    seq: int
+    outcome: str
+    id: str | None
+    t: float
+    took: float
+    error: str | None
+    received_by: int
 
 
 class RunPart(TypedDict):
@@ -182,7 +208,7 @@ class ThresholdRow(TypedDict):
 
 
 class Report(TypedDict):
-    """The whole report (schema version 1)."""
+    """The whole report (schema version 2)."""
 
     schema_version: int
     url: str
@@ -198,5 +224,6 @@ class Report(TypedDict):
     loadtest_max_rss_kib: int
     timeline: list[TimelineRow]
     per_connection: list[ConnectionRow]
+    publishes: list[PublishRow]
     run: RunPart
     thresholds: list[ThresholdRow]
