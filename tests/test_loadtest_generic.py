@@ -104,6 +104,18 @@ async def test_nothing_delivered_exits_4_with_the_reason() -> None:
     assert "nothing was delivered" in out
 
 
+async def test_nothing_published_exits_4_with_the_reason() -> None:
+    """A steady phase shorter than one publish interval publishes nothing: no verdict."""
+    async with running_server() as server:
+        code, out, err = await _loadtest(
+            f"{server.url}/events/quiet",
+            *("--connections", "5", "--duration", "0.2", "--publish-rate", "1"),
+            "--quiet",
+        )
+    assert code == 4, out + err
+    assert "nothing was published" in out
+
+
 async def test_an_unreadable_verdict_source_exits_1_with_the_reason() -> None:
     async with running_server() as server:
         code, out, err = await _loadtest(

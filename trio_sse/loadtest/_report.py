@@ -287,7 +287,10 @@ def _problems(conns: ConnectionsPart, events: EventsPart, errors: ErrorsPart) ->
     if not conns["connects"]:
         problems.append("no stream ever opened" + _first_example(errors))
     if events["is_published"]:
-        if events["published"] and not events["published_ok"]:
+        if not events["published"]:
+            # (A --duration shorter than one publish interval.)
+            problems.append("nothing was published: the steady phase ended before the first event")
+        elif not events["published_ok"]:
             problems.append("every publish was refused" + _first_example(errors, "publish_"))
         elif events["published_ok"] and not events["delivered"] and conns["connects"]:
             problems.append(
