@@ -73,6 +73,7 @@ def test_every_stream_end_has_its_own_series() -> None:
         "client_closed",
         "slow_consumer",
         "shutdown",
+        "max_age",
         "auth_expired",
         "unavailable",
         "ended",

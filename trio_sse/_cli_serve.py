@@ -23,7 +23,7 @@ import trio
 from ._errors import BrokerUnavailableError
 from ._file_limit import raise_open_file_limit
 from ._workers import ReadyReport, run_workers, until_signal_or_orphaned
-from .app import create_app
+from .app import create_app, state_of
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
 from .server import check_tls_files, listen_socket, serve, use_server_gc_policy
 from .web import AuthConfig, CorsPolicy
@@ -236,6 +236,7 @@ async def _serve(args: argparse.Namespace) -> None:
             auth=args.auth,
             max_streams=int(args.max_streams),
             max_streams_per_ip=int(args.max_streams_per_ip),
+            max_stream_age=float(args.max_stream_age),
         )
         # A worker tells its parent when it serves.
         ready: trio.TaskStatus[list[str]] = (
@@ -251,6 +252,8 @@ async def _serve(args: argparse.Namespace) -> None:
             access_log=args.access_log,
             on_shutdown=broker.aclose,
             shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
+            drain_window=float(args.drain_window),
+            on_drain=state_of(app).drain.start,
             sock=sock,
             certfile=args.certfile,
             keyfile=args.keyfile,
@@ -299,8 +302,9 @@ def _serve_workers(args: argparse.Namespace) -> int:
     sock = listen_socket(args.host, args.port, tcp_user_timeout=args.tcp_user_timeout)
     with sock:
         command = _worker_command(args, sock.fileno())
-        # Workers must not outlast a stalled client's TCP_USER_TIMEOUT by much.
-        stop_timeout = args.graceful_timeout + args.tcp_user_timeout + 2.0
+        # Workers must not outlast their drain and a stalled client's TCP_USER_TIMEOUT
+        # by much.
+        stop_timeout = args.drain_window + args.graceful_timeout + args.tcp_user_timeout + 2.0
         return trio.run(
             functools.partial(
                 run_workers,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 import quart
@@ -61,6 +61,7 @@ from .web import (
     Credentials,
     EventStreamConnection,
     Metrics,
+    StreamDrain,
     StreamLimiter,
     enable_cors,
     event_stream,
@@ -111,6 +112,8 @@ class AppState:
     authorizer: Authorizer
     limiter: StreamLimiter
     metrics: Metrics
+    max_stream_age: float = 0.0
+    drain: StreamDrain = field(default_factory=StreamDrain)
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -226,14 +229,15 @@ class _Readiness:
     Open streams are unaffected either way; they wait out a backplane outage.
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, drain: StreamDrain) -> None:
         self._broker = broker
+        self._drain = drain
         # Whether the last check found the backplane down: a load balancer probes
         # every few seconds, and the log gets the reason once per outage.
         self._is_unavailable = False
 
     async def check(self) -> tuple[dict[str, str], int]:
-        if self._broker.is_closed:
+        if self._broker.is_closed or self._drain.is_draining:
             return {"status": "draining"}, 503
         try:
             await self._broker.ping()
@@ -313,6 +317,7 @@ def create_app(
     max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
     cors: CorsPolicy | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_stream_age: float = 0.0,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -335,6 +340,15 @@ def create_app(
         body_timeout: Seconds a request gets to send its whole body (at most
             ``max_body_size`` bytes), on every route; slower gets 408 (see
             :class:`~trio_sse.web.BodyLimiter`).
+        max_stream_age: If > 0, each stream ends cleanly after an age drawn from
+            ``[0.9 * max_stream_age, max_stream_age]`` seconds, telling its client a
+            jittered ``retry`` (see :func:`~trio_sse.web.event_stream`). 0: no limit.
+
+    The app's :class:`~trio_sse.web.StreamDrain` is ``state_of(app).drain``: its
+    ``start(window)`` ends the open streams spread over ``window`` seconds (pass it as
+    ``trio_sse.serve(drain_window=..., on_drain=...)``, as ``trio-sse serve
+    --drain-window`` does), and from then on new streams get 503 and ``/healthz``
+    says ``draining``.
     """
     if heartbeat < 0 or math.isnan(heartbeat):
         raise ValueError(f"heartbeat must be >= 0 seconds, got {heartbeat}")
@@ -344,6 +358,8 @@ def create_app(
         raise ValueError(f"max_buffer must be >= 1 byte, got {max_buffer}")
     if max_body_size < 1:
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
+    if not max_stream_age >= 0:
+        raise ValueError(f"max_stream_age must be >= 0 seconds, got {max_stream_age}")
     # No static folder: the reference app serves no files, and apps built on it (the
     # monitor example) may mount their own /static.
     app = QuartTrio(__name__, static_folder=None)
@@ -378,6 +394,7 @@ def create_app(
         authorizer=Authorizer(auth if auth is not None else AuthConfig()),
         limiter=limiter,
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
+        max_stream_age=max_stream_age,
     )
     app.extensions["trio_sse"] = state
     if cors is not None:
@@ -399,6 +416,8 @@ def create_app(
             expires_at=expires_at,
             observer=state.metrics,
             max_buffer=state.max_buffer,
+            max_age=state.max_stream_age,
+            drain=state.drain,
         )
 
     @app.post("/events/<topic>")
@@ -450,7 +469,7 @@ def create_app(
         # waiting for Redis or finishing its streams.
         return {"status": "alive"}
 
-    readiness = _Readiness(state.broker)
+    readiness = _Readiness(state.broker, state.drain)
 
     @app.get("/healthz")
     async def healthz() -> quart.ResponseReturnValue:

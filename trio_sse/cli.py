@@ -87,6 +87,13 @@ def _finite_positive_seconds(text: str) -> float:
     return value
 
 
+def _finite_seconds(text: str) -> float:
+    value = _at_least(0.0, float, text)
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError("must be finite")
+    return value
+
+
 def _port(text: str) -> int:
     port = int(_at_least(0, int, text))
     if port > 65535:
@@ -294,6 +301,24 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_GRACEFUL_TIMEOUT,
         metavar="SECONDS",
         help="seconds connections get to finish on shutdown" + _DEFAULT,
+    )
+    serve_cmd.add_argument(
+        "--drain-window",
+        type=_finite_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, end the streams spread over this many seconds, each at a "
+        "random moment and told a jittered retry, rather than all at once (the process exits "
+        "within this plus --graceful-timeout); 0 ends them at once" + _DEFAULT,
+    )
+    serve_cmd.add_argument(
+        "--max-stream-age",
+        type=_finite_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="end each stream cleanly after an age drawn from [0.9, 1] times this, telling "
+        "its client a jittered retry, so that long-lived clients spread again over the "
+        "servers; 0: no limit" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--cors-origin",

@@ -6,6 +6,11 @@ What the Hypercorn CLI cannot do for SSE, and this does:
   reference app closes its broker there, so every stream ends with its terminating
   chunk), then Hypercorn stops accepting and gives connections ``graceful_timeout``
   seconds. The CLI gives the app no hook before its deadline, so streams are cut.
+* **Or a drain without a reconnect storm** (``drain_window``): Hypercorn stops
+  accepting at once, ``on_drain`` has the app end its streams spread over the
+  window (each at its own random moment, with a jittered ``retry``), and
+  ``on_shutdown`` runs once they are gone; connections get ``drain_window +
+  graceful_timeout`` seconds in all.
 * **A listening socket sized and tuned for streams:** a large accept backlog for
   reconnect storms, and ``TCP_USER_TIMEOUT`` (inherited by accepted sockets) so that
   a client that stops reading cannot pin a connection, or shutdown, forever:
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import signal
 import socket
 import ssl
@@ -228,6 +234,8 @@ async def serve(
     access_log: bool = False,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    drain_window: float = 0.0,
+    on_drain: Callable[[float], None] | None = None,
     sock: socket.socket | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
@@ -248,6 +256,15 @@ async def serve(
             streams here (e.g. ``broker.aclose``) so they close cleanly.
         shutdown_trigger: Returns when the server should stop. Defaults to the first
             SIGINT or SIGTERM, which requires the main thread.
+        drain_window: Seconds over which to end the streams on shutdown, rather than
+            all at once; 0 ends them at once (``on_shutdown`` first). With a window,
+            Hypercorn stops accepting at once, ``on_drain(drain_window)`` is called
+            (it must return at once: e.g. :meth:`trio_sse.web.StreamDrain.start`,
+            which gives each stream a random deadline within the window), and
+            ``on_shutdown`` is awaited once every connection is gone, at most
+            ``drain_window + graceful_timeout`` seconds later (a stream the drain
+            does not know of is cut then).
+        on_drain: See ``drain_window``; required with a window.
         sock: A bound socket to serve on instead of ``host`` and ``port`` (made by
             :func:`listen_socket`), e.g. one that several worker processes share.
             Its ownership passes to the server.
@@ -259,8 +276,13 @@ async def serve(
 
     Raises:
         ValueError: Only one of ``certfile`` and ``keyfile`` was given, or they
-            cannot be loaded (see :func:`check_tls_files`).
+            cannot be loaded (see :func:`check_tls_files`); or ``drain_window`` is
+            not a finite number >= 0, or is > 0 without ``on_drain``.
     """
+    if not 0 <= drain_window < math.inf:
+        raise ValueError(f"drain_window must be a finite number >= 0 seconds, got {drain_window}")
+    if drain_window > 0 and on_drain is None:
+        raise ValueError("drain_window needs on_drain, which ends the app's streams")
     if (certfile is None) != (keyfile is None):
         raise ValueError("TLS needs both certfile and keyfile, or neither")
     if certfile is not None and keyfile is not None:
@@ -289,12 +311,26 @@ async def serve(
     config.keyfile = keyfile
     config.alpn_protocols = ["h2", "http/1.1"]
     wait_for_shutdown = shutdown_trigger if shutdown_trigger is not None else _wait_for_signal
+    drained = False
 
-    async def trigger() -> None:
-        await wait_for_shutdown()
+    async def shut_down() -> None:
         if on_shutdown is not None:
             with trio.move_on_after(_ON_SHUTDOWN_TIMEOUT):
                 await on_shutdown()
+
+    async def trigger() -> None:
+        nonlocal drained
+        await wait_for_shutdown()
+        if drain_window > 0 and on_drain is not None:
+            logger.info("draining: streams end over the next %g s", drain_window)
+            # Each stream ends by a deadline of its own within the window; Hypercorn
+            # stops accepting as soon as this returns, and reads its deadline from
+            # the config then.
+            on_drain(drain_window)
+            config.graceful_timeout = graceful_timeout + drain_window
+            drained = True
+        else:
+            await shut_down()
 
     bound_idle_h2_connections()
     if is_asgi(app):
@@ -305,3 +341,5 @@ async def serve(
             stall_timeout=tcp_user_timeout if tcp_user_timeout > 0 else DEFAULT_TCP_USER_TIMEOUT,
         )
     await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+    if drained:
+        await shut_down()

@@ -26,6 +26,7 @@ from ._stream import DEFAULT_MAX_BUFFER as DEFAULT_MAX_BUFFER
 from ._stream import DEFAULT_MIN_WRITE_INTERVAL as DEFAULT_MIN_WRITE_INTERVAL
 from ._stream import SSE_HEADERS as SSE_HEADERS
 from ._stream import EventStreamBody as EventStreamBody
+from ._stream import StreamDrain as StreamDrain
 from ._stream import event_stream as event_stream
 from ._stream import last_event_id_of as last_event_id_of
 from ._writers import ASGI_WRITE_TIMEOUT as ASGI_WRITE_TIMEOUT
@@ -65,6 +66,7 @@ __all__ = [
     "LoopLoad",
     "Metrics",
     "SlowReaderError",
+    "StreamDrain",
     "StreamEnd",
     "StreamLimiter",
     "StreamObserver",

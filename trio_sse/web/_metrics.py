@@ -12,7 +12,7 @@ the publish path, which stays free of metric updates:
   (brokers that keep history here only);
 * ``trio_sse_streams_refused_total``: requests refused by the stream caps;
 * ``trio_sse_disconnects_total{reason}``: how streams ended (``client_closed``,
-  ``slow_consumer``, ``shutdown``, ``auth_expired``, ``unavailable``, ``ended``,
+  ``slow_consumer``, ``shutdown``, ``max_age``, ``auth_expired``, ``unavailable``, ``ended``,
   ``error``: the values of :class:`~trio_sse.web.StreamEnd`);
 * ``trio_sse_publish_to_write_seconds``: from ``publish()`` to the write that
   carries the event to a subscriber, observed once per write (its oldest event).

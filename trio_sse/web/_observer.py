@@ -20,7 +20,10 @@ class StreamEnd(enum.Enum):
     """Its queue filled up; the client resumes from history when it reconnects."""
 
     SHUTDOWN = "shutdown"
-    """The broker was closed, because the server is shutting down."""
+    """The server is shutting down: its broker was closed, or its drain window ended the stream."""
+
+    MAX_AGE = "max_age"
+    """The stream reached its age limit (``max_stream_age``); the client reconnects."""
 
     AUTH_EXPIRED = "auth_expired"
     """The token that opened the stream expired; the client must bring a fresh one."""

@@ -16,6 +16,10 @@ The structure (see docs/design.md for the task tree):
   app the body is also an async iterator of the same chunks, for Quart's own loop.
 * A client disconnect makes quart-trio cancel the request nursery; the loop's pending
   wait gets ``Cancelled`` within milliseconds and ``__aexit__`` runs.
+* A stream may also end by a deadline of its own: its token's expiry, its age limit
+  (``max_age``, jittered), or the moment a :class:`StreamDrain` picked for it. The
+  last two end it with a jittered ``retry:``, so that its client, like the others
+  ended near the same time, comes back at a moment of its own.
 
 No task is started per connection, and every wait is bounded by a cancel scope inside
 one call, never held across a ``yield`` (this is why it is a class, not an async
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -49,7 +54,10 @@ __all__ = [
     "DEFAULT_MIN_WRITE_INTERVAL",
     "SSE_HEADERS",
     "EventStreamBody",
+    "StreamDrain",
     "event_stream",
+    "jittered_age",
+    "jittered_retry",
     "last_event_id_of",
 ]
 
@@ -84,6 +92,83 @@ SSE_HEADERS: Final = {
 _HEARTBEAT: Final = encode_comment("heartbeat")
 _OPENED: Final = encode_comment("stream open")
 
+# The reconnection delay a browser uses when told none; the base of the jittered
+# retry of a stream that was not given one.
+_EVENTSOURCE_RETRY: Final = 3000
+
+# Ends of a stream's own deadlines after which its client is told a jittered retry.
+# (An expired token is not: its client needs a fresh token, not a later moment.)
+_TOLD_TO_RETRY: Final = frozenset({StreamEnd.SHUTDOWN, StreamEnd.MAX_AGE})
+
+# A stream's age limit is drawn from [_AGE_JITTER * max_age, max_age], so that
+# streams opened together (after a restart) do not all end together again.
+_AGE_JITTER: Final = 0.9
+
+
+def jittered_retry(base: int) -> int:
+    """A reconnection delay (ms) drawn uniformly from ``[base / 2, base]``.
+
+    Never more than ``base``: a client told this waits no longer than the ``retry``
+    its stream opened with, and on average a quarter less.
+    """
+    return random.randint(base // 2, base)  # noqa: S311 - spreading load, not a secret
+
+
+def jittered_age(max_age: float) -> float:
+    """A stream's age limit (seconds), drawn uniformly from ``[0.9 * max_age, max_age]``."""
+    return random.uniform(_AGE_JITTER * max_age, max_age)  # noqa: S311 - not a secret
+
+
+class StreamDrain:
+    """Ends the open streams of an app spread over a window, each at a moment of its own.
+
+    :meth:`start` gives every open stream a deadline drawn uniformly from the window,
+    and every stream opened afterwards one from what remains of it; each stream then
+    ends by its own timer (its cancel scope's deadline), cleanly, with a jittered
+    ``retry:``. Nothing polls, and no task runs per stream or for the drain.
+    """
+
+    def __init__(self) -> None:
+        self._streams: set[EventStreamBody] = set()
+        self._window_ends: float | None = None  # on Trio's clock, once started
+
+    @property
+    def is_draining(self) -> bool:
+        """Whether :meth:`start` was called: new streams should be refused."""
+        return self._window_ends is not None
+
+    @property
+    def open_streams(self) -> int:
+        """Streams open now (entered and not yet exited)."""
+        return len(self._streams)
+
+    def start(self, window: float) -> None:
+        """End every open stream at a random moment within ``window`` seconds from now.
+
+        Calling it again does nothing: the first window stands.
+
+        Raises:
+            ValueError: ``window`` is negative, infinite or NaN.
+        """
+        if not 0 <= window < math.inf:
+            raise ValueError(f"the drain window must be a finite number >= 0 seconds, got {window}")
+        if self._window_ends is not None:
+            return
+        now = trio.current_time()
+        self._window_ends = now + window
+        for stream in self._streams:
+            stream.end_by(now + random.uniform(0, window))  # noqa: S311 - not a secret
+
+    def _opened(self, stream: EventStreamBody) -> None:
+        self._streams.add(stream)
+        if self._window_ends is not None:
+            # Opened during the drain (its request was in before it began).
+            now = trio.current_time()
+            stream.end_by(random.uniform(now, max(now, self._window_ends)))  # noqa: S311
+
+    def _closed(self, stream: EventStreamBody) -> None:
+        self._streams.discard(stream)
+
 
 class EventStreamBody(ResponseBody):
     """The body of an SSE response: a subscription that lives exactly as long as the stream.
@@ -109,9 +194,14 @@ class EventStreamBody(ResponseBody):
         expires_at: float | None = None,
         observer: StreamObserver | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        retry: int | None = None,
+        max_age: float = 0.0,
+        drain: StreamDrain | None = None,
     ) -> None:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be >= 1 byte, got {max_buffer}")
+        if not max_age >= 0:
+            raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
         self._broker = broker
         self.max_buffer: Final = max_buffer
         self._topic = topic
@@ -127,7 +217,14 @@ class EventStreamBody(ResponseBody):
         self._end: StreamEnd | None = None  # decided here, rather than by how the loop ended
         self._opened_at = 0.0
         self._expires_at = expires_at
-        self._deadline = math.inf  # expires_at on Trio's clock, from __aenter__ on
+        # The earliest of the stream's own deadlines (token expiry, age limit, drain),
+        # on Trio's clock, from __aenter__ on; and the end it means.
+        self._deadline = math.inf
+        self._deadline_end = StreamEnd.AUTH_EXPIRED
+        self._max_age = max_age
+        self._retry = _EVENTSOURCE_RETRY if retry is None else retry
+        self._drain = drain
+        self._timer: trio.CancelScope | None = None  # the write loop's, while it waits
         self._observer = observer
         self._load = LoopLoad()  # this run's, from __aenter__ on
         self._last_chunk_at = 0.0  # for the heartbeat
@@ -141,6 +238,10 @@ class EventStreamBody(ResponseBody):
         self._opened_at = trio.current_time()
         if self._expires_at is not None:
             self._deadline = self._opened_at + (self._expires_at - time.time())
+        if self._max_age > 0:
+            self._end_at(self._opened_at + jittered_age(self._max_age), StreamEnd.MAX_AGE)
+        if self._drain is not None:
+            self._drain._opened(self)
         try:
             subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
             self._subscription = await subscribed.__aenter__()
@@ -168,6 +269,8 @@ class EventStreamBody(ResponseBody):
         # Keep this minimal: the subscription's exit must always run, or it leaks. Its
         # result is dropped on purpose: a stream never swallows an exception.
         try:
+            if self._drain is not None:
+                self._drain._closed(self)
             self._log_close(exc)
         finally:
             subscribed, self._subscribed = self._subscribed, None
@@ -210,13 +313,16 @@ class EventStreamBody(ResponseBody):
             # One timer for the heartbeat and the token's expiry around the whole loop,
             # re-armed only when it fires, rather than a deadline per wait: a deadline
             # costs the scheduler a heap entry and a cancel scope, once per delivery.
-            with trio.CancelScope(deadline=self._silence_ends()):
+            with trio.CancelScope(deadline=self._silence_ends()) as self._timer:
                 while (chunk := await self._next_batch(subscription)) is not None:
                     if chunk:
                         await writer.write(chunk)
                 return
             chunk = self._after_silence(subscription)
             if chunk is None:
+                farewell = self._farewell()
+                if farewell:
+                    await writer.write(farewell)
                 return
             if chunk:
                 await writer.write(chunk)
@@ -232,18 +338,44 @@ class EventStreamBody(ResponseBody):
             await trio.lowlevel.checkpoint()
             return self.first_chunk()
         subscription = self._subscription
-        while subscription is not None:
-            with trio.CancelScope(deadline=self._silence_ends()):
+        while subscription is not None and self._end is None:
+            with trio.CancelScope(deadline=self._silence_ends()) as self._timer:
                 chunk = await self._next_batch(subscription)
                 if chunk is None:
                     break
                 return chunk  # never b"": there is no direct writer here
             chunk = self._after_silence(subscription)
             if chunk is None:
+                farewell = self._farewell()
+                if farewell:
+                    return farewell  # and the next call ends, since the end is decided
                 break
             if chunk:
                 return chunk
         raise StopAsyncIteration
+
+    def end_by(self, deadline: float) -> None:
+        """End the stream cleanly by ``deadline`` (Trio's clock) with a jittered ``retry``.
+
+        For :class:`StreamDrain`; an earlier deadline of the stream's own stands.
+        """
+        self._end_at(deadline, StreamEnd.SHUTDOWN)
+
+    def _end_at(self, deadline: float, end: StreamEnd) -> None:
+        if deadline >= self._deadline:
+            return
+        self._deadline, self._deadline_end = deadline, end
+        timer = self._timer
+        if timer is not None and deadline < timer.deadline:
+            # The loop is waiting under a timer set before: bring it forward. (After
+            # the loop left it, this changes nothing; the next timer reads _deadline.)
+            timer.deadline = deadline
+
+    def _farewell(self) -> bytes:
+        """The stream's last chunk, once its end is decided: a jittered ``retry``, or none."""
+        if self._end in _TOLD_TO_RETRY:
+            return encode_retry(jittered_retry(self._retry))
+        return b""
 
     def _silence_ends(self) -> float:
         """When the stream must write a heartbeat, or end because its token expired."""
@@ -253,9 +385,10 @@ class EventStreamBody(ResponseBody):
         """What the timer means: ``None`` to end, a heartbeat, or ``b""`` to go on."""
         now = trio.current_time()
         if now >= self._deadline:
-            # The token that opened the stream has expired: end it cleanly. The
-            # client reconnects, and must then present a fresh token.
-            self._end = StreamEnd.AUTH_EXPIRED
+            # One of the stream's own deadlines: end it cleanly. After a token's
+            # expiry the client reconnects, and must then present a fresh token;
+            # after its age limit or a drain, it is told when to (_farewell).
+            self._end = self._deadline_end
             return None
         if subscription.queued or subscription.close_reason is not None:
             return b""  # frames came meanwhile: they go out next, no heartbeat needed
@@ -441,6 +574,8 @@ def event_stream(
     expires_at: float | None = None,
     observer: StreamObserver | None = None,
     max_buffer: int = DEFAULT_MAX_BUFFER,
+    max_age: float = 0.0,
+    drain: StreamDrain | None = None,
 ) -> quart.Response:
     """Build a streaming ``text/event-stream`` response for one subscription.
 
@@ -472,6 +607,15 @@ def event_stream(
             the bytes its server has not sent yet (a client that reads none of them
             for ``TCP_USER_TIMEOUT`` has its stream reset). Replays and long queues
             are written in pieces of 64 KiB, each once the previous one was taken.
+        max_age: If > 0, the stream ends cleanly after an age drawn uniformly from
+            ``[0.9 * max_age, max_age]`` seconds, reason ``max_age``, and tells its
+            client a ``retry`` drawn from ``[retry / 2, retry]`` (3000 ms if ``retry``
+            is ``None``): long-lived clients then spread again over the servers
+            behind a load balancer, and none keeps a stream past a re-check of its
+            token. The client resumes with ``Last-Event-ID`` as after any end.
+        drain: Registers the stream, so that :meth:`StreamDrain.start` can end it
+            (reason ``shutdown``, with a jittered ``retry`` as above); once the drain
+            has started, no new stream is opened (``BrokerClosedError``).
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
@@ -479,11 +623,12 @@ def event_stream(
 
     Raises:
         InvalidTopicError: ``topic`` is not a valid name (answer 400).
-        BrokerClosedError: The broker is closed (answer 503).
+        BrokerClosedError: The broker is closed, or the drain has started (answer 503).
         InvalidEventError: ``retry`` is negative.
+        ValueError: ``max_age`` is negative or NaN.
     """
     validate_topic(topic)
-    if broker.is_closed:
+    if broker.is_closed or (drain is not None and drain.is_draining):
         raise BrokerClosedError("the broker is closed; the server is shutting down")
     if quart.has_request_context() and quart.request.method == "HEAD":
         # Quart routes HEAD to GET handlers. A HEAD gets the stream's headers and no
@@ -506,6 +651,9 @@ def event_stream(
         expires_at=expires_at,
         observer=observer,
         max_buffer=max_buffer,
+        retry=retry,
+        max_age=max_age,
+        drain=drain,
     )
     response: quart.Response = quart.current_app.response_class(
         body, status=200, headers=SSE_HEADERS
