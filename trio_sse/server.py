@@ -37,6 +37,7 @@ import math
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -65,6 +66,7 @@ __all__ = [
     "REQUEST_HEAD_TIMEOUT",
     "TLS_HANDSHAKE_TIMEOUT",
     "H11SocketWriter",
+    "bind_or_exit",
     "check_tls_files",
     "listen_socket",
     "serve",
@@ -164,6 +166,20 @@ def listen_socket(
         sock.close()
         raise
     return sock
+
+
+def bind_or_exit(host: str, port: int, *, prog: str) -> socket.socket:
+    """:func:`listen_socket`, or exit with status 1 and one line saying why not.
+
+    For scripts that bind before ``trio.run``, so that a taken port is a message,
+    not a traceback from inside the server's nursery (the examples use it).
+    """
+    try:
+        return listen_socket(host, port)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
+        reason = getattr(exc, "strerror", None) or str(exc)
+        sys.stderr.write(f"{prog}: cannot listen on {host}:{port}: {reason}\n")
+        raise SystemExit(1) from None
 
 
 def check_tls_files(certfile: str, keyfile: str) -> None:

@@ -36,7 +36,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import trio_sse
-from trio_sse.server import listen_socket
+from trio_sse.server import bind_or_exit
 from trio_sse.web import EventStreamConnection
 
 TOPIC: Final = "chat"
@@ -114,23 +114,10 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
 
 
 async def main(sock: socket.socket) -> None:
-    """Serve the chat on ``sock`` (bound by :func:`trio_sse.server.listen_socket`)."""
+    """Serve the chat on ``sock`` (bound by :func:`trio_sse.server.bind_or_exit`)."""
     broker = trio_sse.MemoryBroker()
     app = create_chat_app(broker)
     await trio_sse.serve(app, sock=sock, on_shutdown=broker.aclose)
-
-
-def bind_or_exit(parser: argparse.ArgumentParser, host: str, port: int) -> socket.socket:
-    """Bind ``host:port``, or exit with status 1 and one line saying why not.
-
-    Bound before the event loop starts, so that a taken port is a message, not a
-    traceback from inside the server's nursery.
-    """
-    try:
-        return listen_socket(host, port)
-    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
-        reason = getattr(exc, "strerror", None) or str(exc)
-        parser.exit(1, f"{parser.prog}: cannot listen on {host}:{port}: {reason}\n")
 
 
 if __name__ == "__main__":
@@ -138,6 +125,6 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    sock = bind_or_exit(parser, args.host, args.port)
+    sock = bind_or_exit(args.host, args.port, prog=parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trio.run(main, sock)

@@ -42,7 +42,7 @@ from quart_trio import QuartTrio
 
 import trio_sse
 from trio_sse.broker import DEFAULT_HISTORY
-from trio_sse.server import listen_socket
+from trio_sse.server import bind_or_exit
 
 TOPIC: Final = "metrics"
 EVENT_TYPE: Final = "sample"
@@ -164,7 +164,7 @@ def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> Quar
 
 
 async def main(sock: socket.socket, interval: float) -> None:
-    """Serve the dashboard on ``sock`` (bound by :func:`trio_sse.server.listen_socket`)."""
+    """Serve the dashboard on ``sock`` (bound by :func:`trio_sse.server.bind_or_exit`)."""
     # Per-topic history must hold the window that /samples replays to a new page.
     broker = trio_sse.MemoryBroker(history=max(WINDOW, DEFAULT_HISTORY))
     sampler = MetricsSampler(broker)
@@ -175,19 +175,6 @@ async def main(sock: socket.socket, interval: float) -> None:
         nursery.start_soon(partial(publish_samples, broker, sampler, interval=interval))
         await trio_sse.serve(app, sock=sock, on_shutdown=broker.aclose)
         nursery.cancel_scope.cancel()
-
-
-def bind_or_exit(parser: argparse.ArgumentParser, host: str, port: int) -> socket.socket:
-    """Bind ``host:port``, or exit with status 1 and one line saying why not.
-
-    Bound before the event loop starts, so that a taken port is a message, not a
-    traceback from inside the server's nursery.
-    """
-    try:
-        return listen_socket(host, port)
-    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
-        reason = getattr(exc, "strerror", None) or str(exc)
-        parser.exit(1, f"{parser.prog}: cannot listen on {host}:{port}: {reason}\n")
 
 
 def _interval(text: str) -> float:
@@ -205,6 +192,6 @@ if __name__ == "__main__":
         "--interval", type=_interval, default=DEFAULT_INTERVAL, help="seconds between samples"
     )
     args = parser.parse_args()
-    sock = bind_or_exit(parser, args.host, args.port)
+    sock = bind_or_exit(args.host, args.port, prog=parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trio.run(main, sock, args.interval)
