@@ -175,7 +175,7 @@ def test_serve_help_never_shows_a_secret(
     ("argv", "problem"),
     [
         (["--publish-token", "short"], "at least 16 characters"),
-        (["--subscribe-auth"], "needs jwt_key"),
+        (["--subscribe-auth"], "--subscribe-auth needs --jwt-key"),
         (["--jwt-key-file", "/nonexistent/key.pem"], "cannot read /nonexistent/key.pem"),
         (["--jwt-key", SECRET, "--jwt-key-file", "/x"], "not both"),
         (["--jwt-algorithm", "none"], "invalid choice"),
