@@ -96,16 +96,16 @@ class PublishOutcome(enum.Enum):
     """How one publish ended, as the load tester saw it; the value is the report's."""
 
     OK = "ok"
-    """Answered 2xx: the server made the event."""
+    """Answered 2xx, so the server made the event."""
 
     REFUSED = "refused"
-    """Answered with another status: the server says it made nothing."""
+    """Answered with another status, so the server says it made nothing."""
 
     TIMEOUT = "timeout"
-    """No answer within the publish timeout: the server may still have made it."""
+    """No answer within the publish timeout (the server may still have made it)."""
 
     BROKEN = "broken"
-    """The connection failed (refused, reset, closed, malformed answer): the server
+    """The connection failed (refused, reset, closed, malformed answer), so the server
     may have made it, if the request reached it."""
 
     @property

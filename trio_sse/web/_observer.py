@@ -20,7 +20,7 @@ class StreamEnd(enum.Enum):
     """Its queue filled up; the client resumes from history when it reconnects."""
 
     SHUTDOWN = "shutdown"
-    """The server is shutting down: its broker was closed, or its drain window ended the stream."""
+    """The server is shutting down (its broker was closed, or its drain window ended the stream)."""
 
     MAX_AGE = "max_age"
     """The stream reached its age limit (``max_stream_age``); the client reconnects."""

@@ -134,7 +134,7 @@ class StreamDrain:
 
     @property
     def is_draining(self) -> bool:
-        """Whether :meth:`start` was called: new streams should be refused."""
+        """Whether :meth:`start` was called (new streams should then be refused)."""
         return self._window_ends is not None
 
     @property
