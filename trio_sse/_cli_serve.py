@@ -237,6 +237,7 @@ async def _serve(args: argparse.Namespace) -> None:
             max_streams=int(args.max_streams),
             max_streams_per_ip=int(args.max_streams_per_ip),
             max_stream_age=float(args.max_stream_age),
+            max_topics_per_stream=int(args.max_topics_per_stream),
         )
         # A worker tells its parent when it serves.
         ready: trio.TaskStatus[list[str]] = (

@@ -4,6 +4,12 @@ Routes:
 
 * ``GET /events/<topic>``: stream the topic (``text/event-stream``). Resumes after the
   ``Last-Event-ID`` header, or the ``lastEventId`` query parameter.
+* ``GET /events?topic=a&topic=b``: stream several topics on one connection (at most
+  ``max_topics_per_stream``). Each event's ``event`` field is ``<topic>`` (published
+  without a type) or ``<topic>:<type>``, its data unchanged; its ``id`` is the stream's
+  compound position, which ``Last-Event-ID`` resumes every topic from (see
+  :class:`trio_sse.broker.TopicMerge`). With ``--subscribe-auth``, the token must allow
+  every topic: 403 names the first it does not.
 * ``POST /events/<topic>``: publish ``{"data": ..., "event": ..., "id": ..., "retry": ...}``
   with ``Content-Type: application/json``; answers 202 ``{"id": "..."}``, or 415 for
   any other content type (what keeps other sites' pages from publishing: see
@@ -71,6 +77,7 @@ from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_TOPICS_PER_STREAM",
     "DEFAULT_RETRY",
     "MAX_INT_DIGITS",
     "AppState",
@@ -85,6 +92,11 @@ DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024
 
 # The EventSource default, made explicit so that clients of every kind agree.
 DEFAULT_RETRY: Final = 3000
+
+# A dashboard's worth of topics on one connection, the point of the route (browsers
+# open at most 6 HTTP/1.1 connections per origin); a stream's compound id then stays
+# near 1 KiB with the built-in brokers' ids.
+DEFAULT_MAX_TOPICS_PER_STREAM: Final = 32
 
 # Longest integer a publish body may hold, in digits: a JSON number is a double to
 # most clients, exact only up to 16 digits.
@@ -114,6 +126,7 @@ class AppState:
     metrics: Metrics
     max_stream_age: float = 0.0
     drain: StreamDrain = field(default_factory=StreamDrain)
+    max_topics_per_stream: int = DEFAULT_MAX_TOPICS_PER_STREAM
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -292,6 +305,25 @@ def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
         return _error(exc.description or exc.name, status)
 
 
+def _topics_of(request: quart.Request, cap: int) -> list[str]:
+    """The ``topic`` query parameters of a several-topic stream, checked, in order."""
+    topics = request.args.getlist("topic")
+    if not topics:
+        _reject("name the topics to stream: /events?topic=a&topic=b")
+    if len(topics) > cap:
+        _reject(
+            f"{len(topics)} topics requested; a stream may have at most {cap} "
+            "(max_topics_per_stream)"
+        )
+    seen: set[str] = set()
+    for topic in topics:
+        validate_topic(topic)
+        if topic in seen:
+            _reject(f"topic {topic!r} is given twice")
+        seen.add(topic)
+    return topics
+
+
 def _authorize(state: AppState, action: Action, topic: str) -> float | None:
     """Check the request's token; return when its permission expires, if ever."""
     request = quart.request
@@ -302,6 +334,24 @@ def _authorize(state: AppState, action: Action, topic: str) -> float | None:
         query=request.args.get(config.query_parameter),
     )
     return state.authorizer.authorize(action, topic, credentials).expires_at
+
+
+def _stream_response(
+    state: AppState, topic: str | list[str], expires_at: float | None
+) -> quart.Response:
+    return event_stream(
+        state.broker,
+        topic,
+        last_event_id=last_event_id_of(quart.request),
+        heartbeat=state.heartbeat,
+        retry=state.retry,
+        min_write_interval=state.min_write_interval,
+        expires_at=expires_at,
+        observer=state.metrics,
+        max_buffer=state.max_buffer,
+        max_age=state.max_stream_age,
+        drain=state.drain,
+    )
 
 
 def create_app(
@@ -318,6 +368,7 @@ def create_app(
     cors: CorsPolicy | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_stream_age: float = 0.0,
+    max_topics_per_stream: int = DEFAULT_MAX_TOPICS_PER_STREAM,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -343,6 +394,8 @@ def create_app(
         max_stream_age: If > 0, each stream ends cleanly after an age drawn from
             ``[0.9 * max_stream_age, max_stream_age]`` seconds, telling its client a
             jittered ``retry`` (see :func:`~trio_sse.web.event_stream`). 0: no limit.
+        max_topics_per_stream: Topics one ``GET /events?topic=...`` may stream; more
+            get 400.
 
     The app's :class:`~trio_sse.web.StreamDrain` is ``state_of(app).drain``: its
     ``start(window)`` ends the open streams spread over ``window`` seconds (pass it as
@@ -360,6 +413,8 @@ def create_app(
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
     if not max_stream_age >= 0:
         raise ValueError(f"max_stream_age must be >= 0 seconds, got {max_stream_age}")
+    if max_topics_per_stream < 1:
+        raise ValueError(f"max_topics_per_stream must be >= 1, got {max_topics_per_stream}")
     # No static folder: the reference app serves no files, and apps built on it (the
     # monitor example) may mount their own /static.
     app = QuartTrio(__name__, static_folder=None)
@@ -395,6 +450,7 @@ def create_app(
         limiter=limiter,
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
         max_stream_age=max_stream_age,
+        max_topics_per_stream=max_topics_per_stream,
     )
     app.extensions["trio_sse"] = state
     if cors is not None:
@@ -405,20 +461,14 @@ def create_app(
     @app.get("/events/<topic>")
     async def stream(topic: str) -> quart.ResponseReturnValue:
         validate_topic(topic)
-        expires_at = _authorize(state, Action.SUBSCRIBE, topic)
-        return event_stream(
-            state.broker,
-            topic,
-            last_event_id=last_event_id_of(quart.request),
-            heartbeat=state.heartbeat,
-            retry=state.retry,
-            min_write_interval=state.min_write_interval,
-            expires_at=expires_at,
-            observer=state.metrics,
-            max_buffer=state.max_buffer,
-            max_age=state.max_stream_age,
-            drain=state.drain,
-        )
+        return _stream_response(state, topic, _authorize(state, Action.SUBSCRIBE, topic))
+
+    @app.get("/events")
+    async def stream_topics() -> quart.ResponseReturnValue:
+        topics = _topics_of(quart.request, state.max_topics_per_stream)
+        deadlines = [_authorize(state, Action.SUBSCRIBE, topic) for topic in topics]
+        known = [d for d in deadlines if d is not None]
+        return _stream_response(state, topics, min(known) if known else None)
 
     @app.post("/events/<topic>")
     async def publish(topic: str) -> quart.ResponseReturnValue:

@@ -25,7 +25,7 @@ from ._cli_loadtest import add_loadtest_parser, run_loadtest_command
 from ._cli_publish import publish
 from ._cli_serve import JWT_KEY_ENV, MEMORY, PUBLISH_TOKEN_ENV, run_serve
 from ._errors import InvalidEventError
-from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_RETRY
+from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_TOPICS_PER_STREAM, DEFAULT_RETRY
 from .broker import (
     DEFAULT_HISTORY,
     DEFAULT_HISTORY_BYTES,
@@ -319,6 +319,13 @@ def _parser() -> argparse.ArgumentParser:
         help="end each stream cleanly after an age drawn from [0.9, 1] times this, telling "
         "its client a jittered retry, so that long-lived clients spread again over the "
         "servers; 0: no limit" + _DEFAULT,
+    )
+    serve_cmd.add_argument(
+        "--max-topics-per-stream",
+        type=_count(1),
+        default=DEFAULT_MAX_TOPICS_PER_STREAM,
+        metavar="N",
+        help="topics one GET /events?topic=a&topic=b... may stream; more get 400" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--cors-origin",

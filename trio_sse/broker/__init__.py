@@ -20,6 +20,10 @@ from ._memory import DEFAULT_MAX_TOPICS as DEFAULT_MAX_TOPICS
 from ._memory import ENTRY_OVERHEAD as ENTRY_OVERHEAD
 from ._memory import MAX_CHOSEN_ID as MAX_CHOSEN_ID
 from ._memory import MemoryBroker as MemoryBroker
+from ._merge import MAX_COMPOUND_ID_LENGTH as MAX_COMPOUND_ID_LENGTH
+from ._merge import TopicMerge as TopicMerge
+from ._merge import format_position as format_position
+from ._merge import parse_position as parse_position
 from ._subscription import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
 from ._subscription import REPLAY_PIECE as REPLAY_PIECE
 from ._subscription import CloseReason as CloseReason
@@ -38,6 +42,7 @@ __all__ = [
     "DEFAULT_REPLICA_TIMEOUT",
     "ENTRY_OVERHEAD",
     "MAX_CHOSEN_ID",
+    "MAX_COMPOUND_ID_LENGTH",
     "MAX_EVENT_ID_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_REPLICA_TIMEOUT",
@@ -53,6 +58,9 @@ __all__ = [
     "ReplaySource",
     "SinkResult",
     "Subscription",
+    "TopicMerge",
+    "format_position",
+    "parse_position",
     "reset_event",
     "validate_idempotency_key",
     "validate_topic",

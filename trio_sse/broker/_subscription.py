@@ -126,6 +126,7 @@ class Subscription:
         "_goal",
         "_is_closed",
         "_is_discarded",
+        "_on_close",
         "_queued_bytes",
         "_replay",
         "_sink",
@@ -165,6 +166,8 @@ class Subscription:
         # ParkingLot or an Event costs several times more per wake-up.
         self._waiter: trio.lowlevel.Task | None = None
         self._sink: FrameSink | None = None
+        # Told once when the broker closes the subscription (see set_close_listener).
+        self._on_close: Callable[[Subscription], None] | None = None
         self._goal = 1
         # When the oldest live frame now queued was offered (trio.current_time()): the
         # start of the publish-to-write latency of the next batch. Set only when the
@@ -423,6 +426,18 @@ class Subscription:
         self._is_closed = True
         self._replay = None  # the client resumes from what it got, on its next connection
         self._wake()
+        listener, self._on_close = self._on_close, None
+        if listener is not None:
+            listener(self)
+
+    def set_close_listener(self, listener: Callable[[Subscription], None] | None) -> None:
+        """Call ``listener(self)`` once, when the broker closes this subscription.
+
+        For a reader that does not wait on this subscription itself (a stream of
+        several topics, :class:`~trio_sse.broker.TopicMerge`). Like a sink, the
+        listener runs inside the broker's call: it must not block, checkpoint or raise.
+        """
+        self._on_close = listener
 
     def discard(self) -> None:
         """Release what is queued; the subscriber is gone and nothing more will be read."""

@@ -33,16 +33,24 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import quart
 import trio
 from quart.wrappers.response import ResponseBody
 
 from .._errors import BrokerClosedError, BrokerUnavailableError
-from ..broker import REPLAY_PIECE, Broker, SinkResult, Subscription, validate_topic
+from ..broker import (
+    REPLAY_PIECE,
+    Broker,
+    SinkResult,
+    Subscription,
+    TopicMerge,
+    parse_position,
+    validate_topic,
+)
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
 from ._observer import StreamEnd, StreamObserver
@@ -184,7 +192,7 @@ class EventStreamBody(ResponseBody):
     def __init__(
         self,
         broker: Broker,
-        topic: str,
+        topic: str | Sequence[str],
         *,
         last_event_id: str | None,
         heartbeat: float,
@@ -204,7 +212,14 @@ class EventStreamBody(ResponseBody):
             raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
         self._broker = broker
         self.max_buffer: Final = max_buffer
-        self._topic = topic
+        # A str: one topic, its frames as published. A sequence: several topics merged
+        # (TopicMerge), ``last_event_id`` a compound position (checked by event_stream).
+        self._topics: tuple[str, ...] | None = None
+        if isinstance(topic, str):
+            self._topic = topic
+        else:
+            self._topics = tuple(topic)
+            self._topic = ",".join(self._topics)
         self._last_event_id = last_event_id
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
         self._batching = BatchWindow(min_write_interval)
@@ -212,8 +227,8 @@ class EventStreamBody(ResponseBody):
         self._prelude_events = prelude_events
         # The subscribe() context, held directly rather than in an AsyncExitStack: the
         # stack's deque alone cost 0.8 KiB per open stream.
-        self._subscribed: AbstractAsyncContextManager[Subscription] | None = None
-        self._subscription: Subscription | None = None
+        self._subscribed: AbstractAsyncContextManager[Any] | None = None
+        self._subscription: Subscription | TopicMerge | None = None
         self._end: StreamEnd | None = None  # decided here, rather than by how the loop ended
         self._opened_at = 0.0
         self._expires_at = expires_at
@@ -243,9 +258,12 @@ class EventStreamBody(ResponseBody):
         if self._drain is not None:
             self._drain._opened(self)
         try:
-            subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
-            self._subscription = await subscribed.__aenter__()
-            self._subscribed = subscribed
+            if self._topics is None:
+                subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
+                self._subscription = await subscribed.__aenter__()
+                self._subscribed = subscribed
+            else:
+                self._subscription = await self._subscribe_all(self._topics)
             self._subscription.limit_bytes(self.max_buffer)
         except BrokerClosedError:
             # Shutting down between the handler and here: end at once, cleanly, and
@@ -259,6 +277,28 @@ class EventStreamBody(ResponseBody):
             logger.warning("stream refused: topic=%s: %s", self._topic, exc)
             self._end = StreamEnd.UNAVAILABLE
         return self
+
+    async def _subscribe_all(self, topics: tuple[str, ...]) -> TopicMerge:
+        """Subscribe to each topic at its own position, and merge them.
+
+        One after the other, within this request's task: no task per topic. If one
+        fails, those already made are left before the error goes on.
+        """
+        if self._last_event_id is None:
+            positions: list[str | None] = [None] * len(topics)
+        else:
+            positions = parse_position(self._last_event_id, len(topics))
+        stack = AsyncExitStack()
+        try:
+            members = [
+                await stack.enter_async_context(self._broker.subscribe(t, last_event_id=p))
+                for t, p in zip(topics, positions, strict=True)
+            ]
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._subscribed = stack
+        return TopicMerge(members, positions, queue_size=members[0].capacity)
 
     async def __aexit__(
         self,
@@ -381,7 +421,7 @@ class EventStreamBody(ResponseBody):
         """When the stream must write a heartbeat, or end because its token expired."""
         return min(self._last_chunk_at + self._heartbeat, self._deadline)
 
-    def _after_silence(self, subscription: Subscription) -> bytes | None:
+    def _after_silence(self, subscription: Subscription | TopicMerge) -> bytes | None:
         """What the timer means: ``None`` to end, a heartbeat, or ``b""`` to go on."""
         now = trio.current_time()
         if now >= self._deadline:
@@ -399,7 +439,7 @@ class EventStreamBody(ResponseBody):
         self._last_chunk_at = now
         return _HEARTBEAT
 
-    def _next_batch(self, subscription: Subscription) -> Awaitable[bytes | None]:
+    def _next_batch(self, subscription: Subscription | TopicMerge) -> Awaitable[bytes | None]:
         """The next chunk: a piece of replay while one is pending, else :meth:`_next_live`.
 
         Not a coroutine itself: a waiting stream holds one frame fewer (0.3 KiB).
@@ -408,13 +448,13 @@ class EventStreamBody(ResponseBody):
             return self._next_replayed_or_live(subscription)
         return self._next_live(subscription)
 
-    async def _next_replayed_or_live(self, subscription: Subscription) -> bytes | None:
+    async def _next_replayed_or_live(self, subscription: Subscription | TopicMerge) -> bytes | None:
         replayed = await self._next_replayed(subscription)
         if replayed is not None or self._end is not None:
             return replayed
         return await self._next_live(subscription)
 
-    async def _next_live(self, subscription: Subscription) -> bytes | None:
+    async def _next_live(self, subscription: Subscription | TopicMerge) -> bytes | None:
         """Wait for frames, let a batch form if the loop is busy, and take it.
 
         Call it again only once the previous chunk is written: the time of that call
@@ -481,7 +521,7 @@ class EventStreamBody(ResponseBody):
             self._observer.written(now - queued_at)
         return frames[0] if len(frames) == 1 else b"".join(frames)
 
-    async def _next_replayed(self, subscription: Subscription) -> bytes | None:
+    async def _next_replayed(self, subscription: Subscription | TopicMerge) -> bytes | None:
         """The next piece of a replay the broker reads on demand; ``None`` once it is done.
 
         Also ``None``, with the stream's end decided, if the broker cannot read it.
@@ -564,7 +604,7 @@ class EventStreamBody(ResponseBody):
 
 def event_stream(
     broker: Broker,
-    topic: str,
+    topic: str | Sequence[str],
     *,
     last_event_id: str | None = None,
     heartbeat: float = DEFAULT_HEARTBEAT,
@@ -577,7 +617,7 @@ def event_stream(
     max_age: float = 0.0,
     drain: StreamDrain | None = None,
 ) -> quart.Response:
-    """Build a streaming ``text/event-stream`` response for one subscription.
+    """Build a streaming ``text/event-stream`` response for one topic, or several merged.
 
     Call it from a Quart-Trio route and return the result. The subscription opens
     when Quart starts sending the body and closes when the stream ends for any
@@ -587,9 +627,12 @@ def event_stream(
 
     Args:
         broker: Where the events come from.
-        topic: The topic to stream.
+        topic: The topic to stream; or a sequence of topics (at least one, no
+            repeats), streamed together: each event's ``event`` field then names its
+            topic and its ``id`` is the stream's compound position (see
+            :class:`~trio_sse.broker.TopicMerge`).
         last_event_id: Resume after this id (from the ``Last-Event-ID`` header; see
-            :func:`last_event_id_of`).
+            :func:`last_event_id_of`); for several topics, a compound position.
         heartbeat: Seconds of silence before a comment is sent; 0 disables.
         retry: If given, the reconnection delay (ms) sent to the client first.
         initial: Events for this subscriber only, sent before any other (a welcome).
@@ -623,11 +666,23 @@ def event_stream(
 
     Raises:
         InvalidTopicError: ``topic`` is not a valid name (answer 400).
+        InvalidEventError: For several topics: ``last_event_id`` is not a compound
+            position of as many topics (answer 400).
+        ValueError: An empty sequence of topics, or one with a topic twice.
         BrokerClosedError: The broker is closed, or the drain has started (answer 503).
         InvalidEventError: ``retry`` is negative.
         ValueError: ``max_age`` is negative or NaN.
     """
-    validate_topic(topic)
+    if isinstance(topic, str):
+        validate_topic(topic)
+    else:
+        topic = tuple(topic)
+        for name in topic:
+            validate_topic(name)
+        if not topic or len(set(topic)) != len(topic):
+            raise ValueError(f"give one or more distinct topics, got {topic!r:.200}")
+        if last_event_id is not None:
+            parse_position(last_event_id, len(topic))
     if broker.is_closed or (drain is not None and drain.is_draining):
         raise BrokerClosedError("the broker is closed; the server is shutting down")
     if quart.has_request_context() and quart.request.method == "HEAD":
