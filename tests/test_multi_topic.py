@@ -92,11 +92,13 @@ async def test_one_stream_gets_every_topic_tagged(
             ("c", '{"n":3}'),
         ]
         # Each id is the position of every topic after that event.
-        assert [parse_position(e.last_event_id, 3) for e in events] == [
-            [id_a, None, None],
-            [id_a, id_b, None],
-            [id_a, id_b, id_c],
-        ]
+        positions = [parse_position(e.last_event_id, 3) for e in events]
+        assert [p[0] for p in positions] == [id_a] * 3
+        assert [p[1] for p in positions][1:] == [id_b] * 2
+        assert positions[2][2] == id_c
+        # Before its first event, a topic's position is where its subscription began.
+        assert positions[0][1] is not None
+        assert positions[0][1] == positions[0][2] or broker_kind == "redis"
 
 
 async def test_the_compound_id_resumes_every_topic_without_gap_or_duplicate(
@@ -288,3 +290,30 @@ async def test_a_merge_replays_each_topic_then_goes_live_in_taken_order() -> Non
     assert last[0] == a3
     assert last[1] is not None
     assert int(last[1]) > int(first[1])
+
+
+async def test_a_topic_quiet_until_the_client_left_still_replays_what_it_missed(
+    broker_kind: str, request: pytest.FixtureRequest
+) -> None:
+    async with server_of(broker_kind, request) as server:
+        path = "/events?topic=busy&topic=quiet"
+        sse = await SSEConnection.open(server, path)
+        try:
+            await server.wait_for_subscribers(2)
+            await server.publish("busy", data="b1")
+            (seen,) = await sse.read_events(1)
+        finally:
+            await sse.close_fin()
+        await server.wait_for_subscribers(0)
+        # The quiet topic's first event ever, while the client is away.
+        await server.publish("quiet", data="q1")
+        resumed = await SSEConnection.open(
+            server, path, headers=[("Last-Event-ID", seen.last_event_id)]
+        )
+        try:
+            await server.wait_for_subscribers(2)
+            await server.publish("busy", data="b2")
+            await resumed.read_until(lambda c: any(e.data == "b2" for e in c.events))
+        finally:
+            await resumed.close_fin()
+        assert [(e.type, e.data) for e in resumed.events] == [("quiet", "q1"), ("busy", "b2")]

@@ -114,10 +114,13 @@ class _Entry:
 class _Topic:
     """One topic's retained events, oldest first, and what is known before them."""
 
-    __slots__ = ("entries", "floor", "head", "keys", "name", "size")
+    __slots__ = ("entries", "floor", "head", "keys", "name", "origin", "size")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, origin: int) -> None:
         self.name = name
+        # Every event of this topic above this id is retained or counted in `floor`
+        # (the broker's loss mark when the topic was made); before it, it knows nothing.
+        self.origin = origin
         # entries[head:] are retained; a list with a moving head, so that eviction is
         # O(1) (amortised) and finding an id is a binary search.
         self.entries: list[_Entry] = []
@@ -224,6 +227,10 @@ class MemoryBroker:
         self._unwatched: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._fanout = LocalFanout()
         self._last_id = time.time_ns() // 1000
+        # The highest id of an event that may have been forgotten with its topic
+        # (dropped, or never retained): a topic made later knows every event of its
+        # own above it. Events from before this run are all forgotten.
+        self._lost = self._last_id
         self._published = 0
         self._is_closed = False
 
@@ -272,6 +279,8 @@ class MemoryBroker:
             # Not retained, so nothing before it may be: history stays contiguous.
             self._forget_all(state)
             state.floor = event_id
+        else:
+            self._lost = event_id
         self._published += 1
         self._fanout.deliver(topic, frame)
         if state is not None:
@@ -320,7 +329,8 @@ class MemoryBroker:
 
     def _retain(self, state: _Topic, entry: _Entry) -> None:
         if state.floor is None:
-            state.floor = entry.id - 1
+            # Nothing of this topic came between its origin and this first event.
+            state.floor = min(entry.id - 1, state.origin)
         state.entries.append(entry)
         state.size += entry.size
         if entry.key is not None:
@@ -372,7 +382,7 @@ class MemoryBroker:
     def _new_topic(self, topic: str) -> _Topic:
         if len(self._topics) >= self._max_topics:
             self._make_room()
-        state = self._topics[topic] = _Topic(topic)
+        state = self._topics[topic] = _Topic(topic, self._lost)
         return state
 
     def _make_room(self) -> None:
@@ -389,6 +399,8 @@ class MemoryBroker:
 
     def _drop(self, state: _Topic) -> None:
         self._forget_all(state)
+        if state.floor is not None:
+            self._lost = max(self._lost, state.floor)
         self._unwatched.pop(state.name, None)
         if self._topics.get(state.name) is state:
             del self._topics[state.name]
@@ -417,8 +429,14 @@ class MemoryBroker:
             state = self._new_topic(topic)
         # From here to add() nothing checkpoints, so no publish can slip between the
         # replay snapshot and the registration: no gap and no duplicate.
-        backlog = [] if last_event_id is None else self._replay(state, last_event_id)
-        subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
+        if last_event_id is None:
+            # Every event published to the topic from now on has an id above this.
+            subscription = Subscription(
+                topic, queue_size=self._queue_size, backlog=[], start_id=str(self._last_id)
+            )
+        else:
+            backlog = self._replay(state, last_event_id)
+            subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
         self._fanout.add(subscription)
         self._unwatched.pop(topic, None)
         return subscription
@@ -433,6 +451,10 @@ class MemoryBroker:
             return [reset_event(last_event_id, resume_id=resume).encode()]
         if state.floor is not None and asked >= state.floor:
             return state.after(asked)
+        if state.floor is None and asked >= state.origin and self._history_size > 0:
+            # The topic has had no event since the id. (With history off, a resume is
+            # always told it may have missed something, as before.)
+            return []
         # Some events after it may be gone (expired, or before a restart); those
         # retained all came after it, since ids increase across restarts.
         resume = None if state.floor is None or not len(state) else str(state.floor)

@@ -158,7 +158,12 @@ class TopicMerge:
         self._members: Final = tuple(members)
         self.topic: Final = ",".join(m.topic for m in members)
         self._names: Final = tuple(m.topic.encode() for m in members)
-        self._escaped: list[str] = ["" if p is None else _escape(p) for p in positions]
+        # A topic with no position starts where its subscription began, if the broker
+        # says: a resume then replays what it missed, even if it delivered nothing.
+        self._escaped: list[str] = [
+            _escape(p) if p is not None else "" if m.start_id is None else _escape(m.start_id)
+            for m, p in zip(members, positions, strict=True)
+        ]
         # Live frames forwarded by the members, each with its member's index; the
         # compound id is added when they are taken.
         self._frames: list[tuple[int, bytes]] = []

@@ -133,6 +133,7 @@ class Subscription:
         "_waiter",
         "close_reason",
         "first_queued_at",
+        "start_id",
         "topic",
     )
 
@@ -143,8 +144,14 @@ class Subscription:
         queue_size: int,
         backlog: list[bytes],
         replay: ReplaySource | None = None,
+        start_id: str | None = None,
     ) -> None:
         self.topic: Final = topic
+        # Where a subscription made without last_event_id begins: an id that, given
+        # as last_event_id later, replays exactly what was published to the topic
+        # after this subscription began. Set by brokers that can tell; a stream of
+        # several topics resumes a topic that delivered nothing from it.
+        self.start_id = start_id
         self.close_reason: CloseReason | None = None
         # Replayed frames (or a reset notice) are kept apart from the channel so that
         # a replay longer than queue_size does not count as a slow consumer. The

@@ -521,7 +521,13 @@ class RedisBroker:
         """Make and register a subscription with its replay, with no gap and no duplicate."""
         topic, queue_size = reader.topic, self._queue_size
         if last_event_id is None:
-            subscription = Subscription(topic, queue_size=queue_size, backlog=[])
+            # What this reader delivered last: a resume after it misses nothing.
+            subscription = Subscription(
+                topic,
+                queue_size=queue_size,
+                backlog=[],
+                start_id=format_stream_id(reader.position),
+            )
             self._fanout.add(subscription)
             return subscription
         wanted = parse_stream_id(last_event_id)
