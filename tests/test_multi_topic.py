@@ -52,8 +52,8 @@ async def broker_of(
     assert redis is not None
     async with open_redis_broker(
         redis.url, key_prefix=f"mt-{uuid.uuid4().hex[:8]}:", history=history
-    ) as broker:
-        yield broker
+    ) as redis_broker:
+        yield redis_broker
 
 
 @asynccontextmanager
