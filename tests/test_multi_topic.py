@@ -16,7 +16,8 @@ import pytest
 import trio
 
 from tests.redis_server import RedisServer
-from tests.wire import Server, SSEConnection, running_server
+from tests.test_cli_client import run_main
+from tests.wire import TIMEOUT, Server, SSEConnection, running_server
 from trio_sse import Broker, InvalidEventError, MemoryBroker
 from trio_sse.broker import (
     REPLAY_PIECE,
@@ -25,6 +26,7 @@ from trio_sse.broker import (
     format_position,
     parse_position,
 )
+from trio_sse.client import open_event_source, split_event_type, topics_url
 from trio_sse.protocol import Decoder, ServerSentEvent
 from trio_sse.redis import open_redis_broker
 from trio_sse.web import AuthConfig
@@ -317,3 +319,45 @@ async def test_a_topic_quiet_until_the_client_left_still_replays_what_it_missed(
         finally:
             await resumed.close_fin()
         assert [(e.type, e.data) for e in resumed.events] == [("quiet", "q1"), ("busy", "b2")]
+
+
+async def test_the_client_streams_several_topics_and_tells_each_events_topic() -> None:
+    async with running_server() as server:
+        url = topics_url(server.url + "/ignored?x=1", ["news", "chat"])
+        assert url == f"{server.url}/events?topic=news&topic=chat"
+        got: list[tuple[str, str, str]] = []
+        with trio.fail_after(TIMEOUT):
+            async with open_event_source(url) as source, trio.open_nursery() as nursery:
+
+                async def publish() -> None:
+                    await server.wait_for_subscribers(2)
+                    await server.publish("chat", data="hi", event="join")
+                    await server.publish("news", data="headline")
+
+                nursery.start_soon(publish)
+                async for event in source:
+                    got.append((*split_event_type(event.type), event.data))
+                    if len(got) == 2:
+                        break
+    assert got == [("chat", "join", "hi"), ("news", "message", "headline")]
+    with pytest.raises(ValueError, match="twice"):
+        topics_url("http://h", ["a", "a"])
+
+
+async def test_listen_with_topics_prints_each_events_topic(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with running_server() as server, trio.open_nursery() as nursery:
+        argv = ["listen", server.url, "--topic", "a", "--topic", "b", "--json"]
+        nursery.start_soon(run_main, *argv, "--max-events", "2", "--timeout", str(TIMEOUT))
+        await server.wait_for_subscribers(2)
+        id_b = await server.publish("b", data="one", event="note")
+        id_a = await server.publish("a", data="two")
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["topic"], line["event"], line["data"]) for line in lines] == [
+        ("b", "note", "one"),
+        ("a", "message", "two"),
+    ]
+    assert parse_position(lines[-1]["id"], 2) == [id_a, id_b]

@@ -9,6 +9,11 @@ Output goes to stdout, flushed after every event:
   ``{"event": TYPE, "data": DATA, "id": ID}``, where ``ID`` is the last event ID
   (``""`` until the stream sets one).
 
+With ``--topic`` (repeatable), URL is the server and the command streams those
+topics on one connection (``GET /events?topic=a&topic=b``); each event then also
+shows its topic: ``topic: TOPIC  event: TYPE  id: ID``, or a ``"topic"`` key in JSON,
+``TYPE`` being the event's own type (``message`` if it was published without one).
+
 Connection news (a dropped stream, a reconnect) and errors go to stderr, one line
 each, prefixed ``trio-sse listen:``. Reconnection follows
 :func:`trio_sse.client.open_event_source`: after a network error or the end of a
@@ -27,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, TextIO
 
 from ._errors import ConnectionLostError, SSEError
-from .client import open_event_source
+from .client import open_event_source, split_event_type, topics_url
 from .protocol import MessageEvent
 
 __all__ = ["format_event", "listen", "parse_headers"]
@@ -60,13 +65,22 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
     return dict(by_name.values())
 
 
-def format_event(event: MessageEvent, *, is_json: bool) -> str:
-    """The text ``listen`` prints for ``event`` (see the module docstring)."""
+def format_event(event: MessageEvent, *, is_json: bool, has_topics: bool = False) -> str:
+    """The text ``listen`` prints for ``event`` (see the module docstring).
+
+    ``has_topics``: the event comes from a stream of several topics, whose type names
+    the topic (see :func:`~trio_sse.client.split_event_type`).
+    """
+    topic, event_type = split_event_type(event.type) if has_topics else (None, event.type)
     if is_json:
         # ensure_ascii: the line is valid whatever encoding the terminal or pipe uses.
-        fields = {"event": event.type, "data": event.data, "id": event.last_event_id}
+        fields = {"event": event_type, "data": event.data, "id": event.last_event_id}
+        if topic is not None:
+            fields = {"topic": topic, **fields}
         return json.dumps(fields) + "\n"
-    header = f"event: {event.type}"
+    header = f"event: {event_type}"
+    if topic is not None:
+        header = f"topic: {topic}  {header}"
     if event.last_event_id:
         header += f"  id: {event.last_event_id}"
     return f"{header}\n{event.data}\n\n"
@@ -83,6 +97,7 @@ async def listen(
     max_events: int | None = None,
     idle_timeout: float | None = None,
     max_retries: int | None = None,
+    topics: Sequence[str] = (),
 ) -> int:
     """Print the events of ``url`` to ``out`` until a stop rule applies.
 
@@ -96,6 +111,8 @@ async def listen(
         max_events: Stop after this many events.
         idle_timeout: Passed to :func:`~trio_sse.client.open_event_source`.
         max_retries: Passed to :func:`~trio_sse.client.open_event_source`.
+        topics: Stream these topics of the server at ``url`` on one connection
+            (:func:`~trio_sse.client.topics_url`), showing each event's topic.
 
     Returns:
         The exit status: 0 for a normal stop, 1 for a fatal error.
@@ -138,6 +155,8 @@ async def listen(
         is_open, is_lost = False, True
 
     try:
+        if topics:
+            url = topics_url(url, topics)
         source = open_event_source(
             url,
             headers=headers,
@@ -154,7 +173,7 @@ async def listen(
     try:
         async with source:
             async for event in source:
-                out.write(format_event(event, is_json=is_json))
+                out.write(format_event(event, is_json=is_json, has_topics=bool(topics)))
                 out.flush()
                 count += 1
                 if max_events is not None and count >= max_events:

@@ -440,7 +440,20 @@ def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "--max-events or --timeout; 1 on a fatal error."
         ),
     )
-    listen_cmd.add_argument("url", metavar="URL", help="the stream, e.g. http://host/events/news")
+    listen_cmd.add_argument(
+        "url",
+        metavar="URL",
+        help="the stream, e.g. http://host/events/news; with --topic, the server, e.g. http://host",
+    )
+    listen_cmd.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        dest="topics",
+        metavar="TOPIC",
+        help="stream this topic of the server at URL; repeatable: several topics share one "
+        "connection (GET /events?topic=...), and each event shows its topic",
+    )
     listen_cmd.add_argument(
         "--json",
         action="store_true",
@@ -522,6 +535,7 @@ def _listen(args: argparse.Namespace) -> int:
         max_events=None if args.max_events is None else int(args.max_events),
         idle_timeout=args.idle_timeout,
         max_retries=None if args.max_retries is None else int(args.max_retries),
+        topics=args.topics,
     )
 
     async def listen_until_timeout() -> int:

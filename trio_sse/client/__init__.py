@@ -6,6 +6,13 @@
         async for event in source:
             print(event.type, event.data, event.last_event_id)
 
+Several topics on one stream (``GET /events?topic=a&topic=b`` of the reference app)::
+
+    url = trio_sse.client.topics_url("http://127.0.0.1:8000", ["news", "chat"])
+    async with trio_sse.client.open_event_source(url) as source:
+        async for event in source:
+            topic, kind = trio_sse.client.split_event_type(event.type)
+
 It follows WHATWG HTML 9.2: a GET with ``Accept: text/event-stream``; reconnection
 after a network error or the end of the stream, no sooner than the server's
 ``retry`` (3 s by default), with ``Last-Event-ID``; a 204 ends the iteration; any
@@ -46,6 +53,8 @@ from ._source import DEFAULT_RETRY as DEFAULT_RETRY
 from ._source import EventSource as EventSource
 from ._source import ReadyState as ReadyState
 from ._source import open_event_source as open_event_source
+from ._topics import split_event_type as split_event_type
+from ._topics import topics_url as topics_url
 
 __all__ = [
     "DEFAULT_MAX_DELAY",
@@ -60,4 +69,6 @@ __all__ = [
     "ReconnectPolicy",
     "RetriesExhaustedError",
     "open_event_source",
+    "split_event_type",
+    "topics_url",
 ]
