@@ -6,15 +6,19 @@ Each test runs on both brokers: memory, and Redis (the session's redis-server).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import trio
+from playwright.sync_api import sync_playwright
 
+from tests.browser import CHROMIUM_ARGS, chromium_executable, reference_server, server_process
 from tests.redis_server import RedisServer
 from tests.test_cli_client import run_main
 from tests.wire import TIMEOUT, Server, SSEConnection, running_server
@@ -349,7 +353,8 @@ async def test_listen_with_topics_prints_each_events_topic(
 ) -> None:
     async with running_server() as server, trio.open_nursery() as nursery:
         argv = ["listen", server.url, "--topic", "a", "--topic", "b", "--json"]
-        nursery.start_soon(run_main, *argv, "--max-events", "2", "--timeout", str(TIMEOUT))
+        argv += ["--max-events", "2", "--timeout", str(TIMEOUT)]
+        nursery.start_soon(run_main, *argv)
         await server.wait_for_subscribers(2)
         id_b = await server.publish("b", data="one", event="note")
         id_a = await server.publish("a", data="two")
@@ -361,3 +366,56 @@ async def test_listen_with_topics_prints_each_events_topic(
         ("a", "message", "two"),
     ]
     assert parse_position(lines[-1]["id"], 2) == [id_a, id_b]
+
+
+# Ten topics, more than the six HTTP/1.1 connections a browser opens to one origin:
+# one EventSource holds them all.
+BROWSER_PAGE_SCRIPT = """
+(topics) => {
+  const url = "/events?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+  const source = new EventSource(url);
+  const got = {};
+  window.received = new Promise((resolve, reject) => {
+    for (const topic of topics) {
+      source.addEventListener(topic, (event) => {
+        got[topic] = {data: event.data, id: event.lastEventId};
+        if (Object.keys(got).length === topics.length) { source.close(); resolve(got); }
+      });
+    }
+    // Bounded: a page that never gets them all fails the test instead of hanging it.
+    setTimeout(() => reject(new Error("got only " + Object.keys(got))), 15000);
+  });
+}
+"""
+
+
+def test_a_browser_gets_ten_topics_on_one_eventsource_over_http1() -> None:
+    executable = chromium_executable()
+    topics = [f"room{i}" for i in range(10)]
+    with (
+        server_process(reference_server("--port", "0")) as api,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            # The API's origin (no CORS needed), over plain http://: HTTP/1.1, where a
+            # browser opens at most 6 connections to one origin.
+            page.goto(api.url + "/livez")
+            page.evaluate(BROWSER_PAGE_SCRIPT, topics)
+            with httpx.Client(base_url=api.url, timeout=10) as http:
+                deadline = time.monotonic() + 10
+                # The page's stream is open once the server counts its ten subscriptions.
+                while http.get("/stats").json()["subscribers"] < len(topics):
+                    assert time.monotonic() < deadline, "the page's stream did not open"
+                    time.sleep(0.05)
+                ids = {t: http.post(f"/events/{t}", json={"data": t}).json()["id"] for t in topics}
+            got = page.evaluate("() => window.received")
+        finally:
+            browser.close()
+    assert {t: got[t]["data"] for t in topics} == {t: t for t in topics}
+    # The last event's id holds every topic's position.
+    assert parse_position(got[topics[-1]]["id"], 10) == [ids[t] for t in topics]
