@@ -313,7 +313,7 @@ def _topics_of(request: quart.Request, cap: int) -> list[str]:
     if len(topics) > cap:
         _reject(
             f"{len(topics)} topics requested; a stream may have at most {cap} "
-            "(max_topics_per_stream)"
+            "(--max-topics-per-stream)"
         )
     seen: set[str] = set()
     for topic in topics:

@@ -168,7 +168,10 @@ class MemoryBroker:
     increasing across restarts and quiet periods.
 
     Resuming: a ``Last-Event-ID`` at or above the topic's horizon (the last id it
-    forgot, or just below its first) gets exactly the retained events above it. One
+    forgot, or just below its first; for a topic made after the id with no event
+    forgotten since, the broker's loss mark when it was made) gets exactly the
+    retained events above it. A subscription made without an id has a ``start_id``
+    (the newest id issued then), which resumes that way. One
     below the horizon (its events expired, or it comes from before a restart) gets a
     ``reset`` notice, then every retained event of the topic: ids increase across
     restarts, so they all came after it. Any other id (not a number, or one never
