@@ -11,6 +11,12 @@ Routes:
   ASCII characters) that an earlier publish to the topic used, while that event is
   still in history, it publishes nothing and answers that event's id: after a 503 or
   a broken connection, retry with the same key.
+* ``POST /publish``: publish one event to several topics, ``{"topics": ["a", "b"],
+  "data": ..., "event": ..., "id": ..., "retry": ...}``; answers 202 ``{"ids": {"a":
+  "...", "b": "..."}}``. Each topic gets the event once; a topic refused (its name,
+  the token) refuses the whole request and nothing is published. At most
+  ``max_topics_per_publish`` topics (32 by default). ``Idempotency-Key`` works per
+  topic, as above: a retried batch answers the same ids and publishes nothing again.
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /livez``: liveness: 200 whenever the process answers.
@@ -44,7 +50,13 @@ from ._errors import (
     InvalidEventError,
     InvalidTopicError,
 )
-from .broker import Broker, MemoryBroker, validate_idempotency_key, validate_topic
+from .broker import (
+    Broker,
+    MemoryBroker,
+    validate_idempotency_key,
+    validate_topic,
+    validate_topics,
+)
 from .protocol import ServerSentEvent
 from .web import (
     DEFAULT_BODY_TIMEOUT,
@@ -71,6 +83,7 @@ from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_TOPICS_PER_PUBLISH",
     "DEFAULT_RETRY",
     "MAX_INT_DIGITS",
     "AppState",
@@ -83,6 +96,10 @@ __all__ = [
 # or an attack, and one event is fanned out to every subscriber.
 DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024
 
+# Topics one POST /publish may list: as many as one stream may carry (a dashboard's
+# worth), and a bound on the keys one Redis script touches (three per topic).
+DEFAULT_MAX_TOPICS_PER_PUBLISH: Final = 32
+
 # The EventSource default, made explicit so that clients of every kind agree.
 DEFAULT_RETRY: Final = 3000
 
@@ -91,6 +108,7 @@ DEFAULT_RETRY: Final = 3000
 MAX_INT_DIGITS: Final = 1000
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
+_BATCH_FIELDS: Final = _PUBLISH_FIELDS | {"topics"}
 
 # What /healthz tells anyone who asks while the backplane is down. The broker's own
 # error names the Redis host, port and database: that is for the log, not for the
@@ -114,6 +132,7 @@ class AppState:
     metrics: Metrics
     max_stream_age: float = 0.0
     drain: StreamDrain = field(default_factory=StreamDrain)
+    max_topics_per_publish: int = DEFAULT_MAX_TOPICS_PER_PUBLISH
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -159,7 +178,7 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _event_from_body(body: bytes) -> ServerSentEvent:
+def _object_from_body(body: bytes) -> dict[str, Any]:
     try:
         payload: Any = json.loads(
             body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
@@ -170,9 +189,33 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
         _reject("body is not valid JSON: nested too deeply")
     if not isinstance(payload, dict):
         _reject('body must be a JSON object like {"data": "..."}')
-    unknown = payload.keys() - _PUBLISH_FIELDS
+    return payload
+
+
+def _event_from_body(body: bytes) -> ServerSentEvent:
+    return _event_from_payload(_object_from_body(body), _PUBLISH_FIELDS)
+
+
+def _topics_from_payload(payload: dict[str, Any], max_topics: int) -> list[str]:
+    """The batch's topics, every one checked (400 naming the first bad one)."""
+    if "topics" not in payload:
+        _reject('missing field "topics"')
+    topics = payload["topics"]
+    if not isinstance(topics, list):
+        _reject('"topics" must be a list of topic names, like ["a", "b"]')
+    if not topics:
+        _reject('"topics" must list at least one topic')
+    if len(topics) > max_topics:
+        _reject(f'"topics" lists {len(topics)} topics; a publish may list at most {max_topics}')
+    return validate_topics(topics)
+
+
+def _event_from_payload(payload: dict[str, Any], fields: frozenset[str]) -> ServerSentEvent:
+    unknown = payload.keys() - fields
     if unknown:
-        _reject(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: data, event, id, retry")
+        _reject(
+            f"unknown field(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(fields))}"
+        )
     if "data" not in payload:
         _reject('missing field "data"')
     data = payload["data"]
@@ -292,16 +335,37 @@ def _install_error_handlers(app: QuartTrio, max_body_size: int) -> None:
         return _error(exc.description or exc.name, status)
 
 
-def _authorize(state: AppState, action: Action, topic: str) -> float | None:
-    """Check the request's token; return when its permission expires, if ever."""
+def _credentials(state: AppState) -> Credentials:
     request = quart.request
     config = state.authorizer.config
-    credentials = Credentials(
+    return Credentials(
         authorization=request.headers.get("Authorization"),
         cookie=request.cookies.get(config.cookie_name),
         query=request.args.get(config.query_parameter),
     )
-    return state.authorizer.authorize(action, topic, credentials).expires_at
+
+
+def _authorize(state: AppState, action: Action, topic: str) -> float | None:
+    """Check the request's token; return when its permission expires, if ever."""
+    return state.authorizer.authorize(action, topic, _credentials(state)).expires_at
+
+
+async def _publish_batch(state: AppState) -> quart.ResponseReturnValue:
+    """``POST /publish``: one event to several topics, all or nothing."""
+    request = quart.request
+    # The topics are in the body: every one is checked (name, then token) before
+    # anything is published, so one refused topic refuses the whole batch.
+    _check_json_content_type(request)
+    idempotency_key = _idempotency_key_of(request)
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    payload = _object_from_body(body)
+    topics = _topics_from_payload(payload, state.max_topics_per_publish)
+    state.authorizer.authorize_all(Action.PUBLISH, topics, _credentials(state))
+    event = _event_from_payload(payload, _BATCH_FIELDS)
+    ids = await state.broker.publish_many(topics, event, idempotency_key=idempotency_key)
+    # A repeated key answers as the first request did, as for a single topic.
+    return {"ids": ids}, 202
 
 
 def create_app(
@@ -318,6 +382,7 @@ def create_app(
     cors: CorsPolicy | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_stream_age: float = 0.0,
+    max_topics_per_publish: int = DEFAULT_MAX_TOPICS_PER_PUBLISH,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -343,6 +408,7 @@ def create_app(
         max_stream_age: If > 0, each stream ends cleanly after an age drawn from
             ``[0.9 * max_stream_age, max_stream_age]`` seconds, telling its client a
             jittered ``retry`` (see :func:`~trio_sse.web.event_stream`). 0: no limit.
+        max_topics_per_publish: Topics one ``POST /publish`` may list; more get 400.
 
     The app's :class:`~trio_sse.web.StreamDrain` is ``state_of(app).drain``: its
     ``start(window)`` ends the open streams spread over ``window`` seconds (pass it as
@@ -360,6 +426,8 @@ def create_app(
         raise ValueError(f"max_body_size must be >= 1, got {max_body_size}")
     if not max_stream_age >= 0:
         raise ValueError(f"max_stream_age must be >= 0 seconds, got {max_stream_age}")
+    if max_topics_per_publish < 1:
+        raise ValueError(f"max_topics_per_publish must be >= 1, got {max_topics_per_publish}")
     # No static folder: the reference app serves no files, and apps built on it (the
     # monitor example) may mount their own /static.
     app = QuartTrio(__name__, static_folder=None)
@@ -395,6 +463,7 @@ def create_app(
         limiter=limiter,
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
         max_stream_age=max_stream_age,
+        max_topics_per_publish=max_topics_per_publish,
     )
     app.extensions["trio_sse"] = state
     if cors is not None:
@@ -434,6 +503,10 @@ def create_app(
         # A repeated key answers exactly as the first request did: a client retrying
         # after a lost answer cannot tell, and need not.
         return {"id": event_id}, 202
+
+    @app.post("/publish")
+    async def publish_batch() -> quart.ResponseReturnValue:
+        return await _publish_batch(state)
 
     @app.get("/stats")
     async def stats() -> quart.ResponseReturnValue:
