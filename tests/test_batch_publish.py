@@ -419,3 +419,20 @@ async def test_http_batch_publish_refuses_an_id_one_topic_cannot_take() -> None:
             assert await read_ids(stream, 1) == [("marker", marker)]
         finally:
             await stream.close_fin()
+
+
+async def test_redis_publish_many_waits_for_replicas_once_for_the_batch(
+    redis_server: RedisServer,
+) -> None:
+    """With min_replicas, a batch too few replicas took is stored and says so; a retry
+    with its key stores nothing more (the session's Redis has no replica)."""
+    from trio_sse.redis import open_redis_broker  # noqa: PLC0415
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    async with open_redis_broker(
+        redis_server.url, key_prefix=prefix, min_replicas=1, replica_timeout=0.05
+    ) as broker:
+        for _ in range(2):
+            with pytest.raises(BrokerUnavailableError, match="acknowledged by 0 of 1 replicas"):
+                await broker.publish_many(["a", "b"], ServerSentEvent("x"), idempotency_key="k")
+        assert broker.statistics().published == 2

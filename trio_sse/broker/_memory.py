@@ -158,7 +158,8 @@ class MemoryBroker:
     """A :class:`~trio_sse.broker.Broker` that lives in this process's memory.
 
     Event ids are decimal integers. Those it assigns increase by one per publish,
-    across all topics. The counter starts from the wall clock in microseconds, so a
+    across all topics (a :meth:`publish_many` is one publish: its topics share the
+    id, and so the encoded frame). The counter starts from the wall clock in microseconds, so a
     restarted server never hands out an id that a client saw from the previous run
     (unless more than a million events per second were published for the whole of
     that run, or the clock went back).

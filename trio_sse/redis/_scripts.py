@@ -1,8 +1,10 @@
-"""The Lua scripts the Redis broker runs: one publish, one page of a replay.
+"""The Lua scripts the Redis broker runs: a publish, a batch publish, a page of a replay.
 
 A script runs atomically in Redis, so a publish's checks (idempotency key, topic
 cap), its ``XADD`` and its trimming happen with nothing in between; and a replay
 page's check for trimmed history sees the same stream as the entries it returns.
+``PUBLISH_MANY`` does ``PUBLISH``'s work for several topics in one script, all its
+checks before its first write; on a cluster its topics' keys must share one slot.
 
 Keys of one topic (``<prefix>{<topic>}`` is its stream; the braces make the topic
 the keys' Redis Cluster hash tag, so a topic's keys share one slot):
