@@ -215,26 +215,34 @@ def test_chat_page_shows_a_message_posted_after_a_restart_before_it_reconnected(
     # Issue 12, finding 10: the page's Last-Event-ID is from the first process, whose
     # history is gone; the message posted to the second one before the page came back
     # must still be shown (the reset notice, then every event after the page's id).
-    with server_process(example("chat", "--port", "0")) as first:
-        page = pages.open(first.url + "/")
-        is_open(page)
-        say(page, "ana", "before the restart")
-        expect(page.locator(".message .text")).to_have_text(["before the restart"])
-        stop(first.process)
-        expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
-    with server_process(example("chat", "--port", str(first.port))) as second:
-        posted = httpx.post(
-            second.url + "/chat", json={"user": "ben", "text": "while you were away"}, timeout=10
-        )
-        assert posted.status_code == 202
-        # Posted before the page reconnected (it retries every 3 s), or this test
-        # would show nothing about replay.
-        assert page.locator("#status").get_attribute("data-state") == "reconnecting"
-        is_open(page)
-        expect(page.locator(".message .text")).to_have_text(
-            ["before the restart", "while you were away"]
-        )
-        screenshot(page, "chat-message-after-restart")
+    # The post must land while the page still waits to reconnect (it retries every 3 s),
+    # or this shows nothing about replay; a second process can take longer than that to
+    # start on a loaded machine, so a run that misses the window is tried again (bounded).
+    for _attempt in range(3):
+        with server_process(example("chat", "--port", "0")) as first:
+            page = pages.open(first.url + "/")
+            is_open(page)
+            say(page, "ana", "before the restart")
+            expect(page.locator(".message .text")).to_have_text(["before the restart"])
+            stop(first.process)
+            expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        with server_process(example("chat", "--port", str(first.port))) as second:
+            posted = httpx.post(
+                second.url + "/chat",
+                json={"user": "ben", "text": "while you were away"},
+                timeout=10,
+            )
+            assert posted.status_code == 202
+            if page.locator("#status").get_attribute("data-state") != "reconnecting":
+                page.close()
+                continue
+            is_open(page)
+            expect(page.locator(".message .text")).to_have_text(
+                ["before the restart", "while you were away"]
+            )
+            screenshot(page, "chat-message-after-restart")
+            return
+    pytest.fail("the page reconnected before the post in each of 3 tries")
 
 
 def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pages) -> None:

@@ -41,7 +41,7 @@ def test_policy_preflight_names_methods_headers_and_max_age() -> None:
     assert headers["Access-Control-Allow-Credentials"] == "true"
     assert headers["Access-Control-Allow-Methods"] == "GET, POST"
     allowed = {name.strip().lower() for name in headers["Access-Control-Allow-Headers"].split(",")}
-    assert allowed == {"content-type", "last-event-id", "authorization"}
+    assert allowed == {"content-type", "last-event-id", "authorization", "idempotency-key"}
     assert headers["Access-Control-Max-Age"] == str(CORS_MAX_AGE)
 
 

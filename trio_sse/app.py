@@ -17,6 +17,12 @@ Routes:
   ASCII characters) that an earlier publish to the topic used, while that event is
   still in history, it publishes nothing and answers that event's id: after a 503 or
   a broken connection, retry with the same key.
+* ``POST /publish``: publish one event to several topics, ``{"topics": ["a", "b"],
+  "data": ..., "event": ..., "id": ..., "retry": ...}``; answers 202 ``{"ids": {"a":
+  "...", "b": "..."}}``. Each topic gets the event once; a topic refused (its name,
+  the token) refuses the whole request and nothing is published. At most
+  ``max_topics_per_publish`` topics (32 by default). ``Idempotency-Key`` works per
+  topic, as above: a retried batch answers the same ids and publishes nothing again.
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /livez``: liveness: 200 whenever the process answers.
@@ -50,7 +56,13 @@ from ._errors import (
     InvalidEventError,
     InvalidTopicError,
 )
-from .broker import Broker, MemoryBroker, validate_idempotency_key, validate_topic
+from .broker import (
+    Broker,
+    MemoryBroker,
+    validate_idempotency_key,
+    validate_topic,
+    validate_topics,
+)
 from .protocol import ServerSentEvent
 from .web import (
     DEFAULT_BODY_TIMEOUT,
@@ -77,6 +89,7 @@ from .web._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_TOPICS_PER_PUBLISH",
     "DEFAULT_MAX_TOPICS_PER_STREAM",
     "DEFAULT_RETRY",
     "MAX_INT_DIGITS",
@@ -89,6 +102,10 @@ __all__ = [
 # A chat message or a metrics sample is far smaller; a body this size is a mistake
 # or an attack, and one event is fanned out to every subscriber.
 DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024
+
+# Topics one POST /publish may list: as many as one stream may carry (a dashboard's
+# worth), and a bound on the keys one Redis script touches (three per topic).
+DEFAULT_MAX_TOPICS_PER_PUBLISH: Final = 32
 
 # The EventSource default, made explicit so that clients of every kind agree.
 DEFAULT_RETRY: Final = 3000
@@ -103,6 +120,7 @@ DEFAULT_MAX_TOPICS_PER_STREAM: Final = 32
 MAX_INT_DIGITS: Final = 1000
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
+_BATCH_FIELDS: Final = _PUBLISH_FIELDS | {"topics"}
 
 # What /healthz tells anyone who asks while the backplane is down. The broker's own
 # error names the Redis host, port and database: that is for the log, not for the
@@ -127,6 +145,7 @@ class AppState:
     max_stream_age: float = 0.0
     drain: StreamDrain = field(default_factory=StreamDrain)
     max_topics_per_stream: int = DEFAULT_MAX_TOPICS_PER_STREAM
+    max_topics_per_publish: int = DEFAULT_MAX_TOPICS_PER_PUBLISH
 
 
 def state_of(app: quart.Quart) -> AppState:
@@ -172,7 +191,7 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _event_from_body(body: bytes) -> ServerSentEvent:
+def _object_from_body(body: bytes) -> dict[str, Any]:
     try:
         payload: Any = json.loads(
             body, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
@@ -183,9 +202,33 @@ def _event_from_body(body: bytes) -> ServerSentEvent:
         _reject("body is not valid JSON: nested too deeply")
     if not isinstance(payload, dict):
         _reject('body must be a JSON object like {"data": "..."}')
-    unknown = payload.keys() - _PUBLISH_FIELDS
+    return payload
+
+
+def _event_from_body(body: bytes) -> ServerSentEvent:
+    return _event_from_payload(_object_from_body(body), _PUBLISH_FIELDS)
+
+
+def _topics_from_payload(payload: dict[str, Any], max_topics: int) -> list[str]:
+    """The batch's topics, every one checked (400 naming the first bad one)."""
+    if "topics" not in payload:
+        _reject('missing field "topics"')
+    topics = payload["topics"]
+    if not isinstance(topics, list):
+        _reject('"topics" must be a list of topic names, like ["a", "b"]')
+    if not topics:
+        _reject('"topics" must list at least one topic')
+    if len(topics) > max_topics:
+        _reject(f'"topics" lists {len(topics)} topics; a publish may list at most {max_topics}')
+    return validate_topics(topics)
+
+
+def _event_from_payload(payload: dict[str, Any], fields: frozenset[str]) -> ServerSentEvent:
+    unknown = payload.keys() - fields
     if unknown:
-        _reject(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: data, event, id, retry")
+        _reject(
+            f"unknown field(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(fields))}"
+        )
     if "data" not in payload:
         _reject('missing field "data"')
     data = payload["data"]
@@ -324,16 +367,45 @@ def _topics_of(request: quart.Request, cap: int) -> list[str]:
     return topics
 
 
-def _authorize(state: AppState, action: Action, topic: str) -> float | None:
-    """Check the request's token; return when its permission expires, if ever."""
+def _credentials(state: AppState) -> Credentials:
     request = quart.request
     config = state.authorizer.config
-    credentials = Credentials(
+    return Credentials(
         authorization=request.headers.get("Authorization"),
         cookie=request.cookies.get(config.cookie_name),
         query=request.args.get(config.query_parameter),
     )
-    return state.authorizer.authorize(action, topic, credentials).expires_at
+
+
+def _authorize(state: AppState, action: Action, topic: str) -> float | None:
+    """Check the request's token; return when its permission expires, if ever."""
+    return state.authorizer.authorize(action, topic, _credentials(state)).expires_at
+
+
+async def _publish_batch(state: AppState) -> quart.ResponseReturnValue:
+    """``POST /publish``: one event to several topics, all or nothing."""
+    request = quart.request
+    # The topics are in the body: every one is checked (name, then token) before
+    # anything is published, so one refused topic refuses the whole batch.
+    _check_json_content_type(request)
+    idempotency_key = _idempotency_key_of(request)
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    payload = _object_from_body(body)
+    topics = _topics_from_payload(payload, state.max_topics_per_publish)
+    state.authorizer.authorize_all(Action.PUBLISH, topics, _credentials(state))
+    event = _event_from_payload(payload, _BATCH_FIELDS)
+    ids = await state.broker.publish_many(topics, event, idempotency_key=idempotency_key)
+    # A repeated key answers as the first request did, as for a single topic.
+    return {"ids": ids}, 202
+
+
+def _stream_topics(state: AppState) -> quart.Response:
+    """``GET /events?topic=a&topic=b``: several topics on one stream."""
+    topics = _topics_of(quart.request, state.max_topics_per_stream)
+    # One token check, then every topic against it: 403 names the first refused.
+    grant = state.authorizer.authorize_all(Action.SUBSCRIBE, topics, _credentials(state))
+    return _stream_response(state, topics, grant.expires_at)
 
 
 def _stream_response(
@@ -369,6 +441,7 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_stream_age: float = 0.0,
     max_topics_per_stream: int = DEFAULT_MAX_TOPICS_PER_STREAM,
+    max_topics_per_publish: int = DEFAULT_MAX_TOPICS_PER_PUBLISH,
 ) -> QuartTrio:
     """Create the reference app.
 
@@ -396,6 +469,7 @@ def create_app(
             jittered ``retry`` (see :func:`~trio_sse.web.event_stream`). 0: no limit.
         max_topics_per_stream: Topics one ``GET /events?topic=...`` may stream; more
             get 400.
+        max_topics_per_publish: Topics one ``POST /publish`` may list; more get 400.
 
     The app's :class:`~trio_sse.web.StreamDrain` is ``state_of(app).drain``: its
     ``start(window)`` ends the open streams spread over ``window`` seconds (pass it as
@@ -415,6 +489,8 @@ def create_app(
         raise ValueError(f"max_stream_age must be >= 0 seconds, got {max_stream_age}")
     if max_topics_per_stream < 1:
         raise ValueError(f"max_topics_per_stream must be >= 1, got {max_topics_per_stream}")
+    if max_topics_per_publish < 1:
+        raise ValueError(f"max_topics_per_publish must be >= 1, got {max_topics_per_publish}")
     # No static folder: the reference app serves no files, and apps built on it (the
     # monitor example) may mount their own /static.
     app = QuartTrio(__name__, static_folder=None)
@@ -451,6 +527,7 @@ def create_app(
         metrics=Metrics(broker, refused=lambda: limiter.refused, backplane_up=backplane_up),
         max_stream_age=max_stream_age,
         max_topics_per_stream=max_topics_per_stream,
+        max_topics_per_publish=max_topics_per_publish,
     )
     app.extensions["trio_sse"] = state
     if cors is not None:
@@ -465,10 +542,7 @@ def create_app(
 
     @app.get("/events")
     async def stream_topics() -> quart.ResponseReturnValue:
-        topics = _topics_of(quart.request, state.max_topics_per_stream)
-        deadlines = [_authorize(state, Action.SUBSCRIBE, topic) for topic in topics]
-        known = [d for d in deadlines if d is not None]
-        return _stream_response(state, topics, min(known) if known else None)
+        return _stream_topics(state)
 
     @app.post("/events/<topic>")
     async def publish(topic: str) -> quart.ResponseReturnValue:
@@ -484,6 +558,10 @@ def create_app(
         # A repeated key answers exactly as the first request did: a client retrying
         # after a lost answer cannot tell, and need not.
         return {"id": event_id}, 202
+
+    @app.post("/publish")
+    async def publish_batch() -> quart.ResponseReturnValue:
+        return await _publish_batch(state)
 
     @app.get("/stats")
     async def stats() -> quart.ResponseReturnValue:

@@ -12,6 +12,7 @@ from ._interface import BrokerStatistics as BrokerStatistics
 from ._interface import reset_event as reset_event
 from ._interface import validate_idempotency_key as validate_idempotency_key
 from ._interface import validate_topic as validate_topic
+from ._interface import validate_topics as validate_topics
 from ._memory import DEFAULT_HISTORY as DEFAULT_HISTORY
 from ._memory import DEFAULT_HISTORY_BYTES as DEFAULT_HISTORY_BYTES
 from ._memory import DEFAULT_HISTORY_TOTAL_BYTES as DEFAULT_HISTORY_TOTAL_BYTES
@@ -64,4 +65,5 @@ __all__ = [
     "reset_event",
     "validate_idempotency_key",
     "validate_topic",
+    "validate_topics",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -30,6 +30,7 @@ __all__ = [
     "reset_event",
     "validate_idempotency_key",
     "validate_topic",
+    "validate_topics",
 ]
 
 # Unreserved URL characters only, so a topic is safe in a path, a Redis key and a
@@ -74,6 +75,35 @@ def validate_topic(topic: str) -> str:
             f"topic must be 1 to 128 characters from [A-Za-z0-9._~-], got {topic!r:.140}"
         )
     return topic
+
+
+def validate_topics(topics: Sequence[str]) -> list[str]:
+    """Return ``topics`` as a list if it names one or more valid topics, each once.
+
+    Every name is checked before any is used: a batch publish refuses the whole batch
+    for one bad name.
+
+    Raises:
+        InvalidTopicError: ``topics`` is empty, names a topic twice, or holds a bad
+            name (the message gives its position, ``topics[i]``).
+    """
+    if isinstance(topics, str):
+        raise InvalidTopicError(f"topics must be a list of topic names, got {topics!r:.140}")
+    names = list(topics)
+    if not names:
+        raise InvalidTopicError("topics must list at least one topic")
+    seen: set[str] = set()
+    for index, topic in enumerate(names):
+        try:
+            validate_topic(topic)
+        except InvalidTopicError as exc:
+            raise InvalidTopicError(f"topics[{index}]: {exc}") from None
+        if topic in seen:
+            # Rejected rather than merged: each topic gets the event once, and the
+            # answer has one id per topic.
+            raise InvalidTopicError(f"topic {topic!r} is listed twice in topics")
+        seen.add(topic)
+    return names
 
 
 def validate_idempotency_key(key: str) -> str:
@@ -181,6 +211,41 @@ class Broker(Protocol):
                 :func:`validate_idempotency_key`). Nothing is published.
             BrokerClosedError: The broker is closed. Nothing is published.
             BrokerUnavailableError: The backing store is down. Nothing is published.
+        """
+        ...
+
+    async def publish_many(
+        self,
+        topics: Sequence[str],
+        event: ServerSentEvent,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        """Publish ``event`` once to each of ``topics``, all or nothing.
+
+        Every topic is checked (its name, and whatever the broker can check before
+        writing: an ``event.id`` it cannot take, a topic it has no room for) before
+        any is published; a refusal publishes nothing. The event is encoded once for
+        all topics. How atomic the writes themselves are depends on the broker (a
+        Redis Cluster writes slot by slot: see its docs).
+
+        With ``idempotency_key``, each topic behaves as :meth:`publish` does with it:
+        a topic whose history still holds an event published with that key gets
+        nothing new and answers that event's id. So a retried batch answers the same
+        ids and publishes nothing twice.
+
+        Returns:
+            Each topic's event id, in the order of ``topics``. Ids may differ from
+            topic to topic (each follows its topic's order).
+
+        Raises:
+            InvalidTopicError: ``topics`` is empty, lists a topic twice or holds a bad
+                name. Nothing is published.
+            InvalidEventError: As :meth:`publish`, for any of the topics. Nothing is
+                published.
+            BrokerClosedError: The broker is closed. Nothing is published.
+            BrokerUnavailableError: As :meth:`publish`. Nothing is published, except
+                where the broker's docs say otherwise (the message says so).
         """
         ...
 

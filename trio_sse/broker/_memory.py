@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import collections
 import time
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from types import TracebackType
@@ -31,7 +32,13 @@ import trio
 from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..protocol import ServerSentEvent
 from ._fanout import LocalFanout
-from ._interface import BrokerStatistics, reset_event, validate_idempotency_key, validate_topic
+from ._interface import (
+    BrokerStatistics,
+    reset_event,
+    validate_idempotency_key,
+    validate_topic,
+    validate_topics,
+)
 from ._subscription import DEFAULT_QUEUE_SIZE, CloseReason, Subscription
 
 __all__ = [
@@ -154,7 +161,8 @@ class MemoryBroker:
     """A :class:`~trio_sse.broker.Broker` that lives in this process's memory.
 
     Event ids are decimal integers. Those it assigns increase by one per publish,
-    across all topics. The counter starts from the wall clock in microseconds, so a
+    across all topics (a :meth:`publish_many` is one publish: its topics share the
+    id, and so the encoded frame). The counter starts from the wall clock in microseconds, so a
     restarted server never hands out an id that a client saw from the previous run
     (unless more than a million events per second were published for the whole of
     that run, or the clock went back).
@@ -290,19 +298,133 @@ class MemoryBroker:
             self._check_watched(state)
         return str(event_id)
 
+    async def publish_many(
+        self,
+        topics: Sequence[str],
+        event: ServerSentEvent,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        """Publish ``event`` to each of ``topics``; see :meth:`trio_sse.broker.Broker.publish_many`.
+
+        All or nothing: every check (names, the key, a chosen id against each topic's
+        newest, room for the new topics under ``max_topics``) comes before the first
+        write, and the writes never checkpoint or fail. The topics that get the event
+        share one id (a chosen one, or one assigned), so one frame serves them all.
+
+        Raises:
+            InvalidTopicError: ``topics`` is empty, lists a topic twice or holds a bad
+                name.
+            InvalidEventError: ``event.id`` is not an id this broker accepts, or not
+                above the newest id of one of the topics; or ``idempotency_key`` is
+                malformed.
+            BrokerUnavailableError: The new topics do not fit under ``max_topics``
+                (topics with subscribers, and the batch's own, are never replaced).
+
+        Cancellation: as :meth:`publish`, all of the batch or none of it.
+        """
+        names = validate_topics(topics)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        chosen = None if event.id is None else self._check_id_form(event.id)
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        now = trio.current_time()
+        self._expire(now)
+        # Checks only, nothing written: a refusal leaves everything as it was.
+        ids: dict[str, str] = {}
+        fresh: list[str] = []
+        for topic in names:
+            state = self._topics.get(topic)
+            if idempotency_key is not None and state is not None:
+                earlier = state.keys.get(idempotency_key)
+                if earlier is not None:
+                    ids[topic] = str(earlier.id)
+                    continue
+            if chosen is not None:
+                self._check_above(topic, state, chosen)
+            fresh.append(topic)
+        if fresh:
+            if chosen is None:
+                self._last_id += 1
+                event_id = self._last_id
+                event = replace(event, id=str(event_id))
+            else:
+                event_id = chosen
+                self._last_id = max(self._last_id, chosen)
+            frame = event.encode()
+            if self._is_retainable(_Entry(event_id, frame, idempotency_key, now)):
+                self._check_room(fresh)
+            self._store_many(fresh, event_id, frame, idempotency_key, now)
+            for topic in fresh:
+                ids[topic] = str(event_id)
+        return {topic: ids[topic] for topic in names}
+
+    def _check_room(self, topics: list[str]) -> None:
+        """Refuse unless the new ones of ``topics`` fit under ``max_topics``, counting
+        the topics without subscribers (outside ``topics``) that may be replaced."""
+        batch = set(topics)
+        needed = sum(1 for topic in topics if topic not in self._topics)
+        needed -= self._max_topics - len(self._topics)
+        if needed <= 0:
+            return
+        for name in self._unwatched:
+            if (
+                name not in batch
+                and name in self._topics
+                and not self._fanout.has_subscribers(name)
+            ):
+                needed -= 1
+                if needed == 0:
+                    return
+        raise BrokerUnavailableError(
+            f"this process already holds {self._max_topics} topics with subscribers "
+            "(max_topics): no room for the batch's new topics"
+        )
+
+    def _store_many(
+        self, topics: list[str], event_id: int, frame: bytes, key: str | None, now: float
+    ) -> None:
+        """Retain and deliver one frame on each topic, checked already: no checkpoint,
+        no refusal."""
+        # None of the batch may make room for another of it (see _check_room).
+        for topic in topics:
+            self._unwatched.pop(topic, None)
+        for topic in topics:
+            entry = _Entry(event_id, frame, key, now)
+            state = self._topics.get(topic)
+            if self._is_retainable(entry):
+                if state is None:
+                    state = self._new_topic(topic)
+                self._retain(state, entry)
+            elif state is not None:
+                self._forget_all(state)
+                state.floor = event_id
+            self._fanout.deliver(topic, frame)
+        self._published += len(topics)
+        for topic in topics:
+            state = self._topics.get(topic)
+            if state is not None:
+                self._check_watched(state)
+
     def _next_id(self, topic: str, state: _Topic | None, chosen: int | None) -> int:
         if chosen is None:
             self._last_id += 1
             return self._last_id
+        self._check_above(topic, state, chosen)
+        # Later assigned ids stay above it.
+        self._last_id = max(self._last_id, chosen)
+        return chosen
+
+    @staticmethod
+    def _check_above(topic: str, state: _Topic | None, chosen: int) -> None:
         newest = None if state is None else state.newest
         if newest is not None and chosen <= newest:
             raise InvalidEventError(
                 f"event id {chosen} is not above {newest}, the newest id of topic "
                 f"{topic!r}: ids must increase per topic (leave the id out to get one)"
             )
-        # Later assigned ids stay above it.
-        self._last_id = max(self._last_id, chosen)
-        return chosen
 
     def _check_watched(self, state: _Topic) -> None:
         """After its subscribers changed: list the topic as unwatched, or forget it."""

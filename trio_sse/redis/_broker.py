@@ -24,15 +24,17 @@ rather than skipping the entry silently.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
 
 import coredis
 import trio
+from coredis.commands import Script
 from coredis.exceptions import RedisError, ReplicationError, ResponseError
 from coredis.response.types import StreamEntry
 
@@ -50,6 +52,7 @@ from ..broker import (
     reset_event,
     validate_idempotency_key,
     validate_topic,
+    validate_topics,
 )
 from ..protocol import ServerSentEvent
 from . import _scripts
@@ -83,6 +86,10 @@ DEFAULT_TIMEOUT: Final = 5.0
 # History per topic, besides its count, is bounded as in memory (the defaults are the
 # memory broker's): the bytes of its events' fields (the newest event is kept whatever
 # its size), and its age. A topic with no publish for history_ttl disappears from Redis.
+
+# Redis Cluster's hash slots: a key's slot is the CRC-16 (XMODEM, which crc_hqx is) of
+# its hash tag, modulo this.
+_CLUSTER_SLOTS: Final = 16384
 
 # Each topic with local subscribers has its own reader and so its own blocked Redis
 # connection. Redis allows 10,000 clients by default, shared by every worker.
@@ -253,6 +260,7 @@ class RedisBroker:
         self._history_bytes = history_bytes
         self._history_ttl_ms = max(1, round(history_ttl * 1000))
         self._publish_script = clients.commands.register_script(_scripts.PUBLISH)
+        self._publish_many_script = clients.commands.register_script(_scripts.PUBLISH_MANY)
         self._read_page_script = clients.commands.register_script(_scripts.READ_PAGE)
         self._admit_script = clients.commands.register_script(_scripts.ADMIT)
         # On a cluster, the topic cap is checked before a publish (see _admit): each
@@ -370,19 +378,24 @@ class RedisBroker:
         raise self._refused("refused the event", ResponseError(value))
 
     async def _run_publish(
-        self, keys: list[str], arguments: list[str | int], idempotency_key: str | None
+        self,
+        keys: list[str],
+        arguments: list[str | int],
+        idempotency_key: str | None,
+        script: Script[bytes] | None = None,
     ) -> tuple[object, int | None]:
         """The publish script's reply, and how many replicas took it (``None``: not asked)."""
         reply: object
         replicas: int | None = None
         commands = self._clients.commands
+        script = script if script is not None else self._publish_script
         try:
             if self._min_replicas:
                 with trio.fail_after(self._timeout + self._replica_timeout_ms / 1000):
-                    reply, replicas = await self._publish_and_wait(keys, arguments)
+                    reply, replicas = await self._publish_and_wait(keys, arguments, script)
             else:
                 with trio.fail_after(self._timeout):
-                    reply = await self._publish_script(keys=keys, args=arguments, client=commands)
+                    reply = await script(keys=keys, args=arguments, client=commands)
         except ReplicationError as exc:
             # (A cluster's WAIT, which says only that too few replicas answered.)
             self._mark_connected()
@@ -396,6 +409,149 @@ class RedisBroker:
                 exc,
             ) from exc
         return reply, replicas
+
+    async def publish_many(
+        self,
+        topics: Sequence[str],
+        event: ServerSentEvent,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        """Append ``event`` to each topic's stream; see
+        :meth:`trio_sse.broker.Broker.publish_many`.
+
+        On one Redis (or a Sentinel's master) the batch is one Lua script: every
+        check (each topic's idempotency key, the topic cap for the new topics, an
+        ``event.id`` above each topic's newest) before the first write, so it is all
+        or nothing, and no other publish comes between its topics. The event's
+        fields are sent once, for all topics. With ``min_replicas``, one ``WAIT``
+        follows, as for :meth:`publish`.
+
+        On a Redis Cluster a script may only use keys of one hash slot, and each
+        topic's keys have a slot of their own (their hash tag is the topic). So the
+        batch is one script per slot, slot after slot, each all or nothing:
+
+        * names, the key and the topic cap are checked for every topic first (the
+          cap by a script of its own, as for :meth:`publish`);
+        * an ``event.id`` of the publisher's is refused (``InvalidEventError``)
+          unless all topics share one slot: another slot could refuse it after the
+          first stored it, and no retry would mend that;
+        * if Redis fails on a later slot, the earlier slots' topics have the event
+          already: the error names them, and a retry with the same
+          ``idempotency_key`` publishes to the others only.
+
+        Returns:
+            Each topic's Redis stream id (ids differ from topic to topic).
+
+        Raises:
+            InvalidTopicError: ``topics`` is empty, lists a topic twice or holds a bad
+                name.
+            InvalidEventError: As :meth:`publish`, for any topic (the message names
+                it); or, on a cluster, an ``event.id`` with topics in several slots.
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: As :meth:`publish`. Nothing is stored unless the
+                message says so (a cluster batch that failed after its first slot,
+                or too few replicas).
+        """
+        names = validate_topics(topics)
+        if idempotency_key is not None:
+            validate_idempotency_key(idempotency_key)
+        identifier = "*" if event.id is None else publishable_id(event.id)
+        groups = self._slot_groups(names)
+        if len(groups) > 1 and event.id is not None:
+            raise InvalidEventError(
+                "on a Redis Cluster, an event with an id of its own may be published to "
+                f"several topics only if their keys are in one slot; these are in {len(groups)} "
+                "slots (leave the id out to get one per topic)"
+            )
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        fields: list[str] = []
+        for name, value in fields_of(event).items():
+            fields += (name, value)
+        if self._clients.is_cluster:
+            for topic in names:
+                await self._admit(topic)
+        ids: dict[str, str] = {}
+        for group in groups:
+            try:
+                ids.update(await self._publish_group(group, identifier, fields, idempotency_key))
+            except BrokerUnavailableError as exc:
+                if not ids:
+                    raise
+                retry = (
+                    "retry with the same Idempotency-Key to publish to the others once"
+                    if idempotency_key is not None
+                    else "a retry without an Idempotency-Key publishes to those again"
+                )
+                raise BrokerUnavailableError(
+                    f"{exc}; the event was stored already for topics "
+                    f"{', '.join(map(repr, ids))} (one slot of the cluster at a time); {retry}"
+                ) from exc
+        return {topic: ids[topic] for topic in names}
+
+    def _slot_groups(self, topics: list[str]) -> list[list[str]]:
+        """``topics`` split into the groups one script can publish to: all of them,
+        but on a cluster one group per hash slot, in the order of first appearance."""
+        if not self._clients.is_cluster:
+            return [topics]
+        groups: dict[int, list[str]] = {}
+        for topic in topics:
+            slot = binascii.crc_hqx(topic.encode(), 0) % _CLUSTER_SLOTS
+            groups.setdefault(slot, []).append(topic)
+        return list(groups.values())
+
+    async def _publish_group(
+        self, topics: list[str], identifier: str, fields: list[str], idempotency_key: str | None
+    ) -> dict[str, str]:
+        """Run ``PUBLISH_MANY`` over ``topics`` (keys of one slot on a cluster)."""
+        keys: list[str] = []
+        for topic in topics:
+            key = self._key(topic)
+            keys += (key, f"{key}:meta", f"{key}:keys")
+        if not self._clients.is_cluster:
+            keys.append(self._topics_key)
+        arguments: list[str | int] = [
+            len(topics),
+            identifier,
+            self._history,
+            self._history_bytes,
+            self._history_ttl_ms,
+            self._max_topics,
+            idempotency_key or "",
+            len(fields),
+            *fields,
+            *topics,
+        ]
+        reply, replicas = await self._run_publish(
+            keys, arguments, idempotency_key, self._publish_many_script
+        )
+        self._mark_connected()
+        assert isinstance(reply, list), f"unexpected reply {reply!r}"
+        status, *values = (bytes(part).decode() for part in reply)
+        if status == "full":
+            (count,) = values
+            raise BrokerUnavailableError(
+                f"some of the topics are new and Redis at {self._where} already holds "
+                f"{count} topics (max_topics); a topic leaves when it has had no publish "
+                "for history_ttl"
+            )
+        if status == "refused":
+            topic, error = values
+            if "equal or smaller" in error:
+                raise InvalidEventError(
+                    f"event id {identifier} is not above the newest id of topic {topic!r}; "
+                    "Redis stream ids must increase"
+                )
+            raise self._refused(f"refused the event for topic {topic!r}", ResponseError(error))
+        assert status == "ok", f"unexpected reply {reply!r}"
+        assert len(values) == 2 * len(topics), f"unexpected reply {reply!r}"
+        outcomes = values[::2]
+        self._published += outcomes.count("added")
+        if replicas is not None and replicas < self._min_replicas:
+            raise self._not_replicated(None, replicas, idempotency_key)
+        return dict(zip(topics, values[1::2], strict=True))
 
     def _full(self, topic: str, count: str) -> BrokerUnavailableError:
         return BrokerUnavailableError(
@@ -438,7 +594,7 @@ class RedisBroker:
         self._admitted[topic] = now + self._history_ttl / 2
 
     async def _publish_and_wait(
-        self, keys: list[str], arguments: list[str | int]
+        self, keys: list[str], arguments: list[str | int], script: Script[bytes]
     ) -> tuple[object, int]:
         """Run the publish script, then ``WAIT`` on the same connection: its reply, replicas.
 
@@ -451,14 +607,10 @@ class RedisBroker:
         commands = self._clients.commands
         if isinstance(commands, coredis.RedisCluster):
             with commands.ensure_replication(self._min_replicas, self._replica_timeout_ms):
-                reply: object = await self._publish_script(
-                    keys=keys, args=arguments, client=commands
-                )
+                reply: object = await script(keys=keys, args=arguments, client=commands)
             return reply, self._min_replicas
         async with commands.pipeline(transaction=False) as pipeline:
-            published: Awaitable[object] = self._publish_script(
-                keys=keys, args=arguments, client=pipeline
-            )
+            published: Awaitable[object] = script(keys=keys, args=arguments, client=pipeline)
             waited = pipeline.wait(self._min_replicas, self._replica_timeout_ms)
         return await published, await waited
 

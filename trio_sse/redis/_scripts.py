@@ -1,8 +1,10 @@
-"""The Lua scripts the Redis broker runs: one publish, one page of a replay.
+"""The Lua scripts the Redis broker runs: a publish, a batch publish, a page of a replay.
 
 A script runs atomically in Redis, so a publish's checks (idempotency key, topic
 cap), its ``XADD`` and its trimming happen with nothing in between; and a replay
 page's check for trimmed history sees the same stream as the entries it returns.
+``PUBLISH_MANY`` does ``PUBLISH``'s work for several topics in one script, all its
+checks before its first write; on a cluster its topics' keys must share one slot.
 
 Keys of one topic (``<prefix>{<topic>}`` is its stream; the braces make the topic
 the keys' Redis Cluster hash tag, so a topic's keys share one slot):
@@ -25,26 +27,115 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADMIT", "PUBLISH", "READ_PAGE", "RESERVED_FIELDS"]
+__all__ = ["ADMIT", "PUBLISH", "PUBLISH_MANY", "READ_PAGE", "RESERVED_FIELDS"]
 
 RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
 
-# Functions both PUBLISH and ADMIT use. Redis's clock, not the caller's: every worker and
-# host then agree on ages. A topic already counted (and not expired) may always publish;
-# a new one only while the prefix has fewer than max_topics.
+# Functions the scripts share. Redis's clock, not the caller's: every worker and host
+# then agree on ages. A topic already counted (and not expired) may always publish; a
+# new one only while the prefix has fewer than max_topics.
 _SHARED: Final = """
 local function now_ms()
   local clock = redis.call('TIME')
   return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 end
 
-local function admits(topics, topic, max_topics, now)
+local function is_counted(topics, topic, now)
   local expires = redis.call('ZSCORE', topics, topic)
-  if expires and tonumber(expires) > now then
-    return true
-  end
+  return expires and tonumber(expires) > now
+end
+
+-- Whether `new` more topics fit under max_topics (expired ones removed first).
+local function room_for(topics, new, max_topics, now)
   redis.call('ZREMRANGEBYSCORE', topics, '-inf', now)
-  return redis.call('ZCARD', topics) < max_topics
+  return redis.call('ZCARD', topics) + new <= max_topics
+end
+
+local function admits(topics, topic, max_topics, now)
+  return is_counted(topics, topic, now) or room_for(topics, 1, max_topics, now)
+end
+
+-- Append an entry of `fields` (the event's field/value pairs) with id `id` ('*' for
+-- Redis's) and idempotency key `key` ('' for none), trim the stream, and update its
+-- meta and keys hashes. Returns the new id, or nil and Redis's error.
+local function append(stream, meta, keys, id, key, event_fields, now, max_entries, max_bytes, ttl)
+  local previous, bytes = '0-0', 0
+  if redis.call('EXISTS', stream) == 1 then
+    previous = redis.call('HGET', meta, 'last') or ''
+    bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  end
+  local fields = {}
+  for i = 1, #event_fields do
+    fields[i] = event_fields[i]
+  end
+  fields[#fields + 1] = 't'
+  fields[#fields + 1] = tostring(now)
+  if previous ~= '' then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = previous
+  end
+  if key ~= '' then
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = key
+  end
+  local added = redis.pcall('XADD', stream, id, unpack(fields))
+  if type(added) == 'table' and added.err then
+    return nil, added.err
+  end
+  for i = 1, #fields do
+    bytes = bytes + #fields[i]
+  end
+
+  -- Trim from the oldest entry while there are too many, too many bytes, or it is
+  -- older than ttl; never the entry just added. Each entry is removed once, so the
+  -- work is constant per publish on average.
+  local length = redis.call('XLEN', stream)
+  local cutoff = now - ttl
+  local start, keep, count = '-', nil, 1
+  while not keep do
+    -- Usually the oldest entry stays, or it alone goes: read one first, more only
+    -- as more go (an entry may be large).
+    local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
+    count = math.min(count * 2, 64)
+    if #batch == 0 then
+      break
+    end
+    for _, entry in ipairs(batch) do
+      local entry_id, values = entry[1], entry[2]
+      local size, at, entry_key = 0, nil, nil
+      for i = 1, #values, 2 do
+        size = size + #values[i] + #values[i + 1]
+        if values[i] == 't' then
+          at = tonumber(values[i + 1])
+        elseif values[i] == 'k' then
+          entry_key = values[i + 1]
+        end
+      end
+      at = at or tonumber(string.match(entry_id, '^%d+'))
+      if entry_id == added or not (length > max_entries or bytes > max_bytes or at <= cutoff) then
+        keep = entry_id
+        break
+      end
+      length = length - 1
+      bytes = bytes - size
+      if entry_key and redis.call('HGET', keys, entry_key) == entry_id then
+        redis.call('HDEL', keys, entry_key)
+      end
+      start = '(' .. entry_id
+    end
+  end
+  if keep and start ~= '-' then
+    redis.call('XTRIM', stream, 'MINID', keep)
+  end
+
+  redis.call('HSET', meta, 'bytes', math.max(bytes, 0), 'last', added)
+  if key ~= '' then
+    redis.call('HSET', keys, key, added)
+  end
+  redis.call('PEXPIRE', stream, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', keys, ttl)
+  return added
 end
 """
 
@@ -77,86 +168,126 @@ if topics and not admits(topics, topic, max_topics, now) then
   return {'full', ARGV[6]}
 end
 
-local previous, bytes = '0-0', 0
-if redis.call('EXISTS', stream) == 1 then
-  previous = redis.call('HGET', meta, 'last') or ''
-  bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
-end
 local fields = {}
 for i = 8, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
-fields[#fields + 1] = 't'
-fields[#fields + 1] = tostring(now)
-if previous ~= '' then
-  fields[#fields + 1] = 'p'
-  fields[#fields + 1] = previous
-end
-if key ~= '' then
-  fields[#fields + 1] = 'k'
-  fields[#fields + 1] = key
-end
-local added = redis.pcall('XADD', stream, id, unpack(fields))
-if type(added) == 'table' and added.err then
-  return {'refused', added.err}
-end
-for i = 1, #fields do
-  bytes = bytes + #fields[i]
-end
-
--- Trim from the oldest entry while there are too many, too many bytes, or it is
--- older than ttl; never the entry just added. Each entry is removed once, so the
--- work is constant per publish on average.
-local length = redis.call('XLEN', stream)
-local cutoff = now - ttl
-local start, keep, count = '-', nil, 1
-while not keep do
-  -- Usually the oldest entry stays, or it alone goes: read one first, more only
-  -- as more go (an entry may be large).
-  local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
-  count = math.min(count * 2, 64)
-  if #batch == 0 then
-    break
-  end
-  for _, entry in ipairs(batch) do
-    local entry_id, values = entry[1], entry[2]
-    local size, at, entry_key = 0, nil, nil
-    for i = 1, #values, 2 do
-      size = size + #values[i] + #values[i + 1]
-      if values[i] == 't' then
-        at = tonumber(values[i + 1])
-      elseif values[i] == 'k' then
-        entry_key = values[i + 1]
-      end
-    end
-    at = at or tonumber(string.match(entry_id, '^%d+'))
-    if entry_id == added or not (length > max_entries or bytes > max_bytes or at <= cutoff) then
-      keep = entry_id
-      break
-    end
-    length = length - 1
-    bytes = bytes - size
-    if entry_key and redis.call('HGET', keys, entry_key) == entry_id then
-      redis.call('HDEL', keys, entry_key)
-    end
-    start = '(' .. entry_id
-  end
-end
-if keep and start ~= '-' then
-  redis.call('XTRIM', stream, 'MINID', keep)
-end
-
-redis.call('HSET', meta, 'bytes', math.max(bytes, 0), 'last', added)
-if key ~= '' then
-  redis.call('HSET', keys, key, added)
+local added, err = append(stream, meta, keys, id, key, fields, now, max_entries, max_bytes, ttl)
+if not added then
+  return {'refused', err}
 end
 if topics then
   redis.call('ZADD', topics, now + ttl, topic)
-end
-for _, name in ipairs(KEYS) do
-  redis.call('PEXPIRE', name, ttl)
+  redis.call('PEXPIRE', topics, ttl)
 end
 return {'added', added}
+"""
+)
+
+# KEYS: stream, meta, keys of each topic in turn, then topics (not on a cluster).
+# ARGV: topic count n, id ('*' for Redis's), max entries, max bytes, ttl (ms), max
+#       topics, idempotency key ('' for none), field count f, the event's f
+#       field/value strings, then the n topics.
+# All or nothing: every check (each topic's key, the topic cap for the new topics, an
+# id of the publisher's above each topic's newest, each key of the right type) comes
+# before the first write. Returns {'ok', status_1, id_1, ..., status_n, id_n} with
+# each status 'added' or 'duplicate'; or {'full', max topics}; or
+# {'refused', topic, error} with nothing written.
+PUBLISH_MANY: Final = (
+    _SHARED
+    + """
+-- Whether stream id a is above b; both canonical '<ms>-<seq>' (no leading zeros), so
+-- longer digits are larger. Lua numbers are doubles: 64-bit ids do not fit.
+local function above(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if #a_ms ~= #b_ms then
+    return #a_ms > #b_ms
+  end
+  if a_ms ~= b_ms then
+    return a_ms > b_ms
+  end
+  if #a_seq ~= #b_seq then
+    return #a_seq > #b_seq
+  end
+  return a_seq > b_seq
+end
+
+local n, id = tonumber(ARGV[1]), ARGV[2]
+local max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, max_topics, key = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local field_count = tonumber(ARGV[8])
+local fields = {}
+for i = 1, field_count do
+  fields[i] = ARGV[8 + i]
+end
+local first_topic = 9 + field_count
+local topics = KEYS[3 * n + 1]
+local now = now_ms()
+
+local function topic_keys(i)
+  return ARGV[first_topic + i - 1], KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+end
+
+local earlier, new = {}, 0
+for i = 1, n do
+  local topic, stream, meta, keys = topic_keys(i)
+  for _, name in ipairs({stream, meta, keys}) do
+    local kind = redis.call('TYPE', name)['ok']
+    local wanted = name == stream and 'stream' or 'hash'
+    if kind ~= 'none' and kind ~= wanted then
+      return {'refused', topic, 'WRONGTYPE key ' .. name .. ' holds a ' .. kind}
+    end
+  end
+  if key ~= '' then
+    earlier[i] = redis.call('HGET', keys, key)
+  end
+  if not earlier[i] then
+    if topics and not is_counted(topics, topic, now) then
+      new = new + 1
+    end
+    if id ~= '*' and redis.call('EXISTS', stream) == 1 then
+      local newest = redis.call('HGET', meta, 'last')
+      if not newest or newest == '' then
+        local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+        newest = last[1] and last[1][1] or '0-0'
+      end
+      if not above(id, newest) then
+        -- Redis's own words for it, which the broker recognises.
+        return {'refused', topic, 'ERR the ID is equal or smaller than the top item'}
+      end
+    end
+  end
+end
+if topics and new > 0 and not room_for(topics, new, max_topics, now) then
+  return {'full', ARGV[6]}
+end
+
+local out = {'ok'}
+for i = 1, n do
+  local topic, stream, meta, keys = topic_keys(i)
+  if earlier[i] then
+    -- A write, for a WAIT after this script: see PUBLISH.
+    redis.call('HSET', keys, key, earlier[i])
+    out[#out + 1] = 'duplicate'
+    out[#out + 1] = earlier[i]
+  else
+    local added, err = append(stream, meta, keys, id, key, fields, now, max_entries, max_bytes, ttl)
+    if not added then
+      -- Not expected after the checks above; earlier topics are written already.
+      return {'refused', topic, err}
+    end
+    if topics then
+      redis.call('ZADD', topics, now + ttl, topic)
+    end
+    out[#out + 1] = 'added'
+    out[#out + 1] = added
+  end
+end
+if topics then
+  redis.call('PEXPIRE', topics, ttl)
+end
+return out
 """
 )
 

@@ -34,8 +34,9 @@ __all__ = ["CORS_MAX_AGE", "CorsPolicy", "enable_cors"]
 CORS_MAX_AGE: Final = 600
 
 # What a cross-origin page may send: JSON bodies (which make a POST "non-simple"), a
-# resume id for streams opened by fetch-based clients, and bearer tokens.
-_ALLOWED_HEADERS: Final = "Content-Type, Last-Event-ID, Authorization"
+# resume id for streams opened by fetch-based clients, bearer tokens, and the key that
+# makes a retried publish safe.
+_ALLOWED_HEADERS: Final = "Content-Type, Last-Event-ID, Authorization, Idempotency-Key"
 
 # scheme://host[:port], nothing after: an origin is never a URL with a path.
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/?#@:\[\]]+)(:\d{1,5})?")
