@@ -281,17 +281,7 @@ class MemoryBroker:
         if chosen is None:
             event = replace(event, id=str(event_id))
         frame = event.encode()
-        entry = _Entry(event_id, frame, idempotency_key, now)
-        if self._is_retainable(entry):
-            if state is None:
-                state = self._new_topic(topic)
-            self._retain(state, entry)
-        elif state is not None:
-            # Not retained, so nothing before it may be: history stays contiguous.
-            self._forget_all(state)
-            state.floor = event_id
-        else:
-            self._lost = event_id
+        state = self._keep(topic, _Entry(event_id, frame, idempotency_key, now))
         self._published += 1
         self._fanout.deliver(topic, frame)
         if state is not None:
@@ -392,21 +382,30 @@ class MemoryBroker:
         for topic in topics:
             self._unwatched.pop(topic, None)
         for topic in topics:
-            entry = _Entry(event_id, frame, key, now)
-            state = self._topics.get(topic)
-            if self._is_retainable(entry):
-                if state is None:
-                    state = self._new_topic(topic)
-                self._retain(state, entry)
-            elif state is not None:
-                self._forget_all(state)
-                state.floor = event_id
+            self._keep(topic, _Entry(event_id, frame, key, now))
             self._fanout.deliver(topic, frame)
         self._published += len(topics)
         for topic in topics:
             state = self._topics.get(topic)
             if state is not None:
                 self._check_watched(state)
+
+    def _keep(self, topic: str, entry: _Entry) -> _Topic | None:
+        """Retain ``entry`` in ``topic``'s history, or record that it was not; the topic's
+        state afterwards (``None`` if it has none). Checked already: never refuses."""
+        state = self._topics.get(topic)
+        if self._is_retainable(entry):
+            if state is None:
+                state = self._new_topic(topic)
+            self._retain(state, entry)
+        elif state is not None:
+            # Not retained, so nothing before it may be: history stays contiguous.
+            self._forget_all(state)
+            state.floor = entry.id
+        else:
+            # A topic made later must not claim to know this event.
+            self._lost = entry.id
+        return state
 
     def _next_id(self, topic: str, state: _Topic | None, chosen: int | None) -> int:
         if chosen is None:
