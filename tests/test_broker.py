@@ -6,6 +6,8 @@ broker and the Redis one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
@@ -153,7 +155,7 @@ async def test_cancelled_publish_publishes_nothing() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"history": -1}, {"queue_size": 0}])
-def test_bad_broker_options_are_refused(kwargs: dict[str, int]) -> None:
+def test_bad_broker_options_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=">="):
         MemoryBroker(**kwargs)
 

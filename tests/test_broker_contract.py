@@ -29,7 +29,7 @@ from trio_sse import (
     ServerSentEvent,
     Subscription,
 )
-from trio_sse.broker import RESET_EVENT_TYPE
+from trio_sse.broker import RESET_EVENT_TYPE, Presence
 
 OpenBroker = Callable[..., AbstractAsyncContextManager[Broker]]
 
@@ -360,3 +360,109 @@ async def test_ping_answers_while_open(open_broker: OpenBroker) -> None:
     async with open_broker() as broker:
         with trio.fail_after(TIMEOUT):
             await broker.ping()
+
+
+# Presence and backlog
+
+
+async def presence_of(broker: Broker, topic: str, expected: Presence, **options: Any) -> Presence:
+    """Presence once it equals ``expected`` (a Redis broker writes it out within ~50 ms)."""
+    with trio.fail_after(TIMEOUT):
+        while (found := await broker.presence(topic, **options)) != expected:  # noqa: ASYNC110
+            # (Nothing tells of a write to Redis by another task: poll.)
+            await trio.sleep(0.02)
+    return found
+
+
+def data_of(frames: list[bytes]) -> list[tuple[str, str]]:
+    """(event type, data) of each frame."""
+    events = []
+    for frame in frames:
+        fields = dict(line.split(": ", 1) for line in frame.decode().strip().split("\n"))
+        events.append((fields.get("event", "message"), fields["data"]))
+    return events
+
+
+async def receive_events(subscription: Subscription, count: int) -> list[tuple[str, str]]:
+    events: list[tuple[str, str]] = []
+    with trio.fail_after(TIMEOUT):
+        while len(events) < count:
+            events += data_of(await subscription.receive_batch())
+    return events
+
+
+async def test_presence_counts_streams_and_distinct_subjects(open_broker: OpenBroker) -> None:
+    async with open_broker() as broker:
+        assert await broker.presence("room") == Presence("room", 0, (), 0)
+        async with (
+            broker.subscribe("room", subject="bo"),
+            broker.subscribe("room", subject="ana"),
+            broker.subscribe("room", subject="ana"),  # a second tab
+            broker.subscribe("room"),  # no token: a stream, no subject
+            broker.subscribe("other", subject="cy"),
+        ):
+            await presence_of(broker, "room", Presence("room", 4, ("ana", "bo"), 2))
+            await presence_of(broker, "room", Presence("room", 4, ("ana",), 2), limit=1)
+            await presence_of(broker, "other", Presence("other", 1, ("cy",), 1))
+        await presence_of(broker, "room", Presence("room", 0, (), 0))
+        await presence_of(broker, "other", Presence("other", 0, (), 0))
+
+
+async def test_presence_events_once_per_subject_however_many_streams(
+    open_broker: OpenBroker,
+) -> None:
+    async with open_broker(presence_events=True) as broker, broker.subscribe("room") as watcher:
+        async with broker.subscribe("room", subject="ana"):
+            async with broker.subscribe("room", subject="ana"):
+                assert await receive_events(watcher, 1) == [("join", '{"sub":"ana"}')]
+                async with broker.subscribe("room", subject="bo"):
+                    assert await receive_events(watcher, 1) == [("join", '{"sub":"bo"}')]
+                assert await receive_events(watcher, 1) == [("leave", '{"sub":"bo"}')]
+            # ana still has a stream open: no leave yet, whatever comes next comes first.
+            await broker.publish("room", ServerSentEvent("marker"))
+            assert await receive_events(watcher, 1) == [("message", "marker")]
+        assert await receive_events(watcher, 1) == [("leave", '{"sub":"ana"}')]
+
+
+async def test_no_presence_events_unless_asked(open_broker: OpenBroker) -> None:
+    async with open_broker() as broker, broker.subscribe("room") as watcher:
+        async with broker.subscribe("room", subject="ana"):
+            await presence_of(broker, "room", Presence("room", 2, ("ana",), 1))
+        await presence_of(broker, "room", Presence("room", 1, (), 0))
+        await broker.publish("room", ServerSentEvent("only this"))
+        assert await receive_events(watcher, 1) == [("message", "only this")]
+
+
+@pytest.mark.parametrize("subject", ["", "x" * 257])
+async def test_a_subject_out_of_bounds_is_refused(open_broker: OpenBroker, subject: str) -> None:
+    async with open_broker() as broker:
+        with pytest.raises(ValueError, match="subject"):
+            async with broker.subscribe("room", subject=subject):
+                pass
+
+
+async def test_a_presence_limit_out_of_bounds_is_refused(open_broker: OpenBroker) -> None:
+    async with open_broker() as broker:
+        with pytest.raises(ValueError, match="limit"):
+            await broker.presence("room", limit=1001)
+
+
+async def test_backlog_gives_the_newest_events_then_live_ones(open_broker: OpenBroker) -> None:
+    async with open_broker() as broker:
+        ids = [await broker.publish("room", ServerSentEvent(str(i))) for i in range(8)]
+        async with broker.subscribe("room", backlog=3) as sub:
+            later = await broker.publish("room", ServerSentEvent("8"))
+            assert await receive_ids(sub, 4) == [*ids[-3:], later]
+        # Fewer retained than asked: all of them, no reset notice.
+        async with broker.subscribe("fresh", backlog=50) as sub:
+            assert drain(sub) == []
+            first = await broker.publish("fresh", ServerSentEvent("a"))
+            assert await receive_ids(sub, 1) == [first]
+        async with broker.subscribe("room", backlog=100) as sub:
+            frames = await receive(sub)
+            while len(ids_of(frames)) < 9:
+                frames += await receive(sub)
+            assert ids_of(frames) == [*ids, later]
+        with pytest.raises(ValueError, match="backlog"):
+            async with broker.subscribe("room", backlog=1001):
+                pass

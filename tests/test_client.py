@@ -506,9 +506,17 @@ class DroppingBroker(MemoryBroker):
 
     @asynccontextmanager
     async def subscribe(
-        self, topic: str, *, last_event_id: str | None = None
+        self,
+        topic: str,
+        *,
+        last_event_id: str | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> AsyncIterator[Subscription]:
-        async with super().subscribe(topic, last_event_id=last_event_id) as subscription:
+        inner = super().subscribe(
+            topic, last_event_id=last_event_id, subject=subject, backlog=backlog
+        )
+        async with inner as subscription:
             self.live.append(subscription)
             try:
                 yield subscription

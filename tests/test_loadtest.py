@@ -342,10 +342,17 @@ class LeakyBroker(MemoryBroker):
 
     @asynccontextmanager
     async def subscribe(
-        self, topic: str, *, last_event_id: str | None = None
+        self,
+        topic: str,
+        *,
+        last_event_id: str | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> AsyncIterator[Subscription]:
         self._subscribes += 1
-        inner = super().subscribe(topic, last_event_id=last_event_id)
+        inner = super().subscribe(
+            topic, last_event_id=last_event_id, subject=subject, backlog=backlog
+        )
         if self._subscribes % self._every:
             async with inner as subscription:
                 yield subscription

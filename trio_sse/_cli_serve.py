@@ -183,6 +183,7 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
             history_total_bytes=int(args.history_total_bytes),
             queue_size=queue_size,
             max_topics=max_topics,
+            presence_events=bool(args.presence_events),
         )
         return
     try:
@@ -204,6 +205,8 @@ async def _open_broker(args: argparse.Namespace) -> AsyncIterator[Broker]:
                     max_topics=DEFAULT_REDIS_TOPICS if args.max_topics is None else args.max_topics,
                     min_replicas=int(args.broker_min_replicas),
                     replica_timeout=float(args.broker_replica_timeout),
+                    presence_events=bool(args.presence_events),
+                    presence_ttl=float(args.presence_ttl),
                 )
             )
         except (ValueError, BrokerUnavailableError) as exc:

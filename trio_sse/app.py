@@ -23,6 +23,13 @@ Routes:
   the token) refuses the whole request and nothing is published. At most
   ``max_topics_per_publish`` topics (32 by default). ``Idempotency-Key`` works per
   topic, as above: a retried batch answers the same ids and publishes nothing again.
+* ``GET /presence/<topic>``: who is on the topic now, ``{"topic": ..., "streams": N,
+  "subs": [...], "sub_count": M, "truncated": bool}``: its open streams (on every
+  worker, with Redis) and the distinct ``sub`` claims of the tokens that opened them,
+  at most ``?limit=`` (default 100, at most 1000) listed. With ``--subscribe-auth``,
+  reading it needs the right to subscribe to the topic. With presence events on, the
+  topic itself carries ``event: join`` and ``event: leave`` (data ``{"sub": ...}``),
+  once per subject however many streams it has open.
 * ``GET /stats``: broker counters as JSON, with the backplane's state if there is one.
 * ``GET /metrics``: Prometheus metrics (see :mod:`trio_sse.web._metrics`).
 * ``GET /livez``: liveness: 200 whenever the process answers.
@@ -57,6 +64,8 @@ from ._errors import (
     InvalidTopicError,
 )
 from .broker import (
+    DEFAULT_PRESENCE_LIMIT,
+    MAX_PRESENCE_LIMIT,
     Broker,
     MemoryBroker,
     validate_idempotency_key,
@@ -78,6 +87,7 @@ from .web import (
     CorsPolicy,
     Credentials,
     EventStreamConnection,
+    Grant,
     Metrics,
     StreamDrain,
     StreamLimiter,
@@ -377,9 +387,45 @@ def _credentials(state: AppState) -> Credentials:
     )
 
 
-def _authorize(state: AppState, action: Action, topic: str) -> float | None:
-    """Check the request's token; return when its permission expires, if ever."""
-    return state.authorizer.authorize(action, topic, _credentials(state)).expires_at
+def _authorize(state: AppState, action: Action, topic: str) -> Grant:
+    """Check the request's token: what it allows (until when, and for whom)."""
+    return state.authorizer.authorize(action, topic, _credentials(state))
+
+
+def _limit_of(request: quart.Request) -> int:
+    """The ``limit`` query parameter of ``GET /presence/<topic>``, checked."""
+    text = request.args.get("limit")
+    if text is None:
+        return DEFAULT_PRESENCE_LIMIT
+    if not (text.isascii() and text.isdigit()) or int(text[:6]) > MAX_PRESENCE_LIMIT:
+        _reject(f"limit must be an integer from 0 to {MAX_PRESENCE_LIMIT}, got {text!r:.40}")
+    return int(text)
+
+
+async def _publish(state: AppState, topic: str) -> quart.ResponseReturnValue:
+    """``POST /events/<topic>``: one event to one topic."""
+    # Check the topic before reading the body: no work for a request we refuse.
+    validate_topic(topic)
+    _authorize(state, Action.PUBLISH, topic)
+    _check_json_content_type(quart.request)
+    idempotency_key = _idempotency_key_of(quart.request)
+    body = await quart.request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    event = _event_from_body(body)
+    event_id = await state.broker.publish(topic, event, idempotency_key=idempotency_key)
+    # A repeated key answers exactly as the first request did: a client retrying
+    # after a lost answer cannot tell, and need not.
+    return {"id": event_id}, 202
+
+
+async def _presence(state: AppState, topic: str) -> quart.ResponseReturnValue:
+    """``GET /presence/<topic>``: who is on the topic."""
+    # Who reads a topic is as private as what it carries: with --subscribe-auth,
+    # reading it needs the same right.
+    validate_topic(topic)
+    _authorize(state, Action.SUBSCRIBE, topic)
+    found = await state.broker.presence(topic, limit=_limit_of(quart.request))
+    return found.to_json()
 
 
 async def _publish_batch(state: AppState) -> quart.ResponseReturnValue:
@@ -405,12 +451,10 @@ def _stream_topics(state: AppState) -> quart.Response:
     topics = _topics_of(quart.request, state.max_topics_per_stream)
     # One token check, then every topic against it: 403 names the first refused.
     grant = state.authorizer.authorize_all(Action.SUBSCRIBE, topics, _credentials(state))
-    return _stream_response(state, topics, grant.expires_at)
+    return _stream_response(state, topics, grant)
 
 
-def _stream_response(
-    state: AppState, topic: str | list[str], expires_at: float | None
-) -> quart.Response:
+def _stream_response(state: AppState, topic: str | list[str], grant: Grant) -> quart.Response:
     return event_stream(
         state.broker,
         topic,
@@ -418,12 +462,37 @@ def _stream_response(
         heartbeat=state.heartbeat,
         retry=state.retry,
         min_write_interval=state.min_write_interval,
-        expires_at=expires_at,
+        expires_at=grant.expires_at,
+        subject=grant.subject,
         observer=state.metrics,
         max_buffer=state.max_buffer,
         max_age=state.max_stream_age,
         drain=state.drain,
     )
+
+
+def _stats(broker: Broker) -> dict[str, Any]:
+    """The body of ``GET /stats``."""
+    snapshot = broker.statistics()
+    backplane = snapshot.backplane
+    return {
+        "subscribers": snapshot.subscribers,
+        "topics": snapshot.topics,
+        "published": snapshot.published,
+        "delivered": snapshot.delivered,
+        "dropped": snapshot.dropped,
+        "retained_bytes": snapshot.retained_bytes,
+        "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
+        "backplane": None
+        if backplane is None
+        else {
+            "kind": backplane.kind,
+            "connected": backplane.is_connected,
+            "readers": backplane.readers,
+            "reconnects": backplane.reconnects,
+            "last_error": backplane.last_error,
+        },
+    }
 
 
 def create_app(
@@ -546,45 +615,19 @@ def create_app(
 
     @app.post("/events/<topic>")
     async def publish(topic: str) -> quart.ResponseReturnValue:
-        # Check the topic before reading the body: no work for a request we refuse.
-        validate_topic(topic)
-        _authorize(state, Action.PUBLISH, topic)
-        _check_json_content_type(quart.request)
-        idempotency_key = _idempotency_key_of(quart.request)
-        body = await quart.request.get_data(cache=False)
-        assert isinstance(body, bytes)
-        event = _event_from_body(body)
-        event_id = await state.broker.publish(topic, event, idempotency_key=idempotency_key)
-        # A repeated key answers exactly as the first request did: a client retrying
-        # after a lost answer cannot tell, and need not.
-        return {"id": event_id}, 202
+        return await _publish(state, topic)
 
     @app.post("/publish")
     async def publish_batch() -> quart.ResponseReturnValue:
         return await _publish_batch(state)
 
+    @app.get("/presence/<topic>")
+    async def presence(topic: str) -> quart.ResponseReturnValue:
+        return await _presence(state, topic)
+
     @app.get("/stats")
     async def stats() -> quart.ResponseReturnValue:
-        snapshot = state.broker.statistics()
-        backplane = snapshot.backplane
-        return {
-            "subscribers": snapshot.subscribers,
-            "topics": snapshot.topics,
-            "published": snapshot.published,
-            "delivered": snapshot.delivered,
-            "dropped": snapshot.dropped,
-            "retained_bytes": snapshot.retained_bytes,
-            "subscribers_per_topic": dict(snapshot.subscribers_per_topic),
-            "backplane": None
-            if backplane is None
-            else {
-                "kind": backplane.kind,
-                "connected": backplane.is_connected,
-                "readers": backplane.readers,
-                "reconnects": backplane.reconnects,
-                "last_error": backplane.last_error,
-            },
-        }
+        return _stats(state.broker)
 
     @app.get("/metrics")
     async def metrics() -> quart.ResponseReturnValue:

@@ -31,6 +31,7 @@ from .broker import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_TOTAL_BYTES,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_PRESENCE_TTL,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REPLICA_TIMEOUT,
     ENTRY_OVERHEAD,
@@ -326,6 +327,22 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_TOPICS_PER_STREAM,
         metavar="N",
         help="topics one GET /events?topic=a&topic=b... may stream; more get 400" + _DEFAULT,
+    )
+    serve_cmd.add_argument(
+        "--presence-events",
+        action="store_true",
+        help='publish event: join and event: leave (data {"sub": ...}) on a topic as the '
+        "subjects of stream tokens come and go, once per subject however many streams it "
+        "has open (GET /presence/<topic> works without it)",
+    )
+    serve_cmd.add_argument(
+        "--presence-ttl",
+        type=_finite_positive_seconds,
+        default=DEFAULT_PRESENCE_TTL,
+        metavar="SECONDS",
+        help="with a Redis broker: a worker that dies drops out of GET /presence (and its "
+        "subjects get their leave events) within this many seconds; each worker refreshes "
+        "its entries every third of it" + _DEFAULT,
     )
     serve_cmd.add_argument(
         "--cors-origin",

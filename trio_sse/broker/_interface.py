@@ -16,10 +16,12 @@ from typing import Final, Protocol
 
 from .._errors import InvalidEventError, InvalidTopicError
 from ..protocol import ServerSentEvent
+from ._presence import DEFAULT_PRESENCE_LIMIT, Presence
 from ._subscription import Subscription
 
 __all__ = [
     "DEFAULT_REPLICA_TIMEOUT",
+    "MAX_BACKLOG",
     "MAX_EVENT_ID_LENGTH",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_REPLICA_TIMEOUT",
@@ -28,6 +30,7 @@ __all__ = [
     "Broker",
     "BrokerStatistics",
     "reset_event",
+    "validate_backlog",
     "validate_idempotency_key",
     "validate_topic",
     "validate_topics",
@@ -41,6 +44,10 @@ _TOPIC: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 # reconnect of its readers costly, and past the server's header limit (16 KiB) fail
 # with 431, which a browser's EventSource does not retry.
 MAX_EVENT_ID_LENGTH: Final = 256
+
+# Newest events a subscription may ask for first (a page's "recent messages"): each
+# is held in memory for the stream until written.
+MAX_BACKLOG: Final = 1000
 
 # Long enough for a UUID or a hash in any usual encoding, with room for a prefix.
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 128
@@ -118,6 +125,13 @@ def validate_idempotency_key(key: str) -> str:
             f"characters, got {key!r:.160}"
         )
     return key
+
+
+def validate_backlog(backlog: int) -> int:
+    """Return ``backlog`` if it is a count :meth:`Broker.subscribe` takes; raise ``ValueError``."""
+    if not 0 <= backlog <= MAX_BACKLOG:
+        raise ValueError(f"backlog must be 0 to {MAX_BACKLOG} events, got {backlog}")
+    return backlog
 
 
 def reset_event(last_event_id: str, *, resume_id: str | None) -> ServerSentEvent:
@@ -250,22 +264,55 @@ class Broker(Protocol):
         ...
 
     def subscribe(
-        self, topic: str, *, last_event_id: str | None = None
+        self,
+        topic: str,
+        *,
+        last_event_id: str | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> AbstractAsyncContextManager[Subscription]:
         """Subscribe to ``topic`` for as long as the context is open.
 
         With ``last_event_id``, every retained event after it is replayed first,
         then live events follow with no gap and no duplicate. If history cannot
         place the id, a :data:`RESET_EVENT_TYPE` event comes first, then whatever
-        retained events the broker knows came after the id.
+        retained events the broker knows came after the id. Without it, the newest
+        ``backlog`` retained events come first (oldest first; fewer if history holds
+        fewer), then live events, again with no gap and no duplicate.
+
+        The subscription counts as a stream on the topic in :meth:`presence`, and
+        ``subject`` (a token's ``sub``: see
+        :func:`~trio_sse.broker.validate_subject`), if given, is present there while
+        it lasts. A broker with presence events on publishes ``join`` when a subject
+        is first present and ``leave`` when its last subscription ends.
 
         Leaving the context by any path (return, error, cancellation) unsubscribes.
 
         Raises:
+            ValueError: ``subject`` or ``backlog`` is out of range.
             InvalidTopicError: Bad topic name.
             BrokerClosedError: The broker is closed.
             BrokerUnavailableError: The backing store is needed to place
                 ``last_event_id`` (or to start reading the topic) and does not answer.
+        """
+        ...
+
+    async def presence(self, topic: str, *, limit: int = DEFAULT_PRESENCE_LIMIT) -> Presence:
+        """Who is on ``topic`` now: its open streams and the distinct subjects present.
+
+        A broker that spans processes counts them all; one whose process died drops
+        out within the bound its docs state.
+
+        Args:
+            topic: The topic.
+            limit: Subjects listed, at most (0 to :data:`MAX_PRESENCE_LIMIT`); the
+                count covers them all.
+
+        Raises:
+            InvalidTopicError: Bad topic name.
+            ValueError: ``limit`` out of range.
+            BrokerClosedError: The broker is closed.
+            BrokerUnavailableError: The backing store does not answer.
         """
         ...
 

@@ -35,9 +35,19 @@ from ._fanout import LocalFanout
 from ._interface import (
     BrokerStatistics,
     reset_event,
+    validate_backlog,
     validate_idempotency_key,
     validate_topic,
     validate_topics,
+)
+from ._presence import (
+    DEFAULT_PRESENCE_LIMIT,
+    Presence,
+    PresenceBook,
+    PresenceChange,
+    presence_event,
+    validate_limit,
+    validate_subject,
 )
 from ._subscription import DEFAULT_QUEUE_SIZE, CloseReason, Subscription
 
@@ -197,6 +207,9 @@ class MemoryBroker:
         max_topics: Topics (with history or subscribers) held at once. A new one
             replaces the topic without subscribers that published least recently; if
             every topic has subscribers it is refused with ``BrokerUnavailableError``.
+        presence_events: Publish ``join`` and ``leave`` events on a topic as subjects
+            come and go (see :mod:`trio_sse.broker` presence). They are events like
+            any other: retained, with ids, so a resuming client misses none.
     """
 
     def __init__(
@@ -208,6 +221,7 @@ class MemoryBroker:
         history_total_bytes: int = DEFAULT_HISTORY_TOTAL_BYTES,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_topics: int = DEFAULT_MAX_TOPICS,
+        presence_events: bool = False,
     ) -> None:
         if history < 0:
             raise ValueError(f"history must be >= 0, got {history}")
@@ -243,6 +257,8 @@ class MemoryBroker:
         # own above it. Events from before this run are all forgotten.
         self._lost = self._last_id
         self._published = 0
+        self._presence = PresenceBook()
+        self._presence_events = presence_events
         self._is_closed = False
 
     @property
@@ -270,6 +286,13 @@ class MemoryBroker:
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
+        return self._publish_now(topic, event, idempotency_key, chosen)
+
+    def _publish_now(
+        self, topic: str, event: ServerSentEvent, idempotency_key: str | None, chosen: int | None
+    ) -> str:
+        """Publish, checked; never checkpoints (a presence event goes out this way
+        from inside subscribe and unsubscribe)."""
         now = trio.current_time()
         self._expire(now)
         state = self._topics.get(topic)
@@ -530,7 +553,12 @@ class MemoryBroker:
             del self._topics[state.name]
 
     def subscribe(
-        self, topic: str, *, last_event_id: str | None = None
+        self,
+        topic: str,
+        *,
+        last_event_id: str | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> AbstractAsyncContextManager[Subscription]:
         """Subscribe to ``topic``; see :meth:`trio_sse.broker.Broker.subscribe`.
 
@@ -538,11 +566,15 @@ class MemoryBroker:
             BrokerUnavailableError: ``topic`` is new and every one of the
                 ``max_topics`` topics held has subscribers.
         """
+        validate_subject(subject)
+        validate_backlog(backlog)
         # A class, not an @asynccontextmanager: a suspended generator frame per open
         # stream cost 0.8 KiB.
-        return _Subscribed(self, topic, last_event_id)
+        return _Subscribed(self, topic, last_event_id, subject, backlog)
 
-    async def _subscribe(self, topic: str, last_event_id: str | None) -> Subscription:
+    async def _subscribe(
+        self, topic: str, last_event_id: str | None, subject: str | None, backlog: int
+    ) -> Subscription:
         validate_topic(topic)
         await trio.lowlevel.checkpoint()
         if self._is_closed:
@@ -555,14 +587,23 @@ class MemoryBroker:
         # replay snapshot and the registration: no gap and no duplicate.
         if last_event_id is None:
             # Every event published to the topic from now on has an id above this.
+            entries = state.entries
+            start = max(state.head, len(entries) - backlog)
             subscription = Subscription(
-                topic, queue_size=self._queue_size, backlog=[], start_id=str(self._last_id)
+                topic,
+                queue_size=self._queue_size,
+                backlog=[entries[i].frame for i in range(start, len(entries))],
+                start_id=str(self._last_id),
             )
         else:
-            backlog = self._replay(state, last_event_id)
-            subscription = Subscription(topic, queue_size=self._queue_size, backlog=backlog)
+            replay = self._replay(state, last_event_id)
+            subscription = Subscription(topic, queue_size=self._queue_size, backlog=replay)
         self._fanout.add(subscription)
         self._unwatched.pop(topic, None)
+        if self._presence.enter(topic, subject) and self._presence_events:
+            assert subject is not None
+            # After add(): the subject's own stream carries its join too.
+            self._publish_now(topic, presence_event(PresenceChange.JOIN, subject), None, None)
         return subscription
 
     def _replay(self, state: _Topic, last_event_id: str) -> list[bytes]:
@@ -585,11 +626,24 @@ class MemoryBroker:
         notice = reset_event(last_event_id, resume_id=resume).encode()
         return [notice, *state.after(asked)]
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
+    def _unsubscribe(self, subscription: Subscription, subject: str | None) -> None:
+        topic = subscription.topic
         self._fanout.remove(subscription)
-        state = self._topics.get(subscription.topic)
+        if self._presence.leave(topic, subject) and self._presence_events and not self._is_closed:
+            assert subject is not None
+            self._publish_now(topic, presence_event(PresenceChange.LEAVE, subject), None, None)
+        state = self._topics.get(topic)
         if state is not None:
             self._check_watched(state)
+
+    async def presence(self, topic: str, *, limit: int = DEFAULT_PRESENCE_LIMIT) -> Presence:
+        """Who is on ``topic``; see :meth:`trio_sse.broker.Broker.presence`."""
+        validate_topic(topic)
+        validate_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        return self._presence.snapshot(topic, limit)
 
     def statistics(self) -> BrokerStatistics:
         """Return a snapshot of the counters; see :class:`~trio_sse.broker.BrokerStatistics`.
@@ -629,18 +683,29 @@ class MemoryBroker:
 class _Subscribed:
     """The context of :meth:`MemoryBroker.subscribe`: subscribed inside, never after."""
 
-    __slots__ = ("_broker", "_last_event_id", "_subscription", "_topic")
+    __slots__ = ("_backlog", "_broker", "_last_event_id", "_subject", "_subscription", "_topic")
 
-    def __init__(self, broker: MemoryBroker, topic: str, last_event_id: str | None) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        topic: str,
+        last_event_id: str | None,
+        subject: str | None,
+        backlog: int,
+    ) -> None:
         self._broker = broker
         self._topic = topic
         self._last_event_id = last_event_id
+        self._subject = subject
+        self._backlog = backlog
         self._subscription: Subscription | None = None
 
     async def __aenter__(self) -> Subscription:
         if self._subscription is not None:
             raise RuntimeError("this subscribe() context is already in use")
-        self._subscription = await self._broker._subscribe(self._topic, self._last_event_id)
+        self._subscription = await self._broker._subscribe(
+            self._topic, self._last_event_id, self._subject, self._backlog
+        )
         return self._subscription
 
     async def __aexit__(
@@ -652,4 +717,4 @@ class _Subscribed:
         # No checkpoint: leaving must unsubscribe even inside a cancelled scope.
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            self._broker._unsubscribe(subscription)
+            self._broker._unsubscribe(subscription, self._subject)

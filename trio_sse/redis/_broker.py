@@ -42,15 +42,21 @@ from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventErr
 from ..broker import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_PRESENCE_LIMIT,
+    DEFAULT_PRESENCE_TTL,
     DEFAULT_REPLICA_TIMEOUT,
     MAX_REPLICA_TIMEOUT,
     BackplaneStatistics,
     BrokerStatistics,
     CloseReason,
     LocalFanout,
+    Presence,
     Subscription,
     reset_event,
+    validate_backlog,
     validate_idempotency_key,
+    validate_limit,
+    validate_subject,
     validate_topic,
     validate_topics,
 )
@@ -59,6 +65,7 @@ from . import _scripts
 from ._clients import RedisClients
 from ._entries import entry_frame, entry_from_reply, fields_of, previous_id
 from ._ids import ZERO_ID, StreamId, format_stream_id, parse_stream_id, publishable_id
+from ._presence import PresenceSync
 
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
@@ -248,6 +255,8 @@ class RedisBroker:
         max_topics: int,
         min_replicas: int = 0,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
+        presence_events: bool = False,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             # The first {...} in a key is its hash tag: the prefix's would put every
@@ -283,6 +292,16 @@ class RedisBroker:
         # When the current outage began, and when the log last said so (trio clock).
         self._outage_since: float | None = None
         self._outage_logged_at = 0.0
+        self._presence = PresenceSync(
+            clients=clients,
+            key_of=self._key,
+            ttl=presence_ttl,
+            timeout=timeout,
+            announce=self._announce if presence_events else None,
+            on_failure=self._lost,
+        )
+        # Lives as the readers do, in the nursery that open_redis_broker owns.
+        nursery.start_soon(self._presence.run, name="trio_sse.redis:presence")
 
     @property
     def is_closed(self) -> bool:
@@ -339,6 +358,15 @@ class RedisBroker:
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
+        return await self._append(topic, event, identifier, idempotency_key)
+
+    async def _announce(self, topic: str, event: ServerSentEvent) -> str:
+        """Publish a presence event; also while closing, for the leaves it brings."""
+        return await self._append(topic, event, "*", None)
+
+    async def _append(
+        self, topic: str, event: ServerSentEvent, identifier: str, idempotency_key: str | None
+    ) -> str:
         key = self._key(topic)
         arguments: list[str | int] = [
             topic,
@@ -634,7 +662,12 @@ class RedisBroker:
 
     @asynccontextmanager
     async def subscribe(
-        self, topic: str, *, last_event_id: str | None = None
+        self,
+        topic: str,
+        *,
+        last_event_id: str | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to ``topic``; see :meth:`trio_sse.broker.Broker.subscribe`.
 
@@ -649,6 +682,8 @@ class RedisBroker:
                 this process already reads ``max_topics`` topics.
         """
         validate_topic(topic)
+        validate_subject(subject)
+        validate_backlog(backlog)
         await trio.lowlevel.checkpoint()
         if self._is_closed:
             raise BrokerClosedError("the broker is closed")
@@ -662,23 +697,35 @@ class RedisBroker:
                     f"Redis at {self._where} did not answer in {self._timeout} s "
                     f"(starting to read topic {topic!r}): {self._last_error}"
                 )
-            subscription = await self._hand_over(reader, last_event_id)
+            subscription = await self._hand_over(reader, last_event_id, backlog)
+            self._presence.enter(topic, subject)
             yield subscription
         finally:
             if subscription is not None:
                 self._fanout.remove(subscription)
+                self._presence.leave(topic, subject)
             self._release_reader(reader)
 
-    async def _hand_over(self, reader: _TopicReader, last_event_id: str | None) -> Subscription:
+    async def _hand_over(
+        self, reader: _TopicReader, last_event_id: str | None, backlog: int
+    ) -> Subscription:
         """Make and register a subscription with its replay, with no gap and no duplicate."""
         topic, queue_size = reader.topic, self._queue_size
         if last_event_id is None:
+            frames, since = await self._newest(reader, backlog) if backlog else ([], None)
+            # No checkpoint from here to the registration. What the reader fanned out
+            # while the backlog was read comes as a replay after it.
+            position = reader.position
+            replay = None
+            if since is not None and since != position:
+                replay = _StreamReplay(self, reader.key, format_stream_id(since), since, position)
             # What this reader delivered last: a resume after it misses nothing.
             subscription = Subscription(
                 topic,
                 queue_size=queue_size,
-                backlog=[],
-                start_id=format_stream_id(reader.position),
+                backlog=frames,
+                replay=replay,
+                start_id=format_stream_id(position),
             )
             self._fanout.add(subscription)
             return subscription
@@ -704,6 +751,49 @@ class RedisBroker:
             subscription = Subscription(topic, queue_size=queue_size, backlog=[], replay=replay)
         self._fanout.add(subscription)
         return subscription
+
+    async def _newest(self, reader: _TopicReader, count: int) -> tuple[list[bytes], StreamId]:
+        """The frames of the topic's newest ``count`` entries up to the reader's position."""
+        position = reader.position
+        if position == ZERO_ID:
+            return [], position
+        try:
+            with trio.fail_after(self._timeout):
+                entries = await self._clients.commands.xrevrange(
+                    reader.key, format_stream_id(position), "-", count=count
+                )
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer the backlog (XREVRANGE)", exc) from exc
+        self._mark_connected()
+        frames = [frame for _, frame in map(entry_frame, reversed(entries)) if frame is not None]
+        return frames, position
+
+    async def presence(self, topic: str, *, limit: int = DEFAULT_PRESENCE_LIMIT) -> Presence:
+        """Who is on ``topic`` over every process; see :meth:`trio_sse.broker.Broker.presence`.
+
+        A process's changes reach Redis within about 50 ms; one that stops (a crash)
+        drops out within ``presence_ttl`` of its last refresh.
+        """
+        validate_topic(topic)
+        validate_limit(limit)
+        await trio.lowlevel.checkpoint()
+        if self._is_closed:
+            raise BrokerClosedError("the broker is closed")
+        try:
+            presence = await self._presence.read(topic, limit)
+        except ResponseError as exc:
+            raise self._refused("refused the presence script", exc) from exc
+        except _FAILURES as exc:
+            raise self._unavailable("did not answer the presence script", exc) from exc
+        self._mark_connected()
+        return presence
+
+    async def _withdraw_presence(self) -> None:
+        """Take this process out of presence (a clean stop); failures are logged only."""
+        try:
+            await self._presence.withdraw()
+        except Exception as exc:  # noqa: BLE001 (a stop goes on; the ttl clears it)
+            logger.warning("presence: could not withdraw from Redis at %s: %s", self._where, exc)
 
     async def _wait_for_position(self, reader: _TopicReader, wanted: StreamId) -> None:
         with trio.move_on_after(self._timeout):

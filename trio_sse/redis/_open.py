@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ..broker import DEFAULT_HISTORY, DEFAULT_QUEUE_SIZE
+from ..broker import DEFAULT_HISTORY, DEFAULT_PRESENCE_TTL, DEFAULT_QUEUE_SIZE
 from ._broker import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_TTL,
@@ -43,6 +43,8 @@ async def open_redis_broker(
     max_topics: int = DEFAULT_MAX_TOPICS,
     min_replicas: int = 0,
     replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+    presence_ttl: float = DEFAULT_PRESENCE_TTL,
+    presence_events: bool = False,
 ) -> AsyncIterator[RedisBroker]:
     """Connect to Redis and run a :class:`RedisBroker` for the duration of the block.
 
@@ -77,6 +79,12 @@ async def open_redis_broker(
             time, ``publish()`` raises ``BrokerUnavailableError`` saying so.
         replica_timeout: Seconds a publish waits for ``min_replicas`` (at most
             ``MAX_REPLICA_TIMEOUT``), on top of ``command_timeout``.
+        presence_ttl: Seconds a process's presence outlives its last refresh
+            (every third of it): the streams and subjects of a process that died
+            drop out of :meth:`RedisBroker.presence` within this. A process that
+            leaves the block takes its own out at once.
+        presence_events: Publish ``join`` and ``leave`` events on a topic as
+            subjects come and go, once per subject over all processes.
 
     Raises:
         ValueError: A bad URL or option.
@@ -131,12 +139,18 @@ async def open_redis_broker(
                 max_topics=max_topics,
                 min_replicas=min_replicas,
                 replica_timeout=replica_timeout,
+                presence_ttl=presence_ttl,
+                presence_events=presence_events,
             )
             try:
                 await broker.ping()
                 yield broker
             finally:
                 broker._close_now()
+                # Short and bounded: the other processes then see this one's streams
+                # gone now rather than presence_ttl later.
+                with trio.move_on_after(command_timeout, shield=True):
+                    await broker._withdraw_presence()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Our nursery and coredis's task groups each wrap whatever the block raised

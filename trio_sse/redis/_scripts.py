@@ -27,7 +27,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADMIT", "PUBLISH", "PUBLISH_MANY", "READ_PAGE", "RESERVED_FIELDS"]
+__all__ = [
+    "ADMIT",
+    "PRESENCE_READ",
+    "PRESENCE_SYNC",
+    "PUBLISH",
+    "PUBLISH_MANY",
+    "READ_PAGE",
+    "RESERVED_FIELDS",
+]
 
 RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
 
@@ -335,3 +343,142 @@ while size < budget do
 end
 return out
 """
+
+# Presence (see _presence.py). Keys of a topic, all in its slot: ``...:pw`` a sorted
+# set, worker -> when its entries expire (ms, Redis's clock); ``...:ps`` a hash,
+# worker -> its open streams; ``...:pj`` a sorted set, subject -> how many workers
+# have it present; ``...:pm:<worker>`` a set, that worker's subjects. A worker's
+# entries go when it stops refreshing them (a crash): whichever script runs next on
+# the topic sweeps them, and returns the subjects that left with them.
+_PRESENCE_SHARED: Final = """
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+
+local function remove_subject(subjects, subject, leaves)
+  if tonumber(redis.call('ZINCRBY', subjects, -1, subject)) <= 0 then
+    redis.call('ZREM', subjects, subject)
+    leaves[#leaves + 1] = subject
+  end
+end
+
+local function sweep(workers, streams, subjects, member_prefix, now, leaves)
+  for _, worker in ipairs(redis.call('ZRANGEBYSCORE', workers, '-inf', now)) do
+    local members = member_prefix .. worker
+    for _, subject in ipairs(redis.call('SMEMBERS', members)) do
+      remove_subject(subjects, subject, leaves)
+    end
+    redis.call('DEL', members)
+    redis.call('HDEL', streams, worker)
+    redis.call('ZREM', workers, worker)
+  end
+end
+"""
+
+# KEYS: workers, streams, subjects, this worker's members.
+# ARGV: member key prefix, worker, ttl ms, streams open here, 1 if full, n,
+#       n subjects to add, then subjects to remove (a full sync: ARGV after the
+#       count is every subject present here, none to remove).
+# Returns {resync, n joins, joins..., leaves...}; resync = 1 when this worker's
+# entries had expired (it was away longer than the ttl) and a delta cannot apply.
+PRESENCE_SYNC: Final = (
+    _PRESENCE_SHARED
+    + """
+local workers, streams, subjects, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local worker, ttl, open = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local full, n = ARGV[5] == '1', tonumber(ARGV[6])
+local now = now_ms()
+local joins, leaves = {}, {}
+local expires = redis.call('ZSCORE', workers, worker)
+local known = expires and tonumber(expires) > now
+sweep(workers, streams, subjects, ARGV[1], now, leaves)
+if not full and not known then
+  local reply = {1, 0}
+  for _, subject in ipairs(leaves) do
+    reply[#reply + 1] = subject
+  end
+  return reply
+end
+local function add(subject)
+  if redis.call('SADD', mine, subject) == 1 then
+    if tonumber(redis.call('ZINCRBY', subjects, 1, subject)) == 1 then
+      joins[#joins + 1] = subject
+    end
+  end
+end
+if full then
+  local present = {}
+  for i = 7, 6 + n do
+    present[ARGV[i]] = true
+  end
+  for _, subject in ipairs(redis.call('SMEMBERS', mine)) do
+    if not present[subject] then
+      redis.call('SREM', mine, subject)
+      remove_subject(subjects, subject, leaves)
+    end
+  end
+  for i = 7, 6 + n do
+    add(ARGV[i])
+  end
+else
+  for i = 7, 6 + n do
+    add(ARGV[i])
+  end
+  for i = 7 + n, #ARGV do
+    if redis.call('SREM', mine, ARGV[i]) == 1 then
+      remove_subject(subjects, ARGV[i], leaves)
+    end
+  end
+end
+if open > 0 or redis.call('EXISTS', mine) == 1 then
+  redis.call('ZADD', workers, now + ttl, worker)
+  redis.call('HSET', streams, worker, open)
+  -- Three ttls: longer than any live worker's refresh, so only a topic nobody
+  -- serves any more is left to expire.
+  for _, key in ipairs({workers, streams, subjects, mine}) do
+    redis.call('PEXPIRE', key, 3 * ttl)
+  end
+else
+  redis.call('ZREM', workers, worker)
+  redis.call('HDEL', streams, worker)
+end
+local reply = {0, #joins}
+for _, subject in ipairs(joins) do
+  reply[#reply + 1] = subject
+end
+for _, subject in ipairs(leaves) do
+  reply[#reply + 1] = subject
+end
+return reply
+"""
+)
+
+# KEYS: workers, streams, subjects. ARGV: member key prefix, subjects to list.
+# Returns {streams, subjects present, n listed, listed..., leaves...} (leaves: of
+# workers swept now).
+PRESENCE_READ: Final = (
+    _PRESENCE_SHARED
+    + """
+local workers, streams, subjects = KEYS[1], KEYS[2], KEYS[3]
+local leaves = {}
+sweep(workers, streams, subjects, ARGV[1], now_ms(), leaves)
+local open = 0
+for _, count in ipairs(redis.call('HVALS', streams)) do
+  open = open + tonumber(count)
+end
+local listed = {}
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  listed = redis.call('ZRANGE', subjects, 0, limit - 1)
+end
+local reply = {open, redis.call('ZCARD', subjects), #listed}
+for _, subject in ipairs(listed) do
+  reply[#reply + 1] = subject
+end
+for _, subject in ipairs(leaves) do
+  reply[#reply + 1] = subject
+end
+return reply
+"""
+)

@@ -46,6 +46,7 @@ from typing import Any, Final
 import jwt
 
 from .._errors import AuthError
+from ..broker import MAX_SUBJECT_LENGTH
 
 __all__ = [
     "CLAIM",
@@ -171,9 +172,15 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A permission given; ``expires_at`` is the token's ``exp`` (Unix time) if it has one."""
+    """A permission given.
+
+    Attributes:
+        expires_at: The token's ``exp`` (Unix time), if it has one.
+        subject: The token's ``sub``, if it has one: who is present on the stream.
+    """
 
     expires_at: float | None = None
+    subject: str | None = None
 
 
 def _check_time_claims(claims: Mapping[str, Any]) -> int | float | None:
@@ -198,6 +205,20 @@ def _check_time_claims(claims: Mapping[str, Any]) -> int | float | None:
             )
     exp: int | float | None = claims.get("exp")
     return exp
+
+
+def _subject_of(claims: Mapping[str, Any]) -> str | None:
+    """The ``sub`` claim, refused unless it is a name presence can list."""
+    subject = claims.get("sub")
+    if subject is None:
+        return None
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+        raise AuthError(
+            401,
+            f'invalid token: the "sub" claim must be a string of 1 to {MAX_SUBJECT_LENGTH} '
+            f"characters, got {subject!r:.40}",
+        )
+    return subject
 
 
 def _matches(pattern: object, topic: str) -> bool:
@@ -255,7 +276,7 @@ class Authorizer:
             if not isinstance(allowed, list) or not any(_matches(p, topic) for p in allowed):
                 raise AuthError(403, f"the token does not allow {action.value} on topic {topic!r}")
         exp = _check_time_claims(claims)
-        return Grant(expires_at=None if exp is None else float(exp))
+        return Grant(expires_at=None if exp is None else float(exp), subject=_subject_of(claims))
 
     def _token_of(self, action: Action, credentials: Credentials) -> str | None:
         if credentials.authorization is not None:

@@ -49,6 +49,8 @@ from ..broker import (
     Subscription,
     TopicMerge,
     parse_position,
+    validate_backlog,
+    validate_subject,
     validate_topic,
 )
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
@@ -205,6 +207,8 @@ class EventStreamBody(ResponseBody):
         retry: int | None = None,
         max_age: float = 0.0,
         drain: StreamDrain | None = None,
+        subject: str | None = None,
+        backlog: int = 0,
     ) -> None:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be >= 1 byte, got {max_buffer}")
@@ -221,6 +225,8 @@ class EventStreamBody(ResponseBody):
             self._topics = tuple(topic)
             self._topic = ",".join(self._topics)
         self._last_event_id = last_event_id
+        self._subject = subject  # present on each topic while the stream is open
+        self._backlog = backlog
         self._heartbeat = heartbeat if heartbeat > 0 else math.inf
         self._batching = BatchWindow(min_write_interval)
         self._prelude = prelude  # b"" once written
@@ -259,7 +265,12 @@ class EventStreamBody(ResponseBody):
             self._drain._opened(self)
         try:
             if self._topics is None:
-                subscribed = self._broker.subscribe(self._topic, last_event_id=self._last_event_id)
+                subscribed = self._broker.subscribe(
+                    self._topic,
+                    last_event_id=self._last_event_id,
+                    subject=self._subject,
+                    backlog=self._backlog,
+                )
                 self._subscription = await subscribed.__aenter__()
                 self._subscribed = subscribed
             else:
@@ -291,7 +302,9 @@ class EventStreamBody(ResponseBody):
         stack = AsyncExitStack()
         try:
             members = [
-                await stack.enter_async_context(self._broker.subscribe(t, last_event_id=p))
+                await stack.enter_async_context(
+                    self._broker.subscribe(t, last_event_id=p, subject=self._subject)
+                )
                 for t, p in zip(topics, positions, strict=True)
             ]
         except BaseException:
@@ -616,6 +629,8 @@ def event_stream(
     max_buffer: int = DEFAULT_MAX_BUFFER,
     max_age: float = 0.0,
     drain: StreamDrain | None = None,
+    subject: str | None = None,
+    backlog: int = 0,
 ) -> quart.Response:
     """Build a streaming ``text/event-stream`` response for one topic, or several merged.
 
@@ -659,6 +674,13 @@ def event_stream(
         drain: Registers the stream, so that :meth:`StreamDrain.start` can end it
             (reason ``shutdown``, with a jittered ``retry`` as above); once the drain
             has started, no new stream is opened (``BrokerClosedError``).
+        subject: Who reads the stream (a token's ``sub``): present on its topics
+            while it is open (see :meth:`~trio_sse.broker.Broker.presence`); at most
+            :data:`~trio_sse.broker.MAX_SUBJECT_LENGTH` characters.
+        backlog: One topic only, without ``last_event_id``: first the topic's newest
+            ``backlog`` retained events (at most :data:`~trio_sse.broker.MAX_BACKLOG`),
+            e.g. a chat room's recent messages for a page that just opened. A
+            resume (``last_event_id``) replays from its id instead.
 
     Returns:
         A response with the SSE headers and Quart's response timeout disabled, which
@@ -671,11 +693,16 @@ def event_stream(
         ValueError: An empty sequence of topics, or one with a topic twice.
         BrokerClosedError: The broker is closed, or the drain has started (answer 503).
         InvalidEventError: ``retry`` is negative.
-        ValueError: ``max_age`` is negative or NaN.
+        ValueError: ``max_age`` is negative or NaN; ``subject`` or ``backlog`` out
+            of range, or ``backlog`` with several topics.
     """
+    validate_subject(subject)
+    validate_backlog(backlog)
     if isinstance(topic, str):
         validate_topic(topic)
     else:
+        if backlog:
+            raise ValueError("backlog is for one topic; several topics resume by position")
         topic = tuple(topic)
         for name in topic:
             validate_topic(name)
@@ -709,6 +736,8 @@ def event_stream(
         retry=retry,
         max_age=max_age,
         drain=drain,
+        subject=subject,
+        backlog=backlog,
     )
     response: quart.Response = quart.current_app.response_class(
         body, status=200, headers=SSE_HEADERS
