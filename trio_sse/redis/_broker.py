@@ -301,7 +301,7 @@ class RedisBroker:
             on_failure=self._lost,
         )
         # Lives as the readers do, in the nursery that open_redis_broker owns.
-        nursery.start_soon(self._presence.run, name="trio_sse.redis:presence")
+        nursery.start_soon(self._presence.run, name="trio_sse.redis-presence")
 
     @property
     def is_closed(self) -> bool:
