@@ -262,6 +262,8 @@ async def test_a_merge_past_its_bound_is_closed_as_slow_and_holds_nothing() -> N
         assert b.queued == 0
         with pytest.raises(trio.EndOfChannel):
             merge.receive_batch_nowait()
+        # Counted once, as a slow single-topic stream is (before: not at all).
+        assert broker.statistics().dropped == 1
 
 
 async def test_a_merge_replays_each_topic_then_goes_live_in_taken_order() -> None:

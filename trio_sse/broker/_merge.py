@@ -320,7 +320,9 @@ class TopicMerge:
             self._close(CloseReason.SLOW_CONSUMER)
             frames.clear()
             self._queued_bytes = 0
-            return SinkResult.WRITTEN
+            # The member that overflowed closes as slow: the broker counts the stream
+            # dropped once, as it does a single topic's.
+            return SinkResult.DROPPED
         if not frames:
             self.first_queued_at = offered_at
         frames.append((index, frame))

@@ -72,6 +72,11 @@ class SinkResult(enum.Enum):
     DECLINED = "declined"
     """Not taken; the frame is queued as usual, and the reader woken."""
 
+    DROPPED = "dropped"
+    """Not taken, and none will be: the reader fell too far behind (a stream of several
+    topics past its own bound). The subscription closes as a slow consumer, and the
+    broker counts it dropped."""
+
 
 FrameSink = Callable[[bytes, float], SinkResult]
 """Takes ``(frame, offered_at)`` while the reader is parked with nothing queued; see
@@ -383,6 +388,9 @@ class Subscription:
                 self._sink = None
                 self._wake()
                 return True
+            if result is SinkResult.DROPPED:
+                self.close(CloseReason.SLOW_CONSUMER)
+                return False
         size = len(frame)
         if len(frames) >= self._capacity or (
             frames and self._queued_bytes + size > self._byte_capacity
