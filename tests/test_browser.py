@@ -254,7 +254,9 @@ def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pag
         server.stop()
         expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
         # Published while nothing listens on the port; the broker's history keeps it.
-        during = json.dumps({"user": "ben", "text": "during the outage"})
+        # Sent long ago (by the broker's clock): the page shows that time, not its own.
+        sent = "2020-01-02T03:04:05.678Z"
+        during = json.dumps({"user": "ben", "text": "during the outage", "sent": sent})
         server.publish(chat.TOPIC, ServerSentEvent(during, event="message"))
         server.start()
         is_open(page)
@@ -264,6 +266,7 @@ def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pag
             ["before the outage", "during the outage"]
         )
         expect(page.locator(".notice.warn")).to_have_text(["Connection lost. Reconnecting…"])
+        expect(page.locator(".message time").nth(1)).to_have_attribute("datetime", sent)
         say(page, "ana", "after the outage")
         expect(page.locator(".message .text")).to_have_text(
             ["before the outage", "during the outage", "after the outage"]
