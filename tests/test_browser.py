@@ -13,9 +13,11 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -254,7 +256,9 @@ def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pag
         server.stop()
         expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
         # Published while nothing listens on the port; the broker's history keeps it.
-        during = json.dumps({"user": "ben", "text": "during the outage"})
+        # Sent long ago (by the broker's clock): the page shows that time, not its own.
+        sent = "2020-01-02T03:04:05.678Z"
+        during = json.dumps({"user": "ben", "text": "during the outage", "sent": sent})
         server.publish(chat.TOPIC, ServerSentEvent(during, event="message"))
         server.start()
         is_open(page)
@@ -264,6 +268,7 @@ def test_chat_page_shows_what_was_published_while_the_server_was_down(pages: Pag
             ["before the outage", "during the outage"]
         )
         expect(page.locator(".notice.warn")).to_have_text(["Connection lost. Reconnecting…"])
+        expect(page.locator(".message time").nth(1)).to_have_attribute("datetime", sent)
         say(page, "ana", "after the outage")
         expect(page.locator(".message .text")).to_have_text(
             ["before the outage", "during the outage", "after the outage"]
@@ -283,10 +288,34 @@ def wait_for_points(page: Page, chart: str, minimum: int) -> None:
     )
 
 
+def wait_for_subscribers(http: httpx.Client, count: int) -> None:
+    """Wait until the server behind ``http`` has ``count`` subscribers (bounded)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while http.get("/stats").json()["subscribers"] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} subscribers"
+        time.sleep(0.05)
+
+
 def test_dashboard_charts_grow_with_new_samples_in_a_rolling_window(pages: Pages) -> None:
     with server_process(example("monitor", "--port", "0", "--interval", "0.1")) as server:
-        page = pages.open(server.url + "/")
+        page = pages.open("about:blank")
+        streams: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                streams.append(request.url) if request.resource_type == "eventsource" else None
+            ),
+        )
+        page.goto(server.url + "/")
         is_open(page)
+        # The samples and the watched topic (news, by default) come on ONE stream.
+        assert [urlsplit(url).query for url in streams] == ["topic=news"], streams
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            wait_for_subscribers(http, 2)  # the page's stream: metrics and news
+            published = http.post("/events/news", json={"data": "<b>hello</b>"})
+            assert published.status_code == 202
+        expect(page.locator("#feed-list .data")).to_have_text(["<b>hello</b>"])
+        expect(page.locator("#feed-list .topic")).to_have_text(["news"])
         wait_for_points(page, "cpu", 3)
         before = points(page, "cpu")
         line = page.locator('#cpu path[data-key="process_cpu"]')

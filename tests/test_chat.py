@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 
 import pytest
@@ -28,14 +30,18 @@ async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
         await server.wait_for_subscribers(1)
         ben = await SSEConnection.open(server, "/chat")
         await server.wait_for_subscribers(2)
+        before = datetime.now(UTC)
         response = await server.http.post("/chat", json={"user": "ana", "text": "hi <b>all</b>"})
+        after = datetime.now(UTC)
         assert response.status_code == 202
         for conn, online in ((ana, 1), (ben, 2)):
             hello, message = await conn.read_events(2)
             assert hello.type == "hello"
             assert json.loads(hello.data) == {"text": "Welcome to the chat!", "online": online}
             assert message.type == "message"
-            assert json.loads(message.data) == {"user": "ana", "text": "hi <b>all</b>"}
+            body = json.loads(message.data)
+            assert body == {"user": "ana", "text": "hi <b>all</b>", "sent": body["sent"]}
+            assert_sent_between(body["sent"], before, after)
             assert message.last_event_id == response.json()["id"]
         # A third arrival gets its own hello; the others get no second one.
         cleo = await SSEConnection.open(server, "/chat")
@@ -49,6 +55,14 @@ async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
     closed = [r.getMessage() for r in caplog.records if r.name == "trio_sse.stream"]
     assert len(closed) == 3
     assert all("topic=chat reason=client_closed" in line for line in closed)
+
+
+def assert_sent_between(sent: str, before: datetime, after: datetime) -> None:
+    """``sent`` is UTC ISO 8601 with milliseconds and ``Z``, taken while the POST ran."""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", sent), sent
+    # The string holds milliseconds: the bounds are widened by one.
+    millisecond = timedelta(milliseconds=1)
+    assert before - millisecond <= datetime.fromisoformat(sent) <= after + millisecond
 
 
 @pytest.mark.parametrize(

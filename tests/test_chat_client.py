@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from types import ModuleType
@@ -38,8 +40,10 @@ async def test_chat_client_shows_the_welcome_then_each_message() -> None:
             with trio.fail_after(TIMEOUT):
                 assert await receive.receive() == "* Welcome to the chat! (1 online)"
                 event_id = await client.say(url, name="ana", text="hi\n\x1b[2Jall")
-                # The escape sequence is shown, not obeyed by the terminal.
-                assert await receive.receive() == "ana: hi\n\\x1b[2Jall"
+                # The escape sequence is shown, not obeyed by the terminal; the time is
+                # the one the server accepted the message at.
+                line = await receive.receive()
+                assert re.fullmatch(r"\[\d\d:\d\d\] ana: hi\n\\x1b\[2Jall", line), line
             nursery.cancel_scope.cancel()
     assert isinstance(event_id, str)
     assert reports == []
@@ -62,7 +66,7 @@ async def test_chat_client_reports_a_drop_and_resumes_without_a_gap() -> None:
         with trio.fail_after(TIMEOUT + 5):
             assert await shown.receive() == "* Welcome to the chat! (1 online)"
             await client.say(url, name="ana", text="before")
-            assert await shown.receive() == "ana: before"
+            assert (await shown.receive()).endswith("] ana: before")
             first_stop.set()
             assert (await reports.receive()).startswith("* connection lost (")
             # Said while the client is away: replayed after its Last-Event-ID.
@@ -99,13 +103,16 @@ async def test_chat_client_say_posts_a_message_that_reaches_the_room() -> None:
         await conn.close_fin()
     assert result.returncode == 0, result.stderr
     assert hello.type == "hello"
-    assert (message.type, message.data) == ("message", '{"user": "ben", "text": "hello there"}')
+    assert message.type == "message"
+    assert json.loads(message.data).items() >= {"user": "ben", "text": "hello there"}.items()
 
 
 @pytest.mark.parametrize(
     ("event", "line"),
     [
         (MessageEvent("message", '{"user": "a", "text": "b"}', "1"), "a: b"),
+        (MessageEvent("message", '{"user": "a", "text": "b", "sent": 5}', "1"), "a: b"),
+        (MessageEvent("message", '{"user": "a", "text": "b", "sent": "now"}', "1"), "a: b"),
         (MessageEvent("hello", '{"text": "Hi", "online": 3}', ""), "* Hi (3 online)"),
         (MessageEvent("reset", "{}", "9"), "* some messages were missed while disconnected"),
         (MessageEvent("message", "not json", "1"), "* unreadable message event: not json"),
@@ -122,7 +129,7 @@ async def test_chat_client_reports_a_refused_stream_with_status_1(
     client = load_chat_client()
     async with running_server() as server:
         url = f"{server.url}/nowhere"
-        code = await trio.to_thread.run_sync(client.main, ["--url", url])
+        code = await trio.to_thread.run_sync(client.main, ["--url", url, "--listen"])
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith(f"chat: GET {url} answered 404")
@@ -131,7 +138,31 @@ async def test_chat_client_reports_a_refused_stream_with_status_1(
 
 def test_chat_client_say_to_a_closed_port_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}/chat"
-    assert load_chat_client().main(["--url", url, "--say", "hi"]) == 1
+    assert load_chat_client().main(["--url", url, "--user", "ana", "--say", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"chat: cannot reach {url}: ")
+    assert err.count("\n") == 1
+
+
+def test_chat_client_shows_the_time_a_message_was_sent_in_local_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving time
+    time.tzset()
+    try:
+        data = '{"user": "a", "text": "b", "sent": "2026-01-02T23:45:05.678Z"}'
+        line = load_chat_client().render(MessageEvent("message", data, "1"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert line == "[05:15] a: b"
+
+
+def test_chat_client_listening_to_a_closed_port_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/chat"
+    assert load_chat_client().main(["--url", url, "--listen"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"chat: cannot reach {url}: ")
     assert err.count("\n") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from types import ModuleType
+from typing import Any
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ import trio
 from tests.examples import load_example, run_on_a_taken_port
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import MemoryBroker, ServerSentEvent
+from trio_sse.broker import parse_position
 from trio_sse.protocol import Decoder, MessageEvent
 
 FIELDS = {
@@ -163,3 +165,96 @@ async def test_samples_do_not_count_the_monitors_own_samples_as_traffic(
     # Sample 2 covers sample 1's publish and delivery to the dashboard: none counts.
     assert [s["published_per_second"] for s in samples] == [0, 0, 3, 0]
     assert [s["delivered_per_second"] for s in samples] == [0, 0, 3, 0]
+
+
+async def publish_samples_until(
+    monitor: ModuleType, broker: MemoryBroker, sampler: Any, count: int
+) -> None:
+    """Publish samples quickly until ``count`` are in the sampler's window."""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            async with broker.subscribe(monitor.TOPIC) as subscription:
+                nursery.start_soon(partial(monitor.publish_samples, broker, sampler, interval=0.01))
+                seen = 0
+                while seen < count:
+                    seen += len(await subscription.receive_batch())
+            nursery.cancel_scope.cancel()
+
+
+async def test_samples_and_watched_topics_share_one_stream_that_resumes_by_one_id() -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    app = monitor.create_monitor_app(broker, sampler)
+    async with running_server(app=app, broker=broker) as server:
+        await publish_samples_until(monitor, broker, sampler, 4)
+        ids = list(sampler.recent_ids)
+        # Published before the dashboard came: a watched topic starts from now.
+        await broker.publish("news", ServerSentEvent("old"))
+        dashboard = await SSEConnection.open(server, "/samples?topic=news&topic=orders")
+        assert dashboard.status == 200
+        # The window of samples at once, each named by its topic and type.
+        window = await dashboard.read_events(len(ids) - 1)
+        assert {event.type for event in window} == {"metrics:sample"}
+        assert [parse_position(e.last_event_id, 3)[0] for e in window] == ids[1:]
+        await server.wait_for_subscribers(3)  # one per topic of the stream
+        news_id = await broker.publish("news", ServerSentEvent("hello"))
+        orders_id = await broker.publish("orders", ServerSentEvent("{}", event="paid"))
+        news, orders = (await dashboard.read_events(len(ids) + 1))[-2:]
+        assert (news.type, news.data) == ("news", "hello")
+        assert (orders.type, orders.data) == ("orders:paid", "{}")
+        assert parse_position(orders.last_event_id, 3) == [ids[-1], news_id, orders_id]
+        # One Last-Event-ID resumes all three: only what came after it.
+        missed = await broker.publish("news", ServerSentEvent("while away"))
+        again = await SSEConnection.open(
+            server,
+            "/samples?topic=news&topic=orders",
+            headers=[("Last-Event-ID", orders.last_event_id)],
+        )
+        (resumed,) = await again.read_events(1)
+        assert (resumed.type, resumed.data) == ("news", "while away")
+        assert parse_position(resumed.last_event_id, 3) == [ids[-1], missed, orders_id]
+        for conn in (dashboard, again):
+            await conn.close_fin()
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("topic=metrics", "not 'metrics'"),
+        ("topic=news&topic=news", "each topic once"),
+        ("&".join(f"topic=t{i}" for i in range(32)), "at most 31 topics beside 'metrics', got 32"),
+        ("topic=bad%20name", "topic"),
+    ],
+)
+async def test_samples_refuses_a_bad_list_of_topics(query: str, problem: str) -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    app = monitor.create_monitor_app(broker, monitor.MetricsSampler(broker))
+    async with running_server(app=app, broker=broker) as server:
+        response = await server.http.get(f"/samples?{query}")
+    assert response.status_code == 400
+    assert problem in response.json()["error"]
+    assert broker.statistics().subscribers == 0
+
+
+async def test_a_dashboard_of_several_topics_is_not_counted_as_traffic() -> None:
+    monitor = load_monitor()
+    broker = MemoryBroker()
+    sampler = monitor.MetricsSampler(broker)
+    app = monitor.create_monitor_app(broker, sampler)
+    async with running_server(app=app, broker=broker) as server:
+        dashboard = await SSEConnection.open(server, "/samples?topic=news")
+        await server.wait_for_subscribers(2)
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(monitor.publish_samples, broker, sampler, interval=0.02))
+                events = await dashboard.read_events(5)
+                nursery.cancel_scope.cancel()
+        await dashboard.close_fin()
+    samples = [json.loads(event.data) for event in events]
+    # Nothing but the samples themselves was published or delivered.
+    assert [s["published_per_second"] for s in samples] == [0] * 5
+    assert [s["delivered_per_second"] for s in samples] == [0] * 5
+    # The page's one stream holds a subscription per topic: the figure counts those.
+    assert {s["connections"] for s in samples} == {2}

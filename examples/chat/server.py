@@ -9,7 +9,8 @@ CSS and JavaScript on the browser's own ``EventSource``, nothing fetched from el
 * ``GET /chat`` streams the room. Each new subscriber, and only that one, is greeted
   with an ``event: hello``; then every chat message follows as ``event: message``.
 * ``POST /chat`` with ``{"user": "...", "text": "..."}`` (``Content-Type:
-  application/json``, or 415) sends a message.
+  application/json``, or 415) sends a message. The server adds ``"sent"``: the time
+  it accepted the message, by its clock, in UTC (``2026-01-02T03:04:05.678Z``).
 * Every disconnect is logged (``stream closed: topic=chat reason=client_closed ...``).
 
 Try it:
@@ -27,6 +28,7 @@ import argparse
 import json
 import logging
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,6 +66,11 @@ def _field(body: dict[str, Any], name: str, limit: int) -> str:
     if len(value) > limit:
         quart.abort(400, f'"{name}" is longer than {limit} characters')
     return value
+
+
+def _now() -> str:
+    """The server's clock in UTC, ISO 8601 to the millisecond: ``2026-01-02T03:04:05.678Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
@@ -106,7 +113,11 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
         if not isinstance(body, dict):
             quart.abort(400, 'body must be a JSON object like {"user": "ana", "text": "hi"}')
         message = _json(
-            "message", user=_field(body, "user", MAX_USER), text=_field(body, "text", MAX_TEXT)
+            "message",
+            user=_field(body, "user", MAX_USER),
+            text=_field(body, "text", MAX_TEXT),
+            # The sender's time, not each reader's: a replayed message keeps it.
+            sent=_now(),
         )
         return {"id": await broker.publish(TOPIC, message)}, 202
 

@@ -13,8 +13,15 @@ elsewhere) shows the last minute and moves on every second.
 * ``GET /samples`` streams the samples: a new subscriber first gets the samples of
   the last minute (replayed from the broker's history), so its charts start full; a
   reconnecting one gets exactly those it missed (``Last-Event-ID``).
-* ``GET /`` is the dashboard. Every route of the reference app is here too
-  (``/events/<topic>``, ``/stats``, ``/healthz``), so there is traffic to watch:
+* ``GET /samples?topic=news&topic=orders`` streams the samples and those topics on
+  one connection (at most 31 of them), as ``GET /events?topic=...`` of the reference
+  app does: each event's type names its topic (``metrics:sample``, ``news``,
+  ``news:<type>``) and its id is the stream's position in every topic. A new
+  subscriber gets the last minute of samples, and the other topics from now on.
+* ``GET /`` is the dashboard: its charts, and the events of the topics it watches
+  (``/?topic=NAME``, repeated; ``news`` by default), all on ONE stream. Every route of
+  the reference app is here too (``/events/<topic>``, ``/stats``, ``/healthz``), so
+  there is traffic to watch:
 
       trio-sse listen http://127.0.0.1:8001/events/news
       trio-sse publish http://127.0.0.1:8001/events/news --data hello
@@ -41,7 +48,7 @@ import trio
 from quart_trio import QuartTrio
 
 import trio_sse
-from trio_sse.broker import DEFAULT_HISTORY
+from trio_sse.broker import DEFAULT_HISTORY, format_position
 from trio_sse.server import bind_or_exit
 
 TOPIC: Final = "metrics"
@@ -49,6 +56,9 @@ EVENT_TYPE: Final = "sample"
 DEFAULT_INTERVAL: Final = 1.0
 # The dashboard draws one minute; at the default interval that is 60 samples.
 WINDOW: Final = 60
+# Topics a dashboard may watch beside the samples: one stream of at most 32 topics,
+# as `trio-sse serve` allows by default (--max-topics-per-stream).
+MAX_WATCHED: Final = 31
 # Dashboards reconnect after a second: a longer outage shows as a gap in the charts.
 RETRY: Final = 1000
 STATIC: Final = Path(__file__).resolve().parent / "static"
@@ -153,12 +163,25 @@ def create_monitor_app(broker: trio_sse.Broker, sampler: MetricsSampler) -> Quar
 
     @app.get("/samples")
     async def samples() -> quart.ResponseReturnValue:
+        watched = quart.request.args.getlist("topic")
         last_event_id = trio_sse.last_event_id_of(quart.request)
+        if not watched:
+            if last_event_id is None and sampler.recent_ids:
+                # A new dashboard starts with the last window, replayed by the broker
+                # together with the subscription: no sample is missed or sent twice.
+                last_event_id = sampler.recent_ids[0]
+            return trio_sse.event_stream(broker, TOPIC, last_event_id=last_event_id, retry=RETRY)
+        if len(watched) > MAX_WATCHED:
+            quart.abort(400, f"at most {MAX_WATCHED} topics beside {TOPIC!r}, got {len(watched)}")
+        if TOPIC in watched or len(set(watched)) != len(watched):
+            quart.abort(400, f"each topic once, and not {TOPIC!r} (always streamed)")
         if last_event_id is None and sampler.recent_ids:
-            # A new dashboard starts with the last window, replayed by the broker
-            # together with the subscription: no sample is missed or sent twice.
-            last_event_id = sampler.recent_ids[0]
-        return trio_sse.event_stream(broker, TOPIC, last_event_id=last_event_id, retry=RETRY)
+            # The same window of samples; the watched topics from now on (no position).
+            last_event_id = format_position([sampler.recent_ids[0], *[None] * len(watched)])
+        # One stream for all: a page has only 6 connections per server over HTTP/1.1.
+        return trio_sse.event_stream(
+            broker, [TOPIC, *watched], last_event_id=last_event_id, retry=RETRY
+        )
 
     return app
 

@@ -46,6 +46,13 @@
     if (stick) logEl.scrollTop = logEl.scrollHeight;
   }
 
+  // The time the server accepted the message (its "sent" field, UTC); the time it
+  // arrived here only for a message without one.
+  function sentDate(message) {
+    const sent = typeof message.sent === "string" ? new Date(message.sent) : null;
+    return sent !== null && !Number.isNaN(sent.getTime()) ? sent : new Date();
+  }
+
   function timeOf(date) {
     const time = document.createElement("time");
     time.dateTime = date.toISOString();
@@ -60,7 +67,7 @@
     append(item);
   }
 
-  function showMessage(id, user, text) {
+  function showMessage(id, user, text, sent) {
     if (id && seen.has(id)) return;
     if (id) seen.add(id);
     const item = document.createElement("li");
@@ -71,7 +78,7 @@
     const who = document.createElement("span");
     who.className = "user";
     who.textContent = user;
-    head.append(who, timeOf(new Date()));
+    head.append(who, timeOf(sent));
     const body = document.createElement("p");
     body.className = "text";
     body.textContent = text;
@@ -135,7 +142,12 @@
       hasResetNotice = false;
       const message = parse(event);
       if (message === null) return;
-      showMessage(event.lastEventId, String(message.user ?? "?"), String(message.text ?? ""));
+      showMessage(
+        event.lastEventId,
+        String(message.user ?? "?"),
+        String(message.text ?? ""),
+        sentDate(message),
+      );
     });
 
     source.addEventListener("reset", (event) => {

@@ -1,17 +1,36 @@
-// The dashboard: one EventSource on GET /samples, four line charts drawn in SVG.
+// The dashboard: ONE EventSource on GET /samples?topic=..., four line charts drawn in
+// SVG and a feed of the events of the topics it watches.
 //
-// Each `sample` event carries one JSON object of numbers (see server.py). The page
-// keeps the last minute of samples, by the server's clock, and redraws every chart
-// on each sample. After a reconnect the browser resumes with Last-Event-ID, so the
-// server replays the samples that were missed; a longer outage shows as a gap.
+// On that one stream every event's type names its topic: `metrics:sample` for the
+// samples, `news` for an event published on `news` without a type, `news:reset` when
+// the server could not replay what the page missed on `news` (`news:<type>` for other
+// types, which this page does not show). A browser allows 6 connections per server
+// over HTTP/1.1: one stream per topic would stall at the seventh.
+//
+// Each sample carries one JSON object of numbers (see server.py). The page keeps the
+// last minute of samples, by the server's clock, and redraws every chart on each
+// sample. After a reconnect the browser resumes with Last-Event-ID (one id for every
+// topic of the stream), so the server replays what was missed; a longer outage shows
+// as a gap.
 "use strict";
 
 (() => {
-  const STREAM_URL = "/samples";
+  const params = new URLSearchParams(location.search);
+  // The topics to watch: ?topic=NAME, repeated; `news` if the page was given none
+  // (?topic= with no name watches none). The samples' own topic is always streamed.
+  const METRICS = "metrics";
+  const MAX_WATCHED = 31;
+  const WATCHED = params.has("topic")
+    ? [...new Set(params.getAll("topic").filter((t) => t && t !== METRICS))].slice(0, MAX_WATCHED)
+    : ["news"];
+  const STREAM_URL = WATCHED.length
+    ? `/samples?${WATCHED.map((t) => `topic=${encodeURIComponent(t)}`).join("&")}`
+    : "/samples";
+  const MAX_FEED = 50; // events kept in the feed, newest first
   // Seconds shown: one minute, or ?window=SECONDS (10 minutes at most: the server
   // replays one minute to a new page, the rest fills in as the page stays open).
   const WINDOW_S = (() => {
-    const asked = Number(new URLSearchParams(location.search).get("window"));
+    const asked = Number(params.get("window"));
     return asked > 0 ? Math.min(asked, 600) : 60;
   })();
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -64,8 +83,11 @@
   const statusEl = document.getElementById("status");
   const statusText = document.getElementById("status-text");
   const updatedEl = document.getElementById("updated");
+  const feedList = document.getElementById("feed-list");
+  const feedEmpty = document.getElementById("feed-empty");
   let samples = [];
   let interval = 1; // seconds between samples, learned from the stream
+  const steps = []; // the last seconds between two samples, for that estimate
   let source = null;
   let hasBeenOpen = false;
   let backoff = 1000;
@@ -185,7 +207,12 @@
     const last = samples[samples.length - 1];
     if (last && sample.time <= last.time) return; // a replayed sample we already have
     if (last && sample.time - last.time < 10) {
-      interval = Math.min(interval, sample.time - last.time) || interval;
+      // The median of the last steps: one sample taken late, then one on time (a
+      // busy server) makes a short step, which alone would break every line.
+      steps.push(sample.time - last.time);
+      if (steps.length > 15) steps.shift();
+      const sorted = [...steps].sort((a, b) => a - b);
+      interval = sorted[Math.floor(sorted.length / 2)] || interval;
     }
     samples.push(sample);
     const start = sample.time - WINDOW_S;
@@ -194,10 +221,38 @@
     drawAll();
   }
 
+  // Another person's data: shown as text (textContent), never as markup.
+  function feed(topic, text, kind = "") {
+    const item = document.createElement("li");
+    const time = document.createElement("time");
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString();
+    const name = document.createElement("span");
+    name.className = "topic";
+    name.textContent = topic;
+    const data = document.createElement("span");
+    data.className = `data ${kind}`;
+    data.textContent = text.length > 500 ? `${text.slice(0, 500)}…` : text;
+    item.append(time, name, data);
+    feedList.prepend(item);
+    while (feedList.children.length > MAX_FEED) feedList.lastElementChild.remove();
+    feedEmpty.hidden = true;
+  }
+
+  function onSample(event) {
+    if (event.lastEventId) lastEventId = event.lastEventId;
+    let value = null;
+    try {
+      value = JSON.parse(event.data);
+    } catch {}
+    if (isSample(value)) add(value);
+  }
+
   function connect() {
     setState(hasBeenOpen ? "reconnecting" : "connecting");
     const url = lastEventId
-      ? `${STREAM_URL}?lastEventId=${encodeURIComponent(lastEventId)}`
+      ? `${STREAM_URL}${STREAM_URL.includes("?") ? "&" : "?"}lastEventId=${encodeURIComponent(lastEventId)}`
       : STREAM_URL;
     source = new EventSource(url);
     source.onopen = () => {
@@ -215,17 +270,28 @@
         setState(hasBeenOpen ? "reconnecting" : "connecting");
       }
     };
-    source.addEventListener("sample", (event) => {
+    // `sample` on a stream of the samples only, `metrics:sample` on one of several topics.
+    source.addEventListener("sample", onSample);
+    source.addEventListener(`${METRICS}:sample`, onSample);
+    source.addEventListener(`${METRICS}:reset`, (event) => {
       if (event.lastEventId) lastEventId = event.lastEventId;
-      let value = null;
-      try {
-        value = JSON.parse(event.data);
-      } catch {}
-      if (isSample(value)) add(value);
     });
+    for (const topic of WATCHED) {
+      source.addEventListener(topic, (event) => {
+        if (event.lastEventId) lastEventId = event.lastEventId;
+        feed(topic, event.data);
+      });
+      source.addEventListener(`${topic}:reset`, (event) => {
+        if (event.lastEventId) lastEventId = event.lastEventId;
+        feed(topic, "Some events were missed while disconnected.", "warn");
+      });
+    }
   }
 
   if (WINDOW_S !== 60) document.getElementById("window").textContent = `the last ${WINDOW_S} s`;
+  document.getElementById("watched").textContent = WATCHED.length
+    ? `watching ${WATCHED.join(", ")} (change with ?topic=NAME)`
+    : "watching no topic (add ?topic=NAME)";
   setUpLegends();
   drawAll();
   window.addEventListener("resize", drawAll);
