@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -157,6 +158,40 @@ def test_chat_message_from_one_page_appears_in_the_other(
     expect(ana.locator(".message.mine .text")).to_have_text(["Hi Ben, can you read me?"])
     expect(ben.locator(".message.mine .text")).to_have_text(["Loud and clear."])
     screenshot(ben, "chat")
+
+
+def test_chat_page_opens_with_recent_messages_and_lists_who_is_online(pages: Pages) -> None:
+    with server_process(example("chat", "--port", "0")) as server:
+        before = datetime.now(UTC)
+        for i in range(55):
+            posted = httpx.post(server.url + "/chat", json={"user": "bot", "text": f"old {i}"})
+            assert posted.status_code == 202
+        after = datetime.now(UTC)
+        ana = pages.open(server.url + "/")
+        is_open(ana)
+        # The room's 50 most recent messages, oldest first, each with the time it was
+        # sent (not the time the page got it).
+        texts = ana.locator(".message .text")
+        expect(texts).to_have_count(50)
+        expect(texts.first).to_have_text("old 5")
+        expect(texts.last).to_have_text("old 54")
+        expect(ana.locator("#empty")).to_be_hidden()
+        sent = datetime.fromisoformat(
+            ana.locator(".message time").first.get_attribute("datetime") or ""
+        )
+        assert before - timedelta(seconds=1) <= sent <= after + timedelta(seconds=1)
+        # Having said something as "ana", the page is listed online under that name.
+        say(ana, "ana", "hello")
+        expect(ana.locator("#users li")).to_have_text(["ana"])
+        ben = pages.open(server.url + "/")
+        say(ben, "ben", "hi ana")
+        expect(ana.locator("#users li")).to_have_text(["ana", "ben"])
+        expect(ben.locator("#users li")).to_have_text(["ana", "ben"])
+        expect(ana.locator(".notice.join").last).to_have_text("ben joined")
+        screenshot(ana, "chat-online")
+        ben.close()
+        expect(ana.locator(".notice.leave").last).to_have_text("ben left")
+        expect(ana.locator("#users li")).to_have_text(["ana"])
 
 
 def test_chat_shows_markup_as_text_and_runs_none_of_it(

@@ -37,7 +37,11 @@ async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
         for conn, online in ((ana, 1), (ben, 2)):
             hello, message = await conn.read_events(2)
             assert hello.type == "hello"
-            assert json.loads(hello.data) == {"text": "Welcome to the chat!", "online": online}
+            assert json.loads(hello.data) == {
+                "text": "Welcome to the chat!",
+                "online": online,
+                "users": [],
+            }
             assert message.type == "message"
             body = json.loads(message.data)
             assert body == {"user": "ana", "text": "hi <b>all</b>", "sent": body["sent"]}
@@ -55,6 +59,59 @@ async def test_chat_greets_each_subscriber_once_and_broadcasts_messages(
     closed = [r.getMessage() for r in caplog.records if r.name == "trio_sse.stream"]
     assert len(closed) == 3
     assert all("topic=chat reason=client_closed" in line for line in closed)
+
+
+async def test_a_new_reader_gets_the_last_50_events_then_live_ones() -> None:
+    broker = MemoryBroker()
+    async with running_server(app=load_chat().create_chat_app(broker), broker=broker) as server:
+        for i in range(60):
+            await server.http.post("/chat", json={"user": "ana", "text": f"m{i}"})
+        conn = await SSEConnection.open(server, "/chat")
+        events = await conn.read_events(51)
+        assert events[0].type == "hello"
+        assert [json.loads(e.data)["text"] for e in events[1:]] == [f"m{i}" for i in range(10, 60)]
+        # A reconnect resumes from its last id instead: only what it missed.
+        await server.http.post("/chat", json={"user": "ana", "text": "while away"})
+        again = await SSEConnection.open(
+            server, "/chat", headers=[("Last-Event-ID", events[-1].last_event_id)]
+        )
+        hello, missed = await again.read_events(2)
+        assert hello.type == "hello"
+        assert json.loads(missed.data)["text"] == "while away"
+        for c in (conn, again):
+            await c.close_fin()
+
+
+async def test_named_readers_are_listed_and_join_and_leave_once_each() -> None:
+    chat = load_chat()
+    broker = MemoryBroker(presence_events=True)
+    async with running_server(app=chat.create_chat_app(broker), broker=broker) as server:
+        watcher = await SSEConnection.open(server, "/chat")
+        ana_tabs = [await SSEConnection.open(server, "/chat?user=ana") for _ in range(2)]
+        bo = await SSEConnection.open(server, "/chat?user=bo")
+        (hello,) = await bo.read_events(1)
+        assert json.loads(hello.data)["users"] == ["ana", "bo"]
+        assert json.loads(hello.data)["online"] == 4
+        # watcher: hello, ana joined (once for two tabs), bo joined.
+        events = await watcher.read_events(3)
+        assert [(e.type, json.loads(e.data)) for e in events[1:]] == [
+            ("join", {"sub": "ana"}),
+            ("join", {"sub": "bo"}),
+        ]
+        online = (await server.http.get("/chat/online")).json()
+        assert online == {"online": 4, "users": ["ana", "bo"]}
+        await bo.close_fin()
+        (left,) = (await watcher.read_events(4))[3:]
+        assert (left.type, json.loads(left.data)) == ("leave", {"sub": "bo"})
+        for tab in ana_tabs:
+            await tab.close_fin()
+        (left,) = (await watcher.read_events(5))[4:]
+        assert (left.type, json.loads(left.data)) == ("leave", {"sub": "ana"})
+        assert (await server.http.get("/chat/online")).json() == {"online": 1, "users": []}
+        response = await server.http.get("/chat", params={"user": "x" * 65})
+        assert response.status_code == 400
+        assert '"user" must be 1 to 64 characters' in response.json()["error"]
+        await watcher.close_fin()
 
 
 def assert_sent_between(sent: str, before: datetime, after: datetime) -> None:

@@ -102,6 +102,9 @@ def render(event: trio_sse.client.MessageEvent) -> str | None:
         when = sent_time(body)
         line = f"{_printable(str(body.get('user', '?')))}: {_printable(str(body.get('text', '')))}"
         return line if when is None else f"[{when}] {line}"
+    if event.type in ("join", "leave") and body is not None:
+        verb = "joined" if event.type == "join" else "left"
+        return f"* {_printable(str(body.get('sub', '?')))} {verb}"
     if event.type == "reset":
         # The server no longer had the messages after our Last-Event-ID.
         return "* some messages were missed while disconnected"
@@ -113,6 +116,7 @@ def render(event: trio_sse.client.MessageEvent) -> str | None:
 async def listen(
     url: str,
     *,
+    user: str | None = None,
     show: Callable[[str], object] = print,
     report: Callable[[str], object] | None = None,
 ) -> None:
@@ -120,6 +124,7 @@ async def listen(
 
     Args:
         url: The chat stream (``GET /chat``).
+        user: The name this reader is listed as online under, while it listens.
         show: Called with each line of the room.
         report: Called with each line about the connection; prints to stderr by default.
 
@@ -151,8 +156,9 @@ async def listen(
         is_lost = True
         report(f"* connection lost ({error}); reconnecting")
 
+    stream_url = url if user is None else str(httpx.URL(url).copy_merge_params({"user": user}))
     async with trio_sse.client.open_event_source(
-        url, idle_timeout=IDLE_TIMEOUT, on_open=on_open, on_error=on_error
+        stream_url, idle_timeout=IDLE_TIMEOUT, on_open=on_open, on_error=on_error
     ) as source:
         async for event in source:
             line = render(event)
@@ -278,7 +284,9 @@ async def chat(
                 failures.append(exc)
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(until_done, functools.partial(listen, url, show=show, report=report))
+        nursery.start_soon(
+            until_done, functools.partial(listen, url, user=name, show=show, report=report)
+        )
         sender = functools.partial(
             send_lines, url, name=name, lines=read_lines(fd), http_client=http
         )

@@ -6,8 +6,14 @@ Then open http://127.0.0.1:8000/ in a browser: the chat page (``static/``: plain
 CSS and JavaScript on the browser's own ``EventSource``, nothing fetched from elsewhere).
 
 * ``GET /`` is that page.
-* ``GET /chat`` streams the room. Each new subscriber, and only that one, is greeted
-  with an ``event: hello``; then every chat message follows as ``event: message``.
+* ``GET /chat[?user=NAME]`` streams the room. Each new subscriber, and only that one,
+  is greeted with an ``event: hello`` (``{"text", "online": <streams open>, "users":
+  [<names>]}``); then come the room's 50 most recent events (a reconnect with
+  ``Last-Event-ID`` gets what it missed instead), then every chat message as
+  ``event: message``. With ``user``, the reader is present in the room while the stream
+  is open, and the room gets ``event: join`` / ``event: leave`` (``{"sub": NAME}``) once
+  per name, however many tabs it has open.
+* ``GET /chat/online``: ``{"online": <streams open>, "users": [<names>]}``.
 * ``POST /chat`` with ``{"user": "...", "text": "..."}`` (``Content-Type:
   application/json``, or 415) sends a message. The server adds ``"sent"``: the time
   it accepted the message, by its clock, in UTC (``2026-01-02T03:04:05.678Z``).
@@ -45,6 +51,11 @@ TOPIC: Final = "chat"
 # Long enough for a paragraph, short enough that a screen shows several messages.
 MAX_TEXT: Final = 2000
 MAX_USER: Final = 64
+# Events a page that just opened gets first: the room's recent messages, with the
+# join and leave notices among them.
+RECENT: Final = 50
+# Names listed in a welcome and by GET /chat/online.
+MAX_LISTED: Final = 200
 STATIC: Final = Path(__file__).resolve().parent / "static"
 # The page's own scripts and styles only: even if a message slipped into the page as
 # markup, the browser would run none of its inline code (defence in depth: the page
@@ -66,6 +77,19 @@ def _field(body: dict[str, Any], name: str, limit: int) -> str:
     if len(value) > limit:
         quart.abort(400, f'"{name}" is longer than {limit} characters')
     return value
+
+
+def _user_of(request: quart.Request) -> str | None:
+    """The ``user`` query parameter: who the stream's reader says they are, if anyone.
+
+    A demo takes the name on trust; ``trio-sse serve`` takes it from the token's ``sub``.
+    """
+    user = request.args.get("user")
+    if user is None:
+        return None
+    if not user.strip() or len(user) > MAX_USER:
+        quart.abort(400, f'"user" must be 1 to {MAX_USER} characters')
+    return user
 
 
 def _now() -> str:
@@ -93,15 +117,27 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
 
     @app.get("/chat")
     async def stream() -> quart.ResponseReturnValue:
-        online = broker.statistics().subscribers_per_topic.get(TOPIC, 0) + 1
-        hello = _json("hello", text="Welcome to the chat!", online=online)
+        user = _user_of(quart.request)
+        present = await broker.presence(TOPIC, limit=MAX_LISTED)
+        # This stream is not open yet: count it, and its user, in its own welcome.
+        users = sorted({*present.subjects, *([user] if user else [])})
+        hello = _json("hello", text="Welcome to the chat!", online=present.streams + 1, users=users)
         return trio_sse.event_stream(
             broker,
             TOPIC,
             last_event_id=trio_sse.last_event_id_of(quart.request),
             retry=3000,
             initial=[hello],
+            # A page that just opened shows the room's recent events; a reconnect
+            # (Last-Event-ID) gets what it missed instead.
+            backlog=RECENT,
+            subject=user,
         )
+
+    @app.get("/chat/online")
+    async def online() -> quart.ResponseReturnValue:
+        present = await broker.presence(TOPIC, limit=MAX_LISTED)
+        return {"online": present.streams, "users": list(present.subjects)}
 
     @app.post("/chat")
     async def post() -> quart.ResponseReturnValue:
@@ -126,7 +162,8 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
 
 async def main(sock: socket.socket) -> None:
     """Serve the chat on ``sock`` (bound by :func:`trio_sse.server.bind_or_exit`)."""
-    broker = trio_sse.MemoryBroker()
+    # Join and leave events on the room: the page keeps its list of who is online.
+    broker = trio_sse.MemoryBroker(presence_events=True)
     app = create_chat_app(broker)
     await trio_sse.serve(app, sock=sock, on_shutdown=broker.aclose)
 

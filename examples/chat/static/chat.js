@@ -1,4 +1,6 @@
 // The chat page: one EventSource on GET /chat, messages sent with POST /chat.
+// The stream opens with the room's recent events; with a name (?user=), this reader is
+// listed as online, and the room's join and leave events keep everyone's list.
 //
 // Everything other people wrote (names and messages) goes into the page through
 // textContent, never innerHTML: it is shown as text and can run nothing.
@@ -6,6 +8,7 @@
 
 (() => {
   const STREAM_URL = "/chat";
+  const ONLINE_URL = "/chat/online";
   // Used only when the browser gives up on its EventSource (an HTTP error, a wrong
   // Content-Type); network errors and clean ends are retried by the browser itself.
   const MAX_BACKOFF_MS = 30000;
@@ -13,6 +16,7 @@
   const statusEl = document.getElementById("status");
   const statusText = document.getElementById("status-text");
   const onlineEl = document.getElementById("online");
+  const usersEl = document.getElementById("users");
   const logEl = document.getElementById("log");
   const list = document.getElementById("messages");
   const emptyEl = document.getElementById("empty");
@@ -28,7 +32,9 @@
   let lastEventId = "";
   let backoff = 1000;
   let hasResetNotice = false;
-  const seen = new Set(); // message ids already shown: a replay never shows one twice
+  let streamUser = ""; // the name the open stream was opened with ("" for none)
+  let refreshTimer = null;
+  const seen = new Set(); // event ids already shown: a replay never shows one twice
 
   function setState(state) {
     statusEl.dataset.state = state;
@@ -67,9 +73,7 @@
     append(item);
   }
 
-  function showMessage(id, user, text, sent) {
-    if (id && seen.has(id)) return;
-    if (id) seen.add(id);
+  function showMessage(user, text, sent) {
     const item = document.createElement("li");
     item.className = "message";
     if (user === nameInput.value.trim()) item.classList.add("mine");
@@ -86,6 +90,46 @@
     append(item);
   }
 
+  function showOnline(online, users) {
+    if (typeof online === "number") {
+      onlineEl.textContent = `${online} online`;
+      onlineEl.hidden = false;
+    }
+    if (!Array.isArray(users)) return;
+    const items = users.map((user) => {
+      const item = document.createElement("li");
+      item.textContent = String(user);
+      if (String(user) === streamUser) item.classList.add("me");
+      return item;
+    });
+    usersEl.replaceChildren(...items);
+  }
+
+  // After a join or a leave, ask who is online now (once for a burst of them): the
+  // answer is right whatever this page missed or replayed.
+  function refreshOnline() {
+    if (refreshTimer !== null) return;
+    refreshTimer = setTimeout(async () => {
+      refreshTimer = null;
+      try {
+        const response = await fetch(ONLINE_URL);
+        if (response.ok) {
+          const body = await response.json();
+          showOnline(body.online, body.users);
+        }
+      } catch {}
+    }, 300);
+  }
+
+  // Whether this event is new here (a replay after a reconnect may bring it again).
+  function isNew(event) {
+    if (event.lastEventId) lastEventId = event.lastEventId;
+    if (!event.lastEventId) return true;
+    if (seen.has(event.lastEventId)) return false;
+    seen.add(event.lastEventId);
+    return true;
+  }
+
   function parse(event) {
     try {
       const value = JSON.parse(event.data);
@@ -99,10 +143,11 @@
     setState(hasBeenOpen ? "reconnecting" : "connecting");
     // A new EventSource sends no Last-Event-ID header; the server reads the query
     // parameter instead, so a manual reconnect resumes like an automatic one.
-    const url = lastEventId
-      ? `${STREAM_URL}?lastEventId=${encodeURIComponent(lastEventId)}`
-      : STREAM_URL;
-    source = new EventSource(url);
+    const query = new URLSearchParams();
+    streamUser = nameInput.value.trim();
+    if (streamUser) query.set("user", streamUser);
+    if (lastEventId) query.set("lastEventId", lastEventId);
+    source = new EventSource(query.size ? `${STREAM_URL}?${query}` : STREAM_URL);
 
     source.onopen = () => {
       backoff = 1000;
@@ -129,26 +174,28 @@
     source.addEventListener("hello", (event) => {
       const hello = parse(event);
       if (hello === null) return;
-      if (typeof hello.online === "number") {
-        onlineEl.textContent = `${hello.online} online`;
-        onlineEl.hidden = false;
-      }
+      showOnline(hello.online, hello.users);
       // Greet once; every reconnect gets a fresh hello from the server.
       if (!list.querySelector(".welcome")) notice(String(hello.text ?? "Welcome!"), "welcome");
     });
 
     source.addEventListener("message", (event) => {
-      if (event.lastEventId) lastEventId = event.lastEventId;
       hasResetNotice = false;
+      if (!isNew(event)) return;
       const message = parse(event);
       if (message === null) return;
-      showMessage(
-        event.lastEventId,
-        String(message.user ?? "?"),
-        String(message.text ?? ""),
-        sentDate(message),
-      );
+      showMessage(String(message.user ?? "?"), String(message.text ?? ""), sentDate(message));
     });
+
+    for (const [type, verb] of [["join", "joined"], ["leave", "left"]]) {
+      source.addEventListener(type, (event) => {
+        if (!isNew(event)) return;
+        const change = parse(event);
+        if (change === null) return;
+        notice(`${String(change.sub ?? "?")} ${verb}`, type);
+        refreshOnline();
+      });
+    }
 
     source.addEventListener("reset", (event) => {
       // The server could not replay from our last id (it restarted, or the gap was
@@ -193,6 +240,12 @@
         return;
       }
       textInput.value = "";
+      // Listed as online under the name just used: reopen the stream with it (it
+      // resumes after the last event seen, so nothing is missed or shown twice).
+      if (user !== streamUser) {
+        source.close();
+        connect();
+      }
     } catch {
       formError.textContent = "Not sent: the server cannot be reached. Try again.";
     } finally {
