@@ -31,7 +31,7 @@ import trio
 from tests.redis_server import RedisServer
 from tests.test_cli import SERVE, listening_process
 from tests.wire import wait_for_remote_subscribers
-from trio_sse._file_limit import raise_open_file_limit
+from trio_sse.file_limit import raise_open_file_limit
 
 BIN = 0.1  # seconds
 _RETRY = re.compile(rb"retry: (\d+)\n")

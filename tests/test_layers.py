@@ -35,7 +35,7 @@ def modules_after_import(module: str) -> set[str]:
     [
         ("trio_sse", ASYNC_STACK),
         ("trio_sse.protocol", ASYNC_STACK),
-        ("trio_sse._errors", ASYNC_STACK),
+        ("trio_sse.errors", ASYNC_STACK),
         ("trio_sse.broker", WEB_STACK),
         ("trio_sse.web", ["httpx", "coredis", "trio_sse.app", "trio_sse.server"]),
         (
@@ -62,7 +62,7 @@ def modules_after_import(module: str) -> set[str]:
                 "trio_sse.server",
             ],
         ),
-        ("trio_sse._file_limit", ASYNC_STACK),
+        ("trio_sse.file_limit", ASYNC_STACK),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: list[str]) -> None:

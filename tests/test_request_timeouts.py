@@ -30,8 +30,8 @@ from tests.test_cli import SERVE, listening_process
 from tests.test_tls import TLSFiles, tls  # noqa: F401 (the fixture)
 from tests.wire import TIMEOUT, Server, SSEConnection, read_response_head, running_server
 from trio_sse import create_app
-from trio_sse._hypercorn_idle import IdleBoundConnection, bound_idle_h2_connections
 from trio_sse.server import REQUEST_HEAD_TIMEOUT
+from trio_sse.server._hypercorn_idle import IdleBoundConnection, bound_idle_h2_connections
 
 # Short, so that the tests take seconds; the default is DEFAULT_BODY_TIMEOUT.
 BODY_TIMEOUT = 0.5

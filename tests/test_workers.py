@@ -24,7 +24,7 @@ from tests.redis_server import RedisServer
 from tests.test_cli import SERVE, listening_process
 from tests.test_redis_serve import WORKERS_START, children_of, is_running
 from tests.wire import TIMEOUT
-from trio_sse._workers import _DeathWindow, _describe
+from trio_sse.server._workers import _DeathWindow, _describe
 
 PROBE_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0

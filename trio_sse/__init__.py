@@ -21,20 +21,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._errors import AuthError as AuthError
-from ._errors import BadResponseError as BadResponseError
-from ._errors import BrokerClosedError as BrokerClosedError
-from ._errors import BrokerError as BrokerError
-from ._errors import BrokerUnavailableError as BrokerUnavailableError
-from ._errors import ConnectionLostError as ConnectionLostError
-from ._errors import EventSourceError as EventSourceError
-from ._errors import EventTooLargeError as EventTooLargeError
-from ._errors import InvalidEventError as InvalidEventError
-from ._errors import InvalidTopicError as InvalidTopicError
-from ._errors import LoadTestError as LoadTestError
-from ._errors import ProtocolError as ProtocolError
-from ._errors import RetriesExhaustedError as RetriesExhaustedError
-from ._errors import SSEError as SSEError
+from .errors import AuthError as AuthError
+from .errors import BadResponseError as BadResponseError
+from .errors import BrokerClosedError as BrokerClosedError
+from .errors import BrokerError as BrokerError
+from .errors import BrokerUnavailableError as BrokerUnavailableError
+from .errors import ConnectionLostError as ConnectionLostError
+from .errors import EventSourceError as EventSourceError
+from .errors import EventTooLargeError as EventTooLargeError
+from .errors import InvalidEventError as InvalidEventError
+from .errors import InvalidTopicError as InvalidTopicError
+from .errors import LoadTestError as LoadTestError
+from .errors import ProtocolError as ProtocolError
+from .errors import RetriesExhaustedError as RetriesExhaustedError
+from .errors import SSEError as SSEError
 from .protocol import ServerSentEvent as ServerSentEvent
 from .protocol import encode_comment as encode_comment
 from .protocol import encode_retry as encode_retry

@@ -31,8 +31,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Final, TextIO
 
-from ._errors import ConnectionLostError, SSEError
 from .client import open_event_source, split_event_type, topics_url
+from .errors import ConnectionLostError, SSEError
 from .protocol import MessageEvent
 
 __all__ = ["format_event", "listen", "parse_headers"]

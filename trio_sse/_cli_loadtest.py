@@ -26,7 +26,7 @@ from typing import TextIO
 
 import trio
 
-from ._errors import LoadTestError
+from .errors import LoadTestError
 from .loadtest import (
     DropMethod,
     LoadTestOptions,

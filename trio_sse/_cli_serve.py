@@ -20,12 +20,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from ._errors import BrokerUnavailableError
-from ._file_limit import raise_open_file_limit
-from ._workers import ReadyReport, run_workers, until_signal_or_orphaned
 from .app import create_app, state_of
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
-from .server import check_tls_files, listen_socket, serve, use_server_gc_policy
+from .errors import BrokerUnavailableError
+from .file_limit import raise_open_file_limit
+from .server import (
+    ReadyReport,
+    check_tls_files,
+    listen_socket,
+    run_workers,
+    serve,
+    until_signal_or_orphaned,
+    use_server_gc_policy,
+)
 from .web import AuthConfig, CorsPolicy
 from .web._auth import jwt_key_family
 

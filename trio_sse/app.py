@@ -56,13 +56,6 @@ import quart
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ._errors import (
-    AuthError,
-    BrokerClosedError,
-    BrokerUnavailableError,
-    InvalidEventError,
-    InvalidTopicError,
-)
 from .broker import (
     DEFAULT_PRESENCE_LIMIT,
     MAX_PRESENCE_LIMIT,
@@ -71,6 +64,13 @@ from .broker import (
     validate_idempotency_key,
     validate_topic,
     validate_topics,
+)
+from .errors import (
+    AuthError,
+    BrokerClosedError,
+    BrokerUnavailableError,
+    InvalidEventError,
+    InvalidTopicError,
 )
 from .protocol import ServerSentEvent
 from .web import (

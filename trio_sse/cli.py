@@ -24,7 +24,6 @@ from ._cli_listen import listen, parse_headers
 from ._cli_loadtest import add_loadtest_parser, run_loadtest_command
 from ._cli_publish import publish
 from ._cli_serve import JWT_KEY_ENV, MEMORY, PUBLISH_TOKEN_ENV, run_serve
-from ._errors import InvalidEventError
 from .app import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_TOPICS_PER_STREAM, DEFAULT_RETRY
 from .broker import (
     DEFAULT_HISTORY,
@@ -38,6 +37,7 @@ from .broker import (
     MAX_REPLICA_TIMEOUT,
     validate_idempotency_key,
 )
+from .errors import InvalidEventError
 from .server import (
     DEFAULT_BACKLOG,
     DEFAULT_GRACEFUL_TIMEOUT,

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from .._errors import InvalidEventError, InvalidTopicError
+from ..errors import InvalidEventError, InvalidTopicError
 from ..protocol import ServerSentEvent
 from ._presence import DEFAULT_PRESENCE_LIMIT, Presence
 from ._subscription import Subscription

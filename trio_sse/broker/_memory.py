@@ -29,7 +29,7 @@ from typing import Final
 
 import trio
 
-from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
+from ..errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..protocol import ServerSentEvent
 from ._fanout import LocalFanout
 from ._interface import (

@@ -38,7 +38,7 @@ from typing import Final
 
 import trio
 
-from .._errors import InvalidEventError
+from ..errors import InvalidEventError
 from ._interface import MAX_EVENT_ID_LENGTH
 from ._subscription import CloseReason, FrameSink, SinkResult, Subscription
 

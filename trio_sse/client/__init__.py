@@ -41,10 +41,10 @@ for debugging). What an ``async for`` over a source can raise::
 The client imports httpx and Trio, never the broker or web layers.
 """
 
-from .._errors import BadResponseError as BadResponseError
-from .._errors import ConnectionLostError as ConnectionLostError
-from .._errors import EventSourceError as EventSourceError
-from .._errors import RetriesExhaustedError as RetriesExhaustedError
+from ..errors import BadResponseError as BadResponseError
+from ..errors import ConnectionLostError as ConnectionLostError
+from ..errors import EventSourceError as EventSourceError
+from ..errors import RetriesExhaustedError as RetriesExhaustedError
 from ..protocol import MessageEvent as MessageEvent
 from ._reconnect import DEFAULT_MAX_DELAY as DEFAULT_MAX_DELAY
 from ._reconnect import DEFAULT_MIN_BACKOFF as DEFAULT_MIN_BACKOFF

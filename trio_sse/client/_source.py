@@ -30,7 +30,7 @@ from typing import Final, Self
 import httpx
 import trio
 
-from .._errors import (
+from ..errors import (
     BadResponseError,
     ConnectionLostError,
     ProtocolError,

@@ -13,7 +13,7 @@ Built on :mod:`trio_sse.protocol` and Trio sockets only: it never imports the
 broker, the web layer or an HTTP client library.
 """
 
-from .._errors import LoadTestError as LoadTestError
+from ..errors import LoadTestError as LoadTestError
 from ._chart import check_chart_path as check_chart_path
 from ._chart import write_chart as write_chart
 from ._connection import DropMethod as DropMethod

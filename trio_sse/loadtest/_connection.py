@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import trio
 
-from .._errors import ProtocolError
+from ..errors import ProtocolError
 from ..protocol import Decoder, MessageEvent
 from ._http import Exchange, ResponseHead, Target
 

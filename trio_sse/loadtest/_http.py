@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from .._errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "MAX_HEAD_SIZE",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import trio
 
-from .._errors import ProtocolError
+from ..errors import ProtocolError
 from ._connection import Address, ErrorKind, StreamFailureError, read_head, receive_some, send_all
 from ._http import Exchange, ResponseHead, Target
 

@@ -46,8 +46,8 @@ from typing import Final
 
 import trio
 
-from .._errors import LoadTestError
-from .._file_limit import raise_open_file_limit
+from ..errors import LoadTestError
+from ..file_limit import raise_open_file_limit
 from ..protocol import MessageEvent
 from ._connection import (
     Address,

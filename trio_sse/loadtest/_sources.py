@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 import trio
 
-from .._errors import LoadTestError
+from ..errors import LoadTestError
 from ._connection import Address, StreamFailureError
 from ._http import Target
 from ._requests import Requester

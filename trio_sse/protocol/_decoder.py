@@ -47,7 +47,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from .._errors import EventTooLargeError
+from ..errors import EventTooLargeError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "Decoder", "MessageEvent"]
 

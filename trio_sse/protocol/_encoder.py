@@ -29,7 +29,7 @@ import re
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
-from .._errors import InvalidEventError
+from ..errors import InvalidEventError
 
 __all__ = ["ServerSentEvent", "encode_comment", "encode_retry"]
 

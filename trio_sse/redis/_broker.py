@@ -38,7 +38,6 @@ from coredis.commands import Script
 from coredis.exceptions import RedisError, ReplicationError, ResponseError
 from coredis.response.types import StreamEntry
 
-from .._errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..broker import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_TTL,
@@ -60,6 +59,7 @@ from ..broker import (
     validate_topic,
     validate_topics,
 )
+from ..errors import BrokerClosedError, BrokerUnavailableError, InvalidEventError
 from ..protocol import ServerSentEvent
 from . import _scripts
 from ._clients import RedisClients

@@ -27,7 +27,7 @@ from coredis.connection import TCPLocation
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
-from .._errors import BrokerUnavailableError
+from ..errors import BrokerUnavailableError
 from ._urls import ClusterTarget, SentinelTarget
 
 __all__ = ["REBUILD_INTERVAL", "Client", "ClusterClients", "FixedClients", "RedisClients"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .._errors import InvalidEventError
 from ..broker import MAX_EVENT_ID_LENGTH
+from ..errors import InvalidEventError
 
 __all__ = [
     "MAX_PUBLISHED_ID",

@@ -1,6 +1,6 @@
 """The web layer: SSE responses for Quart-Trio apps under Hypercorn."""
 
-from .._errors import AuthError as AuthError
+from ..errors import AuthError as AuthError
 from ._auth import Action as Action
 from ._auth import AuthConfig as AuthConfig
 from ._auth import Authorizer as Authorizer

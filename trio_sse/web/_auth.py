@@ -45,8 +45,8 @@ from typing import Any, Final
 
 import jwt
 
-from .._errors import AuthError
 from ..broker import MAX_SUBJECT_LENGTH
+from ..errors import AuthError
 
 __all__ = [
     "CLAIM",

@@ -41,7 +41,6 @@ import quart
 import trio
 from quart.wrappers.response import ResponseBody
 
-from .._errors import BrokerClosedError, BrokerUnavailableError
 from ..broker import (
     REPLAY_PIECE,
     Broker,
@@ -53,6 +52,7 @@ from ..broker import (
     validate_subject,
     validate_topic,
 )
+from ..errors import BrokerClosedError, BrokerUnavailableError
 from ..protocol import ServerSentEvent, encode_comment, encode_retry
 from ._batching import DEFAULT_WINDOW, BatchWindow, LoopLoad, loop_load
 from ._observer import StreamEnd, StreamObserver

@@ -1,36 +1,8 @@
-"""Serve an ASGI app under Hypercorn's trio worker, with a shutdown made for streams.
-
-What the Hypercorn CLI cannot do for SSE, and this does:
-
-* **Fast, clean shutdown.** On SIGINT or SIGTERM, ``on_shutdown`` runs first (the
-  reference app closes its broker there, so every stream ends with its terminating
-  chunk), then Hypercorn stops accepting and gives connections ``graceful_timeout``
-  seconds. The CLI gives the app no hook before its deadline, so streams are cut.
-* **Or a drain without a reconnect storm** (``drain_window``): Hypercorn stops
-  accepting at once, ``on_drain`` has the app end its streams spread over the
-  window (each at its own random moment, with a jittered ``retry``), and
-  ``on_shutdown`` runs once they are gone; connections get ``drain_window +
-  graceful_timeout`` seconds in all.
-* **A listening socket sized and tuned for streams:** a large accept backlog for
-  reconnect storms, and ``TCP_USER_TIMEOUT`` (inherited by accepted sockets) so that
-  a client that stops reading cannot pin a connection, or shutdown, forever:
-  Hypercorn's socket write is shielded from cancellation, so only the kernel can
-  abort it.
-* **Bounds on clients that never finish a request** (slowloris): a connection gets
-  ``REQUEST_HEAD_TIMEOUT`` seconds (after its TLS handshake, itself bounded by
-  ``TLS_HANDSHAKE_TIMEOUT``) to complete a request head of at most
-  ``MAX_REQUEST_HEAD_SIZE`` bytes. Neither touches a stream once its request is in.
-  An HTTP/2 connection with no stream open gets the same ``REQUEST_HEAD_TIMEOUT``
-  (see :mod:`trio_sse._hypercorn_idle`), and a request body its own bound, set by the
-  app (:class:`trio_sse.web.BodyLimiter`).
-* **TLS** (``certfile`` and ``keyfile``), with ALPN offering ``h2`` then ``http/1.1``.
-* **A direct write path for streams** over plain HTTP/1.1 (see
-  :mod:`trio_sse._hypercorn_writer`): a delivery is one system call, not a pass
-  through Hypercorn's locked, shielded write.
-"""
+"""serve(): Hypercorn's trio worker, configured for streams; see :mod:`trio_sse.server`."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import math
@@ -255,6 +227,10 @@ async def serve(
     sock: socket.socket | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    request_head_timeout: float = REQUEST_HEAD_TIMEOUT,
+    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+    max_request_head_size: int = MAX_REQUEST_HEAD_SIZE,
+    config: Config | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (or ``shutdown_trigger``), then shut down fast.
@@ -287,6 +263,17 @@ async def serve(
         certfile: PEM certificate chain; with ``keyfile``, serve HTTPS only, with
             ALPN ``h2`` and ``http/1.1``.
         keyfile: PEM private key of ``certfile``.
+        request_head_timeout: Seconds a connection may be idle: from accept (after
+            the TLS handshake), or from the end of a response, until a whole request
+            head is in; also an HTTP/2 connection with no stream open. Never cuts an
+            open stream. Hypercorn's ``keep_alive_timeout``.
+        tls_handshake_timeout: Seconds a TLS handshake may take.
+        max_request_head_size: Bytes an incomplete HTTP/1.1 request head may hold;
+            a longer one gets 431 (Hypercorn's ``h11_max_incomplete_size``).
+        config: Hypercorn's settings for everything this function does not name
+            (e.g. ``h2_max_inbound_frame_size``, ``server_names``, ``include_server_header``);
+            copied, never changed. What it names (the bind, the timeouts, TLS, logs,
+            ``read_timeout``, which would cut every stream) is set over it.
         task_status: Receives the bound URLs, e.g. ``["http://127.0.0.1:41234"]``
             (``https://`` with TLS).
 
@@ -304,9 +291,17 @@ async def serve(
     if certfile is not None and keyfile is not None:
         # Before the socket is made, so a bad file leaks nothing.
         check_tls_files(certfile, keyfile)
+    for name, value in (
+        ("request_head_timeout", request_head_timeout),
+        ("tls_handshake_timeout", tls_handshake_timeout),
+    ):
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0 seconds, got {value}")
+    if max_request_head_size < 1:
+        raise ValueError(f"max_request_head_size must be >= 1 byte, got {max_request_head_size}")
     if sock is None:
         sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
-    config = Config()
+    config = copy.copy(config) if config is not None else Config()
     # Hypercorn takes the socket over through its file descriptor.
     config.bind = [f"fd://{sock.detach()}"]
     config.backlog = backlog
@@ -318,10 +313,10 @@ async def serve(
     # Never set read_timeout: SSE clients send nothing after the request, so it
     # would cut every stream.
     config.read_timeout = None
-    config.keep_alive_timeout = REQUEST_HEAD_TIMEOUT
-    config.h11_max_incomplete_size = MAX_REQUEST_HEAD_SIZE
+    config.keep_alive_timeout = request_head_timeout
+    config.h11_max_incomplete_size = max_request_head_size
     config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
-    config.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
+    config.ssl_handshake_timeout = tls_handshake_timeout
     # Hypercorn turns TLS on when both are set.
     config.certfile = certfile
     config.keyfile = keyfile

@@ -48,7 +48,7 @@ from hypercorn.typing import (
 )
 from priority.priority import MissingStreamError
 
-from .web import CHUNK_WRITER_EXTENSION, AsgiChunkWriter, SlowReaderError
+from ..web import CHUNK_WRITER_EXTENSION, AsgiChunkWriter, SlowReaderError
 
 __all__ = ["H2StreamWriter", "H11SocketWriter", "offer_socket_writers"]
 
