@@ -204,6 +204,17 @@ def _finish_responses_shielded(app: ASGIFramework) -> ASGIFramework:
     return wrapped
 
 
+def _check_request_bounds(head_timeout: float, handshake_timeout: float, head_size: int) -> None:
+    for name, value in (
+        ("request_head_timeout", head_timeout),
+        ("tls_handshake_timeout", handshake_timeout),
+    ):
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a finite number > 0 seconds, got {value}")
+    if head_size < 1:
+        raise ValueError(f"max_request_head_size must be >= 1 byte, got {head_size}")
+
+
 async def _wait_for_signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -286,19 +297,12 @@ async def serve(
         raise ValueError(f"drain_window must be a finite number >= 0 seconds, got {drain_window}")
     if drain_window > 0 and on_drain is None:
         raise ValueError("drain_window needs on_drain, which ends the app's streams")
+    _check_request_bounds(request_head_timeout, tls_handshake_timeout, max_request_head_size)
     if (certfile is None) != (keyfile is None):
         raise ValueError("TLS needs both certfile and keyfile, or neither")
     if certfile is not None and keyfile is not None:
         # Before the socket is made, so a bad file leaks nothing.
         check_tls_files(certfile, keyfile)
-    for name, value in (
-        ("request_head_timeout", request_head_timeout),
-        ("tls_handshake_timeout", tls_handshake_timeout),
-    ):
-        if not 0 < value < math.inf:
-            raise ValueError(f"{name} must be a finite number > 0 seconds, got {value}")
-    if max_request_head_size < 1:
-        raise ValueError(f"max_request_head_size must be >= 1 byte, got {max_request_head_size}")
     if sock is None:
         sock = listen_socket(host, port, tcp_user_timeout=tcp_user_timeout)
     config = copy.copy(config) if config is not None else Config()
