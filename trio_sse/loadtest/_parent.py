@@ -53,6 +53,12 @@ from ._worker import Lines, WorkerPlan, decode_message, encode_message
 
 __all__ = ["run_parent"]
 
+WORKER_COMMAND: Final = [
+    sys.executable,
+    "-c",
+    "import sys; from trio_sse.loadtest._worker import main; sys.exit(main())",
+]
+
 # How long a worker may take, beyond the run's own timeouts, to answer a command
 # (start up, report its drain, close its sockets, write its record).
 WORKER_GRACE: Final = 30.0
@@ -77,7 +83,7 @@ class _Worker:
         process: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                [sys.executable, "-m", "trio_sse.loadtest._worker"],
+                WORKER_COMMAND,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 check=False,
@@ -151,8 +157,36 @@ async def _all(events: list[trio.Event], *, within: float, what: str) -> None:
         raise LoadTestError(f"a load-test worker did not {what} within {within:g} s") from None
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> LoadTestError | None:
+    """The run's reason to fail, from a nursery's group: the first LoadTestError in it."""
+    for exc in group.exceptions:
+        if isinstance(exc, LoadTestError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
 async def run_parent(options: LoadTestOptions, on_sample: SampleCallback | None) -> RunRecord:
-    """Run ``options`` over ``options.processes`` workers (see the module docs)."""
+    """Run ``options`` over ``options.processes`` workers (see the module docs).
+
+    Raises:
+        LoadTestError: As :func:`~trio_sse.loadtest.run_loadtest`, or a worker died.
+    """
+    try:
+        return await _run_parent(options, on_sample)
+    except BaseExceptionGroup as group:
+        # One worker's death cancels the rest: that death is the reason, not the
+        # cancellations it caused.
+        error = _first_error(group)
+        if error is None:
+            raise
+        raise error from None
+
+
+async def _run_parent(options: LoadTestOptions, on_sample: SampleCallback | None) -> RunRecord:
     addresses = await resolve_all(options)
     record = new_record(options)
     directory = Path(tempfile.mkdtemp(prefix="trio-sse-loadtest-"))

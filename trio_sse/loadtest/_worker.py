@@ -1,6 +1,7 @@
 """A worker process of ``--processes N``: one share of the streams, steered by the parent.
 
-Started by :mod:`._parent` as ``python -m trio_sse.loadtest._worker``. Its stdin
+Started by :mod:`._parent` as a new interpreter calling :func:`main` (not with
+``-m``, so that the plan's classes are this module's, however it was imported). Its stdin
 carries the parent's commands and its stdout its reports, one JSON object per line
 (the first stdin line is the :class:`WorkerPlan`, pickled: parent and worker are the
 same program, so nothing untrusted is unpickled). Its stderr is the parent's.
@@ -235,7 +236,3 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
