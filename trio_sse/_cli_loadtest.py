@@ -14,6 +14,11 @@ Exit status, the first that applies:
 * 5: a ``--max-*`` threshold was breached (named in the summary);
 * 0: otherwise (``clean``);
 * 2: bad usage; 130: Ctrl-C.
+
+``trio-sse loadtest merge A.json B.json ... [--report OUT.json] [--chart OUT.html]``
+merges the reports of one run made on several machines (each given the same
+``--run-id``) into one report, with one summary and one exit status, by the same
+rules; reports of another schema version or another run are refused (exit 2).
 """
 
 from __future__ import annotations
@@ -42,10 +47,19 @@ from .loadtest import (
     write_chart,
     write_report,
 )
+from .loadtest._merge import MergeError, merge_reports
+from .loadtest._options import parse_source_addresses
 from .loadtest._progress import Progress
 from .loadtest._publisher import PAYLOAD_PLACEHOLDER
+from .loadtest._report import SCHEMA_VERSION, read_report
 
-__all__ = ["add_loadtest_parser", "loadtest", "parse_drop", "run_loadtest_command"]
+__all__ = [
+    "add_loadtest_parser",
+    "loadtest",
+    "merge_command",
+    "parse_drop",
+    "run_loadtest_command",
+]
 
 
 def parse_drop(text: str) -> tuple[DropMethod, ...]:
@@ -91,6 +105,13 @@ def _drop_methods(text: str) -> tuple[DropMethod, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _source_addresses(text: str) -> list[str]:
+    try:
+        return parse_source_addresses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _header(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     if not colon or not name.strip():
@@ -115,10 +136,38 @@ def add_loadtest_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         ),
     )
     cmd.add_argument(
-        "url", metavar="URL", help="the stream, e.g. http://127.0.0.1:8000/events/load"
+        "url",
+        nargs="+",
+        metavar="URL | merge REPORT.json",
+        help="the stream, e.g. http://127.0.0.1:8000/events/load; or `merge A.json B.json "
+        "...`: merge the reports of one run made on several machines (same --run-id) into "
+        "one report and verdict (with --report, --chart)",
     )
     option = cmd.add_argument
     option("--connections", type=count, default=100, metavar="N", help="default: %(default)s")
+    option(
+        "--processes",
+        type=_number(int, 1),
+        default=1,
+        metavar="N",
+        help="split the connections over N worker processes (one core each); one "
+        "publisher and one verdict, in this process (1)",
+    )
+    option(
+        "--source-address",
+        type=_source_addresses,
+        action="append",
+        default=[],
+        metavar="IP|IP-IP",
+        help="bind connections to these local addresses, in turn (e.g. 127.0.0.2-9 on "
+        "loopback: each address has its own ~28k ephemeral ports); repeatable",
+    )
+    option(
+        "--run-id",
+        metavar="ID",
+        help="this run's identity in the report (default: random); give several machines' "
+        "runs the same one to merge their reports",
+    )
     option("--duration", type=seconds, default=10.0, metavar="S", help="after the ramp (10)")
     option("--ramp", type=positive, default=500.0, metavar="R", help="connects/s (500)")
     option("--churn", type=seconds, default=0.0, metavar="R", help="drops per second (0)")
@@ -287,11 +336,28 @@ def _add_threshold_options(cmd: argparse.ArgumentParser) -> None:
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
     """Run ``trio-sse loadtest`` from parsed arguments; returns the exit status."""
+    if args.url[0] == "merge":
+        return merge_command(
+            [Path(name) for name in args.url[1:]],
+            out=sys.stdout,
+            err=sys.stderr,
+            report_path=args.report,
+            chart_path=args.chart,
+        )
+    if len(args.url) > 1:
+        sys.stderr.write(
+            f"trio-sse loadtest: one URL, got {len(args.url)}: {' '.join(args.url)} "
+            "(to merge reports: trio-sse loadtest merge A.json B.json ...)\n"
+        )
+        return 2
     try:
         thresholds = Thresholds(**{dest: getattr(args, dest) for _, dest, _, _ in _THRESHOLDS})
         options = LoadTestOptions(
-            url=args.url,
+            url=args.url[0],
             connections=int(args.connections),
+            processes=int(args.processes),
+            source_addresses=tuple(a for group in args.source_address for a in group),
+            run_id=args.run_id,
             duration=args.duration,
             ramp=args.ramp,
             publish_rate=args.publish_rate,
@@ -372,6 +438,57 @@ def loadtest(
             progress.finish()
     report = build_report(record)
     out.write(format_summary(report))
+    status = _write_outputs(
+        report, out=out, err=err, report_path=report_path, chart_path=chart_path
+    )
+    if status:
+        return status
+    _tell_why(report, err)
+    return exit_status(report)
+
+
+def merge_command(
+    paths: list[Path],
+    *,
+    out: TextIO,
+    err: TextIO,
+    report_path: Path | None = None,
+    chart_path: Path | None = None,
+) -> int:
+    """``trio-sse loadtest merge``: one report of several machines' reports of one run.
+
+    Returns:
+        The merged report's exit status (as a run's), or 2 for reports that cannot be
+        merged (unreadable, another schema version, another run, one given twice).
+    """
+    if chart_path is not None:
+        try:
+            check_chart_path(chart_path)
+        except ValueError as exc:
+            err.write(f"trio-sse loadtest merge: {exc}\n")
+            return 2
+    try:
+        reports = [read_report(path) for path in paths]
+        merged = merge_reports(reports, SCHEMA_VERSION)
+    except OSError as exc:
+        err.write(f"trio-sse loadtest merge: cannot read {exc.filename}: {exc.strerror}\n")
+        return 2
+    except (MergeError, ValueError) as exc:
+        err.write(f"trio-sse loadtest merge: {exc}\n")
+        return 2
+    out.write(format_summary(merged))
+    status = _write_outputs(
+        merged, out=out, err=err, report_path=report_path, chart_path=chart_path
+    )
+    if status:
+        return status
+    _tell_why(merged, err)
+    return exit_status(merged)
+
+
+def _write_outputs(
+    report: Report, *, out: TextIO, err: TextIO, report_path: Path | None, chart_path: Path | None
+) -> int:
     try:
         if report_path is not None:
             write_report(report, report_path)
@@ -384,8 +501,7 @@ def loadtest(
         return 1
     finally:
         out.flush()
-    _tell_why(report, err)
-    return exit_status(report)
+    return 0
 
 
 def _tell_why(report: Report, err: TextIO) -> None:

@@ -1,8 +1,14 @@
 """The chart: connections, events per second and latency over time, from a report's timeline.
 
 ``.html`` is a self-contained page with inline SVG: no script, no network, opens
-anywhere. ``.png`` needs matplotlib (``pip install matplotlib``), which is not a
-dependency of trio_sse; :func:`check_chart_path` says so before a run starts.
+anywhere. ``.png`` needs matplotlib (``pip install 'trio-sse[chart]'``), which is not
+a dependency of trio_sse; :func:`check_chart_path` says so before a run starts.
+
+The connections panel starts at t = 0 with the server's count before the run (the
+baseline) and no open connection, so a leak shows as the distance from where the
+server line began. Phase markers sit where each phase began (``phases.starts``).
+In the latency panel, max is drawn dashed over a wider p99, so where they are equal
+(a second with few events) both stay visible.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ from typing import Any, Final
 from ._report import format_duration
 from ._schema import Report
 
-__all__ = ["CHART_SUFFIXES", "check_chart_path", "render_html", "write_chart"]
+__all__ = [
+    "CHART_SUFFIXES",
+    "check_chart_path",
+    "connection_columns",
+    "phase_starts",
+    "render_html",
+    "write_chart",
+]
 
 CHART_SUFFIXES: Final = (".html", ".htm", ".png")
 
@@ -35,7 +48,13 @@ _RED: Final = "#D55E00"
 _GREEN: Final = "#009E73"
 _GREY: Final = "#999999"
 
-Series = tuple[str, str, Sequence[float | None]]
+# Name, colour, values, and extra SVG stroke attributes.
+Series = tuple[str, str, Sequence[float | None], str]
+
+_SOLID: Final = 'stroke-width="1.8"'
+# p99 under max: wide and solid beneath, max dashed and narrow above.
+_WIDE: Final = 'stroke-width="4" stroke-opacity="0.75"'
+_DASHED: Final = 'stroke-width="1.5" stroke-dasharray="5 3"'
 
 
 def check_chart_path(path: Path) -> None:
@@ -50,7 +69,8 @@ def check_chart_path(path: Path) -> None:
     if suffix == ".png" and importlib.util.find_spec("matplotlib") is None:
         raise ValueError(
             "--chart *.png needs matplotlib, which is not installed: "
-            "`pip install matplotlib`, or write .html instead (no dependency)"
+            "`pip install 'trio-sse[chart]'` (or `pip install matplotlib`), or write .html "
+            "instead (no dependency)"
         )
 
 
@@ -73,22 +93,54 @@ def _ms(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else v * 1e3 for v in values]
 
 
+def phase_starts(report: Report) -> list[tuple[float, str]]:
+    """Where each phase after the first began, seconds from the start.
+
+    From ``phases.starts`` (the moment each began); a report written before it had
+    them gets the start of the one-second window in which the phase first shows (the
+    previous row's ``t``, not ``t - 1``: the last row may be shorter than a second).
+    """
+    starts = report["phases"].get("starts")
+    if starts:
+        return sorted((t, phase) for phase, t in starts.items())
+    columns = _columns(report)
+    found: list[tuple[float, str]] = []
+    previous_t, previous_phase = 0.0, None
+    for t, phase in zip(columns.get("t", []), columns.get("phase", []), strict=True):
+        if previous_phase is not None and phase != previous_phase:
+            found.append((previous_t, phase))
+        previous_t, previous_phase = t, phase
+    return found
+
+
+def connection_columns(
+    report: Report,
+) -> tuple[list[float], list[float | None], list[float | None]]:
+    """Times, open connections and the server's count, from t = 0 (the baseline)."""
+    columns = _columns(report)
+    times = [0.0, *columns.get("t", [])]
+    connections = [0.0, *columns.get("connections", [])]
+    server = [
+        float(report["server"]["baseline_subscribers"]),
+        *columns.get("server_subscribers", []),
+    ]
+    return times, connections, server
+
+
 def render_html(report: Report) -> str:
     """The chart as one HTML page with inline SVG."""
     columns = _columns(report)
     times: list[float] = columns.get("t", [])
-    phases = list(zip(times, columns.get("phase", []), strict=True))
+    phases = phase_starts(report)
+    conn_times, connections, server_count = connection_columns(report)
+    source = report["server"]["source"]["description"] or "GET /stats"
     panels = [
         _panel(
             "Connections",
-            times,
+            conn_times,
             [
-                ("load tester: open connections", _BLUE, columns.get("connections", [])),
-                (
-                    "server: subscribers (GET /stats)",
-                    _ORANGE,
-                    columns.get("server_subscribers", []),
-                ),
+                ("load tester: open connections", _BLUE, connections, _SOLID),
+                (f"server: subscribers ({source})", _ORANGE, server_count, _SOLID),
             ],
             phases,
             unit="",
@@ -96,7 +148,7 @@ def render_html(report: Report) -> str:
         _panel(
             "Events received per second",
             times,
-            [("events/s (replays included)", _GREEN, columns.get("events_per_s", []))],
+            [("events/s (replays included)", _GREEN, columns.get("events_per_s", []), _SOLID)],
             phases,
             unit="",
         ),
@@ -104,9 +156,9 @@ def render_html(report: Report) -> str:
             "Delivery latency (ms, log scale; publish to receipt)",
             times,
             [
-                ("p50", _BLUE, _ms(columns.get("latency_p50", []))),
-                ("p99", _ORANGE, _ms(columns.get("latency_p99", []))),
-                ("max", _RED, _ms(columns.get("latency_max", []))),
+                ("p50", _BLUE, _ms(columns.get("latency_p50", [])), _SOLID),
+                ("p99", _ORANGE, _ms(columns.get("latency_p99", [])), _WIDE),
+                ("max", _RED, _ms(columns.get("latency_max", [])), _DASHED),
             ],
             phases,
             unit=" ms",
@@ -165,7 +217,7 @@ def _panel(
 ) -> str:
     plot_w = _WIDTH - _LEFT - _RIGHT
     plot_h = _HEIGHT - _TOP - _BOTTOM
-    values = [v for _, _, column in series for v in column if v is not None]
+    values = [v for _, _, column, _ in series for v in column if v is not None]
     x_max = max(times, default=1.0) or 1.0
     if is_log:
         positive = [v for v in values if v > 0]
@@ -212,25 +264,22 @@ def _panel(
             f'<text x="{x:.1f}" y="{_HEIGHT - _BOTTOM + 16}" font-size="11" '
             f'text-anchor="middle">{_format_tick(i * x_step)} s</text>'
         )
-    previous = None
     for t, phase in phases:
-        if phase != previous and previous is not None:
-            # The row at t closes the window in which the phase began.
-            x = x_of(max(t - 1, 0))
-            parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" y2="{_TOP + plot_h}" '
-                f'stroke="{_GREY}" stroke-dasharray="4 3"/>'
-                f'<text x="{x + 3:.1f}" y="{_TOP + 11}" font-size="10" fill="#666">'
-                f"{html.escape(phase)}</text>"
-            )
-        previous = phase
+        x = x_of(t)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" y2="{_TOP + plot_h}" '
+            f'stroke="{_GREY}" stroke-dasharray="4 3" data-phase="{html.escape(phase)}" '
+            f'data-t="{t:g}"/>'
+            f'<text x="{x + 3:.1f}" y="{_TOP + 11}" font-size="10" fill="#666">'
+            f"{html.escape(phase)}</text>"
+        )
     parts.append(
         f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
         'stroke="#bbb"/>'
     )
     # Right-aligned, clear of the title on the left.
-    legend_x = _WIDTH - _RIGHT - sum(_legend_width(name) for name, _, _ in series)
-    for name, colour, column in series:
+    legend_x = _WIDTH - _RIGHT - sum(_legend_width(name) for name, _, _, _ in series)
+    for name, colour, column, stroke in series:
         for run in _runs(times, column):
             points = " ".join(f"{x_of(t):.1f},{y_of(v):.1f}" for t, v in run)
             if len(run) == 1:
@@ -238,8 +287,8 @@ def _panel(
                 parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}"/>')
             else:
                 parts.append(
-                    f'<polyline points="{points}" fill="none" stroke="{colour}" '
-                    'stroke-width="1.8"/>'
+                    f'<polyline points="{points}" fill="none" stroke="{colour}" {stroke} '
+                    f'data-series="{html.escape(name)}"/>'
                 )
         parts.append(
             f'<rect x="{legend_x}" y="9" width="14" height="4" fill="{colour}"/>'
@@ -278,16 +327,26 @@ def _write_png(report: Report, path: Path) -> None:  # pragma: no cover - option
     columns = _columns(report)
     times = columns.get("t", [])
     figure, (conns, rate, latency) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
-    conns.plot(times, columns.get("connections", []), label="open connections")
-    server = [float("nan") if v is None else v for v in columns.get("server_subscribers", [])]
-    conns.plot(times, server, label="server subscribers")
+    conn_times, connections, server_count = connection_columns(report)
+    conns.plot(conn_times, connections, label="open connections")
+    server = [float("nan") if v is None else v for v in server_count]
+    conns.plot(conn_times, server, label="server subscribers")
+    for axes in (conns, rate, latency):
+        for t, phase in phase_starts(report):
+            axes.axvline(t, color=_GREY, linestyle="--", linewidth=0.8)
+            axes.annotate(phase, (t, 1), xycoords=("data", "axes fraction"), fontsize=8)
     conns.set_title("Connections")
     conns.legend()
     rate.plot(times, columns.get("events_per_s", []), label="events/s")
     rate.set_title("Events received per second")
-    for key in ("latency_p50", "latency_p99", "latency_max"):
+    styles: dict[str, dict[str, Any]] = {
+        "latency_p50": {"linewidth": 1.5},
+        "latency_p99": {"linewidth": 4, "alpha": 0.75},
+        "latency_max": {"linewidth": 1.2, "linestyle": "--"},
+    }
+    for key, style in styles.items():
         values = [float("nan") if v is None else v * 1e3 for v in columns.get(key, [])]
-        latency.plot(times, values, label=key.removeprefix("latency_"))
+        latency.plot(times, values, label=key.removeprefix("latency_"), **style)
     latency.set_yscale("log")
     latency.set_title("Delivery latency (ms)")
     latency.set_xlabel("seconds")

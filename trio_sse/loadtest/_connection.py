@@ -160,11 +160,17 @@ class StreamConnection:
 
     @classmethod
     async def open(
-        cls, address: Address, target: Target, *, last_event_id: str = ""
+        cls,
+        address: Address,
+        target: Target,
+        *,
+        last_event_id: str = "",
+        source: tuple[str | int, ...] | None = None,
     ) -> StreamConnection:
         """Connect, send ``GET`` (with ``Last-Event-ID`` if given) and read the response head.
 
         The caller bounds the time (a cancel scope); on any failure the socket is closed.
+        ``source``: bind to this local address first (``(host, 0)``: any port).
 
         Raises:
             StreamFailureError: ``connect``, ``status`` (not 200), ``content_type`` (not
@@ -173,6 +179,8 @@ class StreamConnection:
         sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
         try:
             try:
+                if source is not None:
+                    await bind_source(sock, source)
                 await sock.connect(address.sockaddr)
             except OSError as exc:
                 raise StreamFailureError(
@@ -253,6 +261,23 @@ class StreamConnection:
     def detach_socket(self) -> trio.socket.SocketType:
         """Hand the socket over (to hold it, stalled); this object must not be used after."""
         return self._sock
+
+
+# Linux: a bind to port 0 picks the port at connect() instead, so a source address's
+# ports are shared by every destination (4-tuples), not reserved one per bind.
+_IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+async def bind_source(sock: trio.socket.SocketType, source: tuple[str | int, ...]) -> None:
+    """Bind ``sock`` to the local address ``source`` (port 0) before it connects.
+
+    Raises:
+        OSError: The address is not one of this machine's.
+    """
+    if sock.family == socket.AF_INET:
+        with contextlib.suppress(OSError):  # not Linux: bind picks the port now
+            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+    await sock.bind(source)
 
 
 async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:

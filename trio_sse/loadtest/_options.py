@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -19,7 +20,13 @@ from ._publisher import (
 )
 from ._sources import parse_gauge, parse_json_path
 
-__all__ = ["LoadTestOptions", "Thresholds"]
+__all__ = ["LoadTestOptions", "Thresholds", "parse_source_addresses"]
+
+# Processes at most: one per core is the point, and each holds its own share of
+# sockets and a pipe to the parent.
+MAX_PROCESSES: Final = 64
+# Addresses one --source-address range may name (a /24 and a bit, on loopback).
+MAX_SOURCE_ADDRESSES: Final = 256
 
 # File descriptors beside the streams: publisher and /stats sockets, stdio, the
 # Trio run's own (epoll, wakeup socketpair), the chart file; generous on purpose.
@@ -139,6 +146,9 @@ class LoadTestOptions:
     metrics_gauge: str | None = None
     server_pid: int | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    processes: int = 1
+    source_addresses: tuple[str, ...] = ()
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -155,6 +165,17 @@ class LoadTestOptions:
             raise ValueError(f"payload must be >= 0, got {self.payload}")
         if not self.drop:
             raise ValueError("drop needs at least one method")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise ValueError(f"processes must be in 1..{MAX_PROCESSES}, got {self.processes}")
+        if self.processes > self.connections:
+            raise ValueError(
+                f"processes ({self.processes}) must not exceed connections ({self.connections})"
+            )
+        families = {ipaddress.ip_address(a).version for a in self.source_addresses}
+        if len(families) > 1:
+            raise ValueError("source addresses must all be IPv4 or all IPv6, not both")
+        if self.run_id is not None and not (0 < len(self.run_id) <= 128):
+            raise ValueError("run_id must be 1 to 128 characters")
         self._check_publish_body()
         self._check_sources()
 
@@ -207,8 +228,43 @@ class LoadTestOptions:
         return parse_url(self.url).with_path("/metrics")
 
     def file_descriptors_needed(self) -> int:
-        """Sockets at the peak: streams, stalled sockets held, publishers, spares."""
+        """Sockets at the peak in one process: its streams, stalled sockets held, publishers,
+        spares (with ``processes`` > 1, one worker's share)."""
         stall_share = self.drop.count(DropMethod.STALL) / len(self.drop)
         # A dropped connection may reconnect before its old socket's close completes.
         held = math.ceil(self.churn * stall_share * self.stall_for) + math.ceil(self.churn)
-        return self.connections + held + PUBLISH_WORKERS + _SPARE_FDS
+        share = math.ceil(self.connections / self.processes)
+        return share + math.ceil(held / self.processes) + PUBLISH_WORKERS + _SPARE_FDS
+
+
+def parse_source_addresses(text: str) -> list[str]:
+    """Parse one ``--source-address``: an IP address, or a range ``A-B`` (``127.0.0.2-9``
+    or ``127.0.0.2-127.0.0.9``), inclusive.
+
+    Raises:
+        ValueError: Not an address or a range, a range backwards, or over
+            :data:`MAX_SOURCE_ADDRESSES` addresses.
+    """
+    first_text, dash, last_text = text.strip().partition("-")
+    try:
+        first = ipaddress.ip_address(first_text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {first_text!r}") from None
+    if not dash:
+        return [str(first)]
+    try:
+        if last_text.isdigit() and first.version == 4:
+            # The last octet only: 127.0.0.2-9.
+            last = ipaddress.ip_address(first_text.rsplit(".", 1)[0] + "." + last_text)
+        else:
+            last = ipaddress.ip_address(last_text)
+    except ValueError:
+        raise ValueError(f"not an address range: {text!r}") from None
+    if last.version != first.version or int(last) < int(first):
+        raise ValueError(f"not an address range (A-B with A <= B): {text!r}")
+    count = int(last) - int(first) + 1
+    if count > MAX_SOURCE_ADDRESSES:
+        raise ValueError(
+            f"{text!r} names {count} addresses; at most {MAX_SOURCE_ADDRESSES} per range"
+        )
+    return [str(first + i) for i in range(count)]

@@ -204,7 +204,9 @@ class Publisher:
         payload_as: PayloadForm = PayloadForm.OBJECT,
         headers: Sequence[tuple[str, str]] = (),
         timeout: float = PUBLISH_TIMEOUT,
+        on_assign: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_assign`` is called with each seq as it is handed out, before its POST."""
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self._address = address
@@ -218,6 +220,7 @@ class Publisher:
         self._payload_as = payload_as
         self._headers = [("Content-Type", publish_format.content_type), *headers]
         self._stop_scope = trio.CancelScope()
+        self._on_assign = on_assign
         self.assigned = 0
         self.acked = 0
         self.failed: set[int] = set()
@@ -257,6 +260,8 @@ class Publisher:
                 async for _ in receive:
                     self.assigned += 1
                     seq = self.assigned
+                    if self._on_assign is not None:
+                        self._on_assign(seq)
                     sent_at = trio.current_time()
                     body = encode_body(
                         self._template,

@@ -14,7 +14,7 @@ from ._publisher import PublishRecord
 from ._sources import SourceKind
 from ._stats import Histogram
 
-__all__ = ["Phase", "RunRecord", "Sample", "SampleCallback"]
+__all__ = ["Phase", "ProcessShare", "RunRecord", "Sample", "SampleCallback"]
 
 
 class Phase(enum.Enum):
@@ -41,6 +41,19 @@ class Sample:
     latency_max: float | None
     errors: int  # in the window
     drops: int  # in the window
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessShare:
+    """One load-tester process's own figures (``--processes``): index -1 is the parent."""
+
+    index: int
+    connections: int
+    connects: int
+    delivered: int
+    errors: int
+    max_rss_kib: int
+    cpu_seconds: float
 
 
 @dataclass(slots=True)
@@ -97,6 +110,15 @@ class RunRecord:
     stats_error: str | None = None
     # Trio's clock at the start: publish times are reported from here.
     clock_start: float = 0.0
+    # When each phase after the ramp began, seconds from the start.
+    phase_starts: dict[Phase, float] = field(default_factory=dict)
+    # This run's identity (``--run-id``, or random) and this report's, for merging.
+    run_id: str = ""
+    part_id: str = ""
+    # This process's CPU time (user + system), seconds; with workers, all of them.
+    cpu_seconds: float = 0.0
+    # --processes: each process's share (see ProcessShare); empty for one process.
+    processes: list[ProcessShare] = field(default_factory=list)
 
 
 SampleCallback = Callable[[Sample, RunRecord], None]

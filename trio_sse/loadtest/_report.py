@@ -33,15 +33,16 @@ from typing import Any, Final
 
 from ._ids import parse_seq
 from ._ledger import Ledger
-from ._options import Threshold
+from ._options import Threshold, Thresholds
 from ._publisher import PublishRecord
-from ._record import RunRecord, Sample
+from ._record import ProcessShare, RunRecord, Sample
 from ._schema import (
     ConnectionRow,
     ConnectionsPart,
     ErrorsPart,
     EventsPart,
     HistogramSummary,
+    ProcessRow,
     PublishRow,
     Report,
     RssPart,
@@ -61,6 +62,8 @@ __all__ = [
     "exit_status",
     "format_duration",
     "format_summary",
+    "read_report",
+    "rejudge",
     "write_report",
 ]
 
@@ -217,6 +220,7 @@ def build_report(record: RunRecord) -> Report:
             "steady": steady,
             "drain": record.drain_seconds,
             "is_drained": record.is_drained,
+            "starts": {phase.value: t for phase, t in record.phase_starts.items()},
         },
         "connections": connections,
         "events": events,
@@ -252,7 +256,57 @@ def build_report(record: RunRecord) -> Report:
         "per_connection": per_connection,
         "publishes": publishes,
         "run": {"is_conclusive": not problems, "problems": problems},
-        "thresholds": _thresholds(record, connections, events, errors, latency),
+        "thresholds": _thresholds(
+            o.thresholds,
+            clean_seconds=record.clean_seconds,
+            connections=connections,
+            events=events,
+            errors=errors,
+            latency=latency,
+        ),
+        "run_id": record.run_id,
+        "part_id": record.part_id,
+        "loadtest_cpu_seconds": record.cpu_seconds,
+        "processes": [_process_row(share) for share in record.processes],
+        "histograms": {
+            "latency": record.latency.to_data(),
+            "connect_time": record.connect_time.to_data(),
+            "reconnect_time": record.reconnect_time.to_data(),
+            "publish_time": record.publish_latency.to_data(),
+        },
+        "parts": [],
+    }
+
+
+def _process_row(share: ProcessShare) -> ProcessRow:
+    return {
+        "part": 0,
+        "index": share.index,
+        "connections": share.connections,
+        "connects": share.connects,
+        "delivered": share.delivered,
+        "errors": share.errors,
+        "max_rss_kib": share.max_rss_kib,
+        "cpu_seconds": share.cpu_seconds,
+    }
+
+
+def rejudge(report: Report) -> Report:
+    """``report`` with its run problems and thresholds judged again from its figures
+    (after a merge: the merged figures, against the first report's bounds)."""
+    problems = _problems(report["connections"], report["events"], report["errors"])
+    limits = Thresholds(**report["options"].get("thresholds", {}))
+    return {
+        **report,
+        "run": {"is_conclusive": not problems, "problems": problems},
+        "thresholds": _thresholds(
+            limits,
+            clean_seconds=report["server"]["clean_seconds"],
+            connections=report["connections"],
+            events=report["events"],
+            errors=report["errors"],
+            latency=report["latency"],
+        ),
     }
 
 
@@ -306,7 +360,9 @@ def _problems(conns: ConnectionsPart, events: EventsPart, errors: ErrorsPart) ->
 
 
 def _thresholds(
-    record: RunRecord,
+    limits: Thresholds,
+    *,
+    clean_seconds: float | None,
     connections: ConnectionsPart,
     events: EventsPart,
     errors: ErrorsPart,
@@ -327,10 +383,10 @@ def _thresholds(
         Threshold.PUBLISH_FAILURES: events["publish_failed"],
         Threshold.CONNECT_TIME: p99(connections["connect_time"]),
         Threshold.RECONNECT_TIME: p99(connections["reconnect_time"]),
-        Threshold.CLEANUP_TIME: record.clean_seconds,
+        Threshold.CLEANUP_TIME: clean_seconds,
     }
     rows: list[ThresholdRow] = []
-    for threshold, limit in record.options.thresholds.items():
+    for threshold, limit in limits.items():
         value = values[threshold]
         if threshold is Threshold.CLEANUP_TIME:
             is_breached = value is None or value > limit  # never clean: over any bound
@@ -362,6 +418,23 @@ def exit_status(report: Report) -> int:
     if any(row["is_breached"] for row in report["thresholds"]):
         return EXIT_BREACHED
     return EXIT_CLEAN
+
+
+def read_report(path: Path) -> Report:
+    """A report written by :func:`write_report`.
+
+    Raises:
+        ValueError: Not JSON, or not a report object (the reason names the file).
+        OSError: The file cannot be read.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(value, dict) or "schema_version" not in value:
+        raise ValueError(f"{path}: not a trio-sse loadtest report (no schema_version)")
+    report: Report = value  # type: ignore[assignment]
+    return report
 
 
 def write_report(report: Report, path: Path) -> None:
@@ -438,6 +511,20 @@ def _published_line(events: EventsPart, rate: float) -> str:
     return line
 
 
+def _tester_line(report: Report) -> str:
+    """The load tester's own cost: processes, CPU seconds, peak memory."""
+    processes = [row for row in report.get("processes", []) if row["index"] >= 0]
+    count = len(processes) or 1
+    line = (
+        f"{count} process{'es' if count > 1 else ''}; CPU "
+        f"{report.get('loadtest_cpu_seconds', 0.0):.1f} s; max RSS "
+        f"{report['loadtest_max_rss_kib'] / 1024:,.1f} MiB"
+    )
+    if report.get("parts"):
+        line += f" (merged from {len(report['parts'])} reports)"
+    return line
+
+
 def format_summary(report: Report) -> str:
     """The final summary table, as printed by ``trio-sse loadtest``."""
     phases, conns, events = report["phases"], report["connections"], report["events"]
@@ -502,6 +589,7 @@ def format_summary(report: Report) -> str:
                 ),
             )
         )
+    rows.append(("load tester", _tester_line(report)))
     run = report["run"]
     if not run["is_conclusive"]:
         rows.append(("run", "INCONCLUSIVE: " + "; ".join(run["problems"])))

@@ -17,9 +17,13 @@ __all__ = [
     "ConnectionsPart",
     "ErrorsPart",
     "EventsPart",
+    "HistogramData",
     "HistogramSummary",
+    "HistogramsPart",
+    "PartRow",
     "PerConnectionPart",
     "PhasesPart",
+    "ProcessRow",
     "PublishRow",
     "Report",
     "RssPart",
@@ -30,6 +34,54 @@ __all__ = [
     "ThresholdRow",
     "TimelineRow",
 ]
+
+
+class HistogramData(TypedDict):
+    """A histogram's every bucket (1 % wide, by index), so that merged reports stay exact."""
+
+    count: int
+    total: float
+    min: float | None
+    max: float
+    buckets: dict[str, int]
+
+
+class HistogramsPart(TypedDict):
+    """The run's histograms in full (the summaries elsewhere are drawn from these)."""
+
+    latency: HistogramData
+    connect_time: HistogramData
+    reconnect_time: HistogramData
+    publish_time: HistogramData
+
+
+class ProcessRow(TypedDict):
+    """One load-tester process's share (``--processes``), or one machine's (a merge).
+
+    ``index`` is the process's number (the parent, which publishes and reads the
+    verdict source, is ``-1``; its workers 0, 1...); in a merge of machines' reports,
+    each report's processes are listed with ``part`` set to the report's place.
+    """
+
+    part: int
+    index: int
+    connections: int
+    connects: int
+    delivered: int
+    errors: int
+    max_rss_kib: int
+    cpu_seconds: float
+
+
+class PartRow(TypedDict):
+    """One report merged into this one (``trio-sse loadtest merge``)."""
+
+    part_id: str
+    started_at: str
+    url: str
+    connections: int
+    verdict: str
+    exit_status: int
 
 
 class HistogramSummary(TypedDict):
@@ -50,6 +102,8 @@ class PhasesPart(TypedDict):
     steady: float
     drain: float
     is_drained: bool
+    # When each phase after the ramp began, seconds from the start (added in v2).
+    starts: dict[str, float]
 
 
 class ConnectionsPart(TypedDict):
@@ -227,3 +281,11 @@ class Report(TypedDict):
     publishes: list[PublishRow]
     run: RunPart
     thresholds: list[ThresholdRow]
+    # Fields added within schema version 2 (a reader must allow them missing in
+    # reports written before): the run's identity, for merging reports.
+    run_id: str
+    part_id: str
+    loadtest_cpu_seconds: float
+    processes: list[ProcessRow]
+    histograms: HistogramsPart
+    parts: list[PartRow]

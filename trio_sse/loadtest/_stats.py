@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from ._schema import HistogramSummary
+from ._schema import HistogramData, HistogramSummary
 
 __all__ = ["Histogram", "percentile_summary"]
 
@@ -93,6 +93,37 @@ class Histogram:
         histogram = cls()
         for sample in samples:
             histogram.record(sample)
+        return histogram
+
+    def to_data(self) -> HistogramData:
+        """Every bucket, as JSON: a histogram rebuilt from it merges exactly."""
+        return {
+            "count": self.count,
+            "total": self.total,
+            "min": self.min if self.count else None,
+            "max": self.max,
+            "buckets": {str(index): count for index, count in self._buckets.items()},
+        }
+
+    @classmethod
+    def from_data(cls, data: HistogramData) -> Histogram:
+        """The histogram :meth:`to_data` described.
+
+        Raises:
+            ValueError: ``data`` is not such a description.
+        """
+        histogram = cls()
+        try:
+            histogram._buckets = {int(i): int(c) for i, c in data["buckets"].items()}
+            histogram.count = int(data["count"])
+            histogram.total = float(data["total"])
+            low = data["min"]
+            histogram.min = math.inf if low is None else float(low)
+            histogram.max = float(data["max"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a histogram: {exc}") from None
+        if sum(histogram._buckets.values()) != histogram.count:
+            raise ValueError("not a histogram: its buckets do not add up to its count")
         return histogram
 
     @property
