@@ -66,7 +66,7 @@ def browser(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The figures in the README and docs/benchmarks.md (minutes; needs redis-server and Go).
+    """The figures in docs/benchmarks.md and docs/performance.md (minutes; needs Redis, Go).
 
     benchmarks/compare.py runs the four standard scenarios against `trio-sse serve`,
     against sse-starlette on uvicorn and against a Go net/http peer (benchmarks/peer_go,

@@ -269,6 +269,27 @@ async def test_a_client_resumes_through_nginx_on_the_other_server_when_one_dies(
     await resumed.close_fin()
 
 
+@pytest.mark.slow
+async def test_several_topics_batch_publish_and_presence_pass_through_nginx(
+    deployment: Deployment,
+) -> None:
+    a, b = new_topic(), new_topic()
+    conn = await SSEConnection.open(deployment.nginx, f"/events?topic={a}&topic={b}")
+    assert conn.status == 200
+    await deployment.wait_for_subscribers(2)  # one stream, a subscription per topic
+    async with httpx.AsyncClient(base_url=deployment.url, timeout=TIMEOUT) as http:
+        response = await http.post("/publish", json={"topics": [a, b], "data": "both"})
+        assert response.status_code == 202, response.text
+        events = await conn.read_events(2)
+        assert sorted(event.type for event in events) == sorted([a, b])
+        # Presence is answered by either server: both count the stream, wherever it is.
+        with trio.fail_after(TIMEOUT):
+            while (presence := (await http.get(f"/presence/{a}")).json())["streams"] != 1:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        assert presence["topic"] == a
+    await conn.close_fin()
+
+
 async def raw_get(address: tuple[str, int], target: str) -> tuple[int, bytes]:
     """GET ``target`` exactly as written (httpx would normalise ``..`` and ``//``)."""
     stream = await trio.open_tcp_stream(*address)

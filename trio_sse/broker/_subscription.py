@@ -73,7 +73,7 @@ class SinkResult(enum.Enum):
     """Not taken; the frame is queued as usual, and the reader woken."""
 
     DROPPED = "dropped"
-    """Not taken, and none will be: the reader fell too far behind (a stream of several
+    """Not taken, and none will be; the reader fell too far behind (a stream of several
     topics past its own bound). The subscription closes as a slow consumer, and the
     broker counts it dropped."""
 

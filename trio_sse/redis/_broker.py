@@ -231,7 +231,7 @@ class RedisBroker:
       back-off and resumes after the last id it delivered, so no acknowledged event
       is skipped (one trimmed before the reader got to it is announced with a reset
       notice). What Redis itself keeps across a restart depends on its persistence
-      settings (see the README).
+      settings (see docs/redis.md, "What Redis keeps across a restart").
     * Bounded: per topic, history holds at most ``history`` entries and about
       ``history_bytes`` bytes (the newest entry whatever its size); an entry goes at
       the first publish after it is ``history_ttl`` old, and a topic with no publish
