@@ -115,6 +115,17 @@ async def test_stream_cap_answers_503_with_retry_after_and_frees_the_slot() -> N
         assert limiter.refused == 1
 
 
+async def test_streams_of_several_topics_count_against_the_caps_too() -> None:
+    async with running_server(max_streams=2, max_streams_per_ip=2) as server:
+        first = await SSEConnection.open(server, "/events?topic=a&topic=b")
+        second = await SSEConnection.open(server, "/events/a")
+        refused = await server.http.get("/events", params=[("topic", "a"), ("topic", "c")])
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "too many open streams (2); retry later"}
+        for conn in (first, second):
+            await conn.close_fin()
+
+
 async def test_per_ip_cap_counts_each_address_apart() -> None:
     async with running_server(max_streams_per_ip=1) as server:
         host, port = server.host_port

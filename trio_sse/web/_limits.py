@@ -60,7 +60,9 @@ class StreamLimiter:
         app: The ASGI app to protect.
         max_streams: Streams open at once in this process; 0 means no cap.
         max_streams_per_ip: Streams open at once from one client address; 0 means no cap.
-        path_prefix: Paths that are streams when requested with ``GET``.
+        path_prefix: Paths that are streams when requested with ``GET``: those under
+            it, and the prefix itself without its last ``/`` (``GET /events?topic=...``,
+            several topics on one stream).
 
     Attributes:
         open_streams: Streams counted now.
@@ -81,6 +83,7 @@ class StreamLimiter:
         self.max_streams = max_streams
         self.max_streams_per_ip = max_streams_per_ip
         self.path_prefix = path_prefix
+        self._stream_root = path_prefix.rstrip("/")
         self.open_streams = 0
         self.refused = 0
         self._per_ip: Counter[str] = Counter()
@@ -91,7 +94,7 @@ class StreamLimiter:
         if not (
             scope["type"] == "http"
             and scope["method"] == "GET"
-            and scope["path"].startswith(self.path_prefix)
+            and (scope["path"].startswith(self.path_prefix) or scope["path"] == self._stream_root)
         ):
             await self.app(scope, receive, send)
             return
