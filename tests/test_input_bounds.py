@@ -24,9 +24,16 @@ from quart_trio import QuartTrio
 from tests.test_cli import serve_process
 from tests.wire import TIMEOUT, Server, SSEConnection, read_response_head, running_server
 from trio_sse import MemoryBroker, ServerSentEvent, event_stream
-from trio_sse.app import _BadRequestError, _event_from_body
 from trio_sse.cli import main
-from trio_sse.web import Action, AuthConfig, Authorizer, CorsPolicy, Credentials
+from trio_sse.web import (
+    Action,
+    AuthConfig,
+    Authorizer,
+    CorsPolicy,
+    Credentials,
+    RequestError,
+    event_from_body,
+)
 
 SECRET = "k" * 32
 HUGE_INT = "9" * 5000  # over Python's int-to-str limit (4300 digits)
@@ -170,15 +177,15 @@ BAD_NUMBERS = [
 
 @pytest.mark.parametrize(("body", "problem"), BAD_NUMBERS, ids=range(len(BAD_NUMBERS)))
 def test_parser_refuses_numbers_out_of_range_at_any_depth(body: str, problem: str) -> None:
-    with pytest.raises(_BadRequestError) as refused:
-        _event_from_body(body.encode())
+    with pytest.raises(RequestError) as refused:
+        event_from_body(body.encode())
     assert refused.value.status == 400
     assert problem in str(refused.value)
 
 
 def test_parser_keeps_ordinary_numbers_exactly() -> None:
     body = b'{"data": [0, -1, 1.5, 1e308, -2.5e-300, 12345678901234567890, ' + b"9" * 1000 + b"]}"
-    event = _event_from_body(body)
+    event = event_from_body(body)
     assert json.loads(event.data) == [
         0,
         -1,

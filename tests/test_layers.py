@@ -49,6 +49,7 @@ def modules_after_import(module: str) -> set[str]:
         ),
         # coredis loads only when a Redis broker is asked for.
         ("trio_sse.app", ["coredis", "trio_sse.redis"]),
+        ("trio_sse.hub", ["coredis", "trio_sse.redis", "trio_sse.app", "trio_sse.server"]),
         ("trio_sse.cli", ["coredis", "trio_sse.redis"]),
         # The load tester is on raw sockets and the protocol layer alone.
         (

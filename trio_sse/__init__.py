@@ -9,8 +9,9 @@ Layers, each importing only the ones before it:
   never importing them)
 * :mod:`trio_sse.redis`: a Redis Streams broker shared by processes and hosts (on the
   broker layer; needs the ``redis`` extra, and is never imported from here)
-* :mod:`trio_sse.app`, :mod:`trio_sse.server`, :mod:`trio_sse.cli`: the reference app,
-  Hypercorn serving, and the ``trio-sse`` command
+* :mod:`trio_sse.hub`, :mod:`trio_sse.app`, :mod:`trio_sse.server`, :mod:`trio_sse.cli`:
+  the reference routes as an extension for any Quart-Trio app, the reference app, Hypercorn
+  serving, and the ``trio-sse`` command
 
 The protocol names and every exception are imported eagerly. The rest load on first
 use, so ``import trio_sse`` stays free of Trio and Quart for sans-I/O users.
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .client import ReadyState as ReadyState
     from .client import ReconnectPolicy as ReconnectPolicy
     from .client import open_event_source as open_event_source
+    from .hub import EventHub as EventHub
     from .server import serve as serve
     from .web import event_stream as event_stream
     from .web import last_event_id_of as last_event_id_of
@@ -67,6 +69,7 @@ _LAZY = {
     "ReconnectPolicy": "client",
     "open_event_source": "client",
     "create_app": "app",
+    "EventHub": "hub",
     "event_stream": "web",
     "last_event_id_of": "web",
     "serve": "server",
@@ -82,6 +85,7 @@ __all__ = [
     "BrokerUnavailableError",
     "CloseReason",
     "ConnectionLostError",
+    "EventHub",
     "EventSource",
     "EventSourceError",
     "EventTooLargeError",

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from .app import create_app, state_of
+from .app import create_app
 from .broker import DEFAULT_MAX_TOPICS, Broker, MemoryBroker
 from .errors import BrokerUnavailableError
 from .file_limit import raise_open_file_limit
+from .hub import EventHub
 from .server import (
     ReadyReport,
     check_tls_files,
@@ -264,7 +265,7 @@ async def _serve(args: argparse.Namespace) -> None:
             on_shutdown=broker.aclose,
             shutdown_trigger=functools.partial(until_signal_or_orphaned, args.lifeline_fd),
             drain_window=float(args.drain_window),
-            on_drain=state_of(app).drain.start,
+            on_drain=EventHub.of(app).drain.start,
             sock=sock,
             certfile=args.certfile,
             keyfile=args.keyfile,

@@ -14,6 +14,9 @@ CSS and JavaScript on the browser's own ``EventSource``, nothing fetched from el
   is open, and the room gets ``event: join`` / ``event: leave`` (``{"sub": NAME}``) once
   per name, however many tabs it has open.
 * ``GET /chat/online``: ``{"online": <streams open>, "users": [<names>]}``.
+* ``GET /sse/livez`` and ``GET /sse/healthz``: trio_sse's probes, from its
+  :class:`~trio_sse.hub.EventHub`, which also bounds request bodies (16 KiB) and open
+  streams (10,000).
 * ``POST /chat`` with ``{"user": "...", "text": "..."}`` (``Content-Type:
   application/json``, or 415) sends a message. The server adds ``"sent"``: the time
   it accepted the message, by its clock, in UTC (``2026-01-02T03:04:05.678Z``).
@@ -44,8 +47,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import trio_sse
+from trio_sse.hub import EventHub, Routes
 from trio_sse.server import bind_or_exit
-from trio_sse.web import EventStreamConnection
 
 TOPIC: Final = "chat"
 # Long enough for a paragraph, short enough that a screen shows several messages.
@@ -100,9 +103,11 @@ def _now() -> str:
 def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
     """The chat app, publishing to and streaming from ``broker``."""
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
-    # The room's stream is sent by its own write loop rather than Quart's body loop.
-    app.asgi_http_class = EventStreamConnection
-    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+    # trio_sse's pieces: the stream's write loop, heartbeats and metrics; bounded
+    # bodies and open streams (the room's own included); /livez and /healthz. Not its
+    # generic publish route: the room's messages go through POST /chat, checked.
+    hub = EventHub(broker=broker, retry=3000, max_body_size=16 * 1024, max_streams=10_000)
+    hub.init_app(app, url_prefix="/sse", routes=Routes.HEALTH, stream_paths=["/chat"])
 
     @app.get("/")
     async def page() -> quart.ResponseReturnValue:
@@ -122,11 +127,8 @@ def create_chat_app(broker: trio_sse.Broker) -> QuartTrio:
         # This stream is not open yet: count it, and its user, in its own welcome.
         users = sorted({*present.subjects, *([user] if user else [])})
         hello = _json("hello", text="Welcome to the chat!", online=present.streams + 1, users=users)
-        return trio_sse.event_stream(
-            broker,
+        return hub.event_stream(
             TOPIC,
-            last_event_id=trio_sse.last_event_id_of(quart.request),
-            retry=3000,
             initial=[hello],
             # A page that just opened shows the room's recent events; a reconnect
             # (Last-Event-ID) gets what it missed instead.

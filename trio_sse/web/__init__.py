@@ -14,6 +14,16 @@ from ._body import BodyLimiter as BodyLimiter
 from ._cors import CORS_MAX_AGE as CORS_MAX_AGE
 from ._cors import CorsPolicy as CorsPolicy
 from ._cors import enable_cors as enable_cors
+from ._inputs import MAX_INT_DIGITS as MAX_INT_DIGITS
+from ._inputs import RequestError as RequestError
+from ._inputs import batch_event_of as batch_event_of
+from ._inputs import batch_topics_of as batch_topics_of
+from ._inputs import check_json_content_type as check_json_content_type
+from ._inputs import event_from_body as event_from_body
+from ._inputs import idempotency_key_of as idempotency_key_of
+from ._inputs import payload_of as payload_of
+from ._inputs import presence_limit_of as presence_limit_of
+from ._inputs import topics_of as topics_of
 from ._limits import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from ._limits import DEFAULT_MAX_STREAMS_PER_IP as DEFAULT_MAX_STREAMS_PER_IP
 from ._limits import StreamLimiter as StreamLimiter
@@ -47,6 +57,7 @@ __all__ = [
     "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_STREAMS_PER_IP",
     "DEFAULT_MIN_WRITE_INTERVAL",
+    "MAX_INT_DIGITS",
     "SSE_HEADERS",
     "Action",
     "AsgiChunkWriter",
@@ -65,13 +76,22 @@ __all__ = [
     "Grant",
     "LoopLoad",
     "Metrics",
+    "RequestError",
     "SlowReaderError",
     "StreamDrain",
     "StreamEnd",
     "StreamLimiter",
     "StreamObserver",
+    "batch_event_of",
+    "batch_topics_of",
+    "check_json_content_type",
     "enable_cors",
+    "event_from_body",
     "event_stream",
+    "idempotency_key_of",
     "last_event_id_of",
     "loop_load",
+    "payload_of",
+    "presence_limit_of",
+    "topics_of",
 ]

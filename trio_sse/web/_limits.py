@@ -1,7 +1,7 @@
 """Caps on concurrent event streams, in total and per client IP.
 
 :class:`StreamLimiter` wraps an ASGI app (``app.asgi_app = StreamLimiter(...)``).
-It counts the requests to stream paths (``GET`` under ``path_prefix``) from the
+It counts the requests to stream paths (``GET`` of one of ``paths``) from the
 moment the server hands them to the app until the app returns, which for a stream
 is when it ends: the count is taken and given back in one ``try``/``finally``, so
 no disconnect, cancellation or error can leak a slot. A request over a cap never
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,9 +61,10 @@ class StreamLimiter:
         app: The ASGI app to protect.
         max_streams: Streams open at once in this process; 0 means no cap.
         max_streams_per_ip: Streams open at once from one client address; 0 means no cap.
-        path_prefix: Paths that are streams when requested with ``GET``: those under
-            it, and the prefix itself without its last ``/`` (``GET /events?topic=...``,
-            several topics on one stream).
+        paths: Paths that are streams when requested with ``GET``: each one exactly,
+            and for one ending with ``/``, every path under it. The default is the
+            reference app's: ``/events/<topic>`` and ``/events?topic=...`` (several
+            topics on one stream).
 
     Attributes:
         open_streams: Streams counted now.
@@ -75,15 +77,15 @@ class StreamLimiter:
         *,
         max_streams: int = DEFAULT_MAX_STREAMS,
         max_streams_per_ip: int = DEFAULT_MAX_STREAMS_PER_IP,
-        path_prefix: str = "/events/",
+        paths: Sequence[str] = ("/events", "/events/"),
     ) -> None:
         if max_streams < 0 or max_streams_per_ip < 0:
             raise ValueError("stream limits must be >= 0 (0: no limit)")
         self.app = app
         self.max_streams = max_streams
         self.max_streams_per_ip = max_streams_per_ip
-        self.path_prefix = path_prefix
-        self._stream_root = path_prefix.rstrip("/")
+        self._exact = frozenset(paths)
+        self._prefixes = tuple(path for path in paths if path.endswith("/"))
         self.open_streams = 0
         self.refused = 0
         self._per_ip: Counter[str] = Counter()
@@ -94,7 +96,7 @@ class StreamLimiter:
         if not (
             scope["type"] == "http"
             and scope["method"] == "GET"
-            and (scope["path"].startswith(self.path_prefix) or scope["path"] == self._stream_root)
+            and (scope["path"] in self._exact or scope["path"].startswith(self._prefixes))
         ):
             await self.app(scope, receive, send)
             return
