@@ -24,8 +24,8 @@ from quart_trio import QuartTrio
 import trio_sse
 from tests.test_cli import serve_process
 from tests.wire import TIMEOUT, SSEConnection, running_server, wait_for_remote_subscribers
-from trio_sse._cli_listen import format_event
 from trio_sse.cli import main
+from trio_sse.cli._listen import format_event
 from trio_sse.protocol import MessageEvent
 
 CLI = [sys.executable, "-m", "trio_sse.cli"]

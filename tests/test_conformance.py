@@ -34,7 +34,7 @@ from functools import partial
 import pytest
 import trio
 
-from trio_sse._cli_listen import listen as run_listen
+from trio_sse.cli._listen import listen as run_listen
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from trio_sse import (
     MemoryBroker,
     ServerSentEvent,
     Subscription,
-    _cli_publish,
 )
 from trio_sse.broker import MAX_IDEMPOTENCY_KEY_LENGTH
+from trio_sse.cli import _publish
 
 
 def ids_of(frames: list[bytes]) -> list[str]:
@@ -164,7 +164,7 @@ class _StoredThenUnavailable(MemoryBroker):
 async def test_cli_publish_retries_a_503_once_with_the_same_key(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_cli_publish, "RETRY_DELAY", 0.0)
+    monkeypatch.setattr(_publish, "RETRY_DELAY", 0.0)
     broker = _StoredThenUnavailable()
     async with running_server(broker=broker) as server:
         conn = await SSEConnection.open(server, "/events/t")

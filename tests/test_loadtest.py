@@ -24,7 +24,7 @@ import trio
 from tests.test_cli import serve_process
 from tests.wire import running_server
 from trio_sse import LoadTestError, MemoryBroker, ProtocolError, Subscription
-from trio_sse._cli_loadtest import parse_drop
+from trio_sse.cli._loadtest import parse_drop
 from trio_sse.loadtest import (
     DropMethod,
     LoadTestOptions,

@@ -26,9 +26,9 @@ from tests.test_cli import serve_process
 from tests.test_loadtest import LeakyBroker
 from tests.wire import running_server
 from trio_sse import MemoryBroker
-from trio_sse._cli_loadtest import merge_command
 from trio_sse.app import create_app
 from trio_sse.cli import main
+from trio_sse.cli._loadtest import merge_command
 from trio_sse.loadtest import EXIT_CLEAN, EXIT_LEAKING, LoadTestOptions, build_report
 from trio_sse.loadtest._board import SeqBoard
 from trio_sse.loadtest._chart import render_html

@@ -211,9 +211,9 @@ async def test_a_bad_cluster_url_is_refused_naming_the_problem(url: str, problem
 
 
 def test_serve_accepts_a_cluster_url() -> None:
-    from trio_sse.cli import _broker_url  # noqa: PLC0415
+    from trio_sse.cli._serve import broker_url  # noqa: PLC0415
 
     url = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
-    assert _broker_url(url) == url
+    assert broker_url(url) == url
     with pytest.raises(argparse.ArgumentTypeError, match="redis\\+cluster://"):
-        _broker_url("cluster://127.0.0.1:7000")
+        broker_url("cluster://127.0.0.1:7000")

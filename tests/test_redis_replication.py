@@ -243,12 +243,12 @@ async def test_a_bad_sentinel_url_is_refused_naming_the_problem(url: str, proble
 
 
 def test_serve_accepts_a_sentinel_url_and_refuses_other_schemes() -> None:
-    from trio_sse.cli import _broker_url  # noqa: PLC0415
+    from trio_sse.cli._serve import broker_url  # noqa: PLC0415
 
     url = "redis+sentinel://127.0.0.1:26379/svc"
-    assert _broker_url(url) == url
+    assert broker_url(url) == url
     with pytest.raises(argparse.ArgumentTypeError, match="redis\\+sentinel://"):
-        _broker_url("sentinel://127.0.0.1:26379/svc")
+        broker_url("sentinel://127.0.0.1:26379/svc")
 
 
 @pytest.fixture

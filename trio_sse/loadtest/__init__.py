@@ -1,6 +1,6 @@
 """A load tester for SSE servers: thousands of raw-socket streams, churn, and a leak verdict.
 
-``trio-sse loadtest URL`` (see :mod:`trio_sse._cli_loadtest`) runs it from the
+``trio-sse loadtest URL`` (see :mod:`trio_sse.cli._loadtest`) runs it from the
 command line. By default it speaks the reference app's HTTP contract: ``GET`` the
 stream URL (resuming with ``Last-Event-ID``), ``POST`` JSON ``{"data": ...}`` to
 publish, and ``GET /stats`` for a ``subscribers`` count. Any other server works too:

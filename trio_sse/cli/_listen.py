@@ -26,16 +26,32 @@ Content-Type other than ``text/event-stream``, ``--max-retries`` exhausted).
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
+import math
+import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Final, TextIO
 
-from .client import open_event_source, split_event_type, topics_url
-from .errors import ConnectionLostError, SSEError
-from .protocol import MessageEvent
+import trio
 
-__all__ = ["format_event", "listen", "parse_headers"]
+from ..client import open_event_source, split_event_type, topics_url
+from ..errors import ConnectionLostError, SSEError
+from ..protocol import MessageEvent
+from ._arguments import count, positive_seconds, seconds
+
+__all__ = ["DESCRIPTION", "SUMMARY", "configure", "format_event", "listen", "parse_headers", "run"]
+
+SUMMARY: Final = "print the events of a stream as they arrive"
+DESCRIPTION: Final = (
+    "Print each event of an SSE stream as it arrives, reconnecting like a browser's "
+    "EventSource. By default each event is a header line (its type and id), its data "
+    "and an empty line; with --json, one JSON object per line. Exits 0 after a 204, "
+    "--max-events or --timeout; 1 on a fatal error."
+)
 
 # An HTTP field name is a "token" (RFC 9110, 5.1 and 5.6.2).
 _FIELD_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -182,3 +198,88 @@ async def listen(
         report(str(exc))
         return 1
     return 0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``trio-sse listen`` to ``parser``."""
+    parser.add_argument(
+        "url",
+        metavar="URL",
+        help="the stream, e.g. http://host/events/news; with --topic, the server, e.g. http://host",
+    )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        dest="topics",
+        metavar="TOPIC",
+        help="stream this topic of the server at URL; repeatable: several topics share one "
+        "connection (GET /events?topic=...), and each event shows its topic",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        dest="is_json",
+        help='one {"event": ..., "data": ..., "id": ...} object per line',
+    )
+    parser.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
+    parser.add_argument("--max-events", type=count(1), metavar="N", help="exit 0 after N events")
+    parser.add_argument("--timeout", type=seconds(), metavar="S", help="exit 0 after S seconds")
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_seconds,
+        metavar="S",
+        help="reconnect after S seconds without a byte (default: wait forever)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=count(0),
+        metavar="N",
+        help="give up (exit 1) after N failed reconnects in a row (default: never)",
+    )
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra request header; repeatable",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trio-sse listen`` with the options :func:`configure` added; return its status."""
+    try:
+        headers = parse_headers(args.header)
+    except ValueError as exc:
+        print(f"trio-sse listen: {exc}", file=sys.stderr)
+        return 1
+    run_listen = functools.partial(
+        listen,
+        args.url,
+        out=sys.stdout,
+        err=sys.stderr,
+        is_json=args.is_json,
+        headers=headers,
+        last_event_id=args.last_event_id,
+        max_events=None if args.max_events is None else int(args.max_events),
+        idle_timeout=args.idle_timeout,
+        max_retries=None if args.max_retries is None else int(args.max_retries),
+        topics=args.topics,
+    )
+
+    async def listen_until_timeout() -> int:
+        with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
+            return await run_listen()
+        return 0  # --timeout is a normal end
+
+    try:
+        return trio.run(listen_until_timeout)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout (`| head`) has all it wanted. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

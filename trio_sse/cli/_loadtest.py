@@ -27,12 +27,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 import trio
 
-from .errors import LoadTestError
-from .loadtest import (
+from ..errors import LoadTestError
+from ..loadtest import (
     DropMethod,
     LoadTestOptions,
     PayloadForm,
@@ -47,19 +47,30 @@ from .loadtest import (
     write_chart,
     write_report,
 )
-from .loadtest._merge import MergeError, merge_reports
-from .loadtest._options import parse_source_addresses
-from .loadtest._progress import Progress
-from .loadtest._publisher import PAYLOAD_PLACEHOLDER
-from .loadtest._report import SCHEMA_VERSION, read_report
+from ..loadtest._merge import MergeError, merge_reports
+from ..loadtest._options import parse_source_addresses
+from ..loadtest._progress import Progress
+from ..loadtest._publisher import PAYLOAD_PLACEHOLDER
+from ..loadtest._report import SCHEMA_VERSION, read_report
 
 __all__ = [
-    "add_loadtest_parser",
+    "DESCRIPTION",
+    "SUMMARY",
+    "configure",
     "loadtest",
     "merge_command",
     "parse_drop",
-    "run_loadtest_command",
+    "run",
 ]
+
+SUMMARY: Final = "load-test an SSE server: many streams, churn, latency and a leak verdict"
+DESCRIPTION: Final = (
+    "Hold N SSE connections to URL, publish timestamped events to it, drop and "
+    "resume connections, then check that the server's subscriber count (GET "
+    "/stats by default) returns to its value from before the run. Prints a "
+    "summary table. Exits 0 for a clean server, 3 for a leaking one, 4 for a run "
+    "that proves nothing, 5 for a breached --max-* threshold, 1 on an error."
+)
 
 
 def parse_drop(text: str) -> tuple[DropMethod, ...]:
@@ -119,22 +130,11 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def add_loadtest_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``loadtest`` and its options to the ``trio-sse`` command's subparsers."""
+def configure(cmd: argparse.ArgumentParser) -> None:
+    """Add the options of ``trio-sse loadtest`` to ``cmd``."""
     count = _number(int, 1)
     seconds = _number(float, 0)
     positive = _number(float, 0, is_strict=True)
-    cmd = commands.add_parser(
-        "loadtest",
-        help="load-test an SSE server: many streams, churn, latency and a leak verdict",
-        description=(
-            "Hold N SSE connections to URL, publish timestamped events to it, drop and "
-            "resume connections, then check that the server's subscriber count (GET "
-            "/stats by default) returns to its value from before the run. Prints a "
-            "summary table. Exits 0 for a clean server, 3 for a leaking one, 4 for a run "
-            "that proves nothing, 5 for a breached --max-* threshold, 1 on an error."
-        ),
-    )
     cmd.add_argument(
         "url",
         nargs="+",
@@ -334,8 +334,8 @@ def _add_threshold_options(cmd: argparse.ArgumentParser) -> None:
         )
 
 
-def run_loadtest_command(args: argparse.Namespace) -> int:
-    """Run ``trio-sse loadtest`` from parsed arguments; returns the exit status."""
+def run(args: argparse.Namespace) -> int:
+    """Run ``trio-sse loadtest`` with the options :func:`configure` added; return its status."""
     if args.url[0] == "merge":
         return merge_command(
             [Path(name) for name in args.url[1:]],

@@ -15,7 +15,9 @@ valid JSON under ``--json-data``.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 import uuid
 from typing import Final, NoReturn, TextIO
@@ -23,7 +25,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["publish"]
+from ..broker import validate_idempotency_key
+from ..errors import InvalidEventError
+
+__all__ = ["DESCRIPTION", "SUMMARY", "configure", "idempotency_key", "publish", "run"]
+
+SUMMARY: Final = "publish one event to a server's POST /events/<topic>"
+DESCRIPTION: Final = (
+    "POST one event to the reference app (POST /events/<topic>) and print its id. "
+    "Exits 1, with the server's error message, if it is refused."
+)
 
 # A publish is one small request to a broker that never waits for subscribers, so
 # a server that has not answered in this long is not going to.
@@ -169,3 +180,47 @@ def publish(
     out.write(f"{published_id}\n")
     out.flush()
     return 0
+
+
+def idempotency_key(text: str) -> str:
+    """The argument type of ``--idempotency-key``: a key the server accepts."""
+    try:
+        return validate_idempotency_key(text)
+    except InvalidEventError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``trio-sse publish`` to ``parser``."""
+    parser.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8000/events/news")
+    parser.add_argument("--data", required=True, metavar="TEXT", help="the event's data")
+    parser.add_argument("--event", metavar="TYPE", help="the event type")
+    parser.add_argument("--id", metavar="ID", help="the event id (default: the server's)")
+    parser.add_argument(
+        "--idempotency-key",
+        type=idempotency_key,
+        metavar="KEY",
+        help="1 to 128 visible ASCII characters; a publish repeating an earlier key of "
+        "the topic (while its event is in history) publishes nothing and prints the "
+        "earlier id; default: a random key. A 503 or a lost answer is retried once with it",
+    )
+    parser.add_argument(
+        "--json-data",
+        action="store_true",
+        dest="is_json_data",
+        help="parse --data as JSON and send that value",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``trio-sse publish`` with the options :func:`configure` added; return its status."""
+    return publish(
+        args.url,
+        data=args.data,
+        out=sys.stdout,
+        err=sys.stderr,
+        event=args.event,
+        event_id=args.id,
+        is_json_data=args.is_json_data,
+        idempotency_key=args.idempotency_key,
+    )
