@@ -286,6 +286,7 @@ class RedisBroker:
         self._readers: dict[str, _TopicReader] = {}
         self._published = 0
         self._is_closed = False
+        self._is_withdrawn = False
         self._is_connected = True
         self._reconnects = 0
         self._last_error: str | None = None
@@ -788,13 +789,6 @@ class RedisBroker:
         self._mark_connected()
         return presence
 
-    async def _withdraw_presence(self) -> None:
-        """Take this process out of presence (a clean stop); failures are logged only."""
-        try:
-            await self._presence.withdraw()
-        except Exception as exc:  # noqa: BLE001 (a stop goes on; the ttl clears it)
-            logger.warning("presence: could not withdraw from Redis at %s: %s", self._where, exc)
-
     async def _wait_for_position(self, reader: _TopicReader, wanted: StreamId) -> None:
         with trio.move_on_after(self._timeout):
             while reader.position < wanted:
@@ -1069,15 +1063,27 @@ class RedisBroker:
             ),
         )
 
-    def _close_now(self) -> None:
-        self._is_closed = True
-        self._fanout.close_all(CloseReason.SHUTDOWN)
-
     async def aclose(self) -> None:
-        """End every subscription (reason ``SHUTDOWN``) and refuse new work. Idempotent.
+        """End every subscription (reason ``SHUTDOWN``), refuse new work, and take this
+        process out of presence (with the leave events that follow). Idempotent.
 
+        The subscriptions end at once, before the first checkpoint. Leaving presence
+        takes a script per topic, bounded by ``command_timeout``; if Redis does not
+        answer, the other processes see this one's streams go after ``presence_ttl``.
         Readers stop as their subscribers leave; :func:`open_redis_broker` cancels
         any that are left when its block exits.
         """
-        self._close_now()
-        await trio.lowlevel.checkpoint()
+        if not self._is_closed:
+            self._is_closed = True
+            self._fanout.close_all(CloseReason.SHUTDOWN)
+        if self._is_withdrawn:
+            await trio.lowlevel.checkpoint()
+            return
+        self._is_withdrawn = True
+        with trio.move_on_after(self._timeout):
+            try:
+                await self._presence.withdraw()
+            except Exception as exc:  # noqa: BLE001 (a stop goes on; the ttl clears it)
+                logger.warning(
+                    "presence: could not withdraw from Redis at %s: %s", self._where, exc
+                )

@@ -146,11 +146,11 @@ async def open_redis_broker(
                 await broker.ping()
                 yield broker
             finally:
-                broker._close_now()
-                # Short and bounded: the other processes then see this one's streams
-                # gone now rather than presence_ttl later.
-                with trio.move_on_after(command_timeout, shield=True):
-                    await broker._withdraw_presence()
+                # Shielded, and bounded by command_timeout (aclose's presence
+                # withdrawal): the other processes then see this one's streams gone
+                # now rather than presence_ttl later, even when the block is cancelled.
+                with trio.CancelScope(shield=True):
+                    await broker.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Our nursery and coredis's task groups each wrap whatever the block raised
