@@ -135,6 +135,7 @@ def test_bad_arguments_exit_non_zero_with_a_message(args: list[str], message: st
     assert message in result.stderr
 
 
+@pytest.mark.slow
 async def test_port_in_use_is_a_clear_error() -> None:
     async with serve_process() as (_, (_, port)):
         command = [*SERVE, "--port", str(port)]
@@ -146,6 +147,7 @@ async def test_port_in_use_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_an_unreachable_redis_is_a_clear_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused

@@ -234,6 +234,7 @@ async def test_a_restart_over_http_delivers_what_was_published_before_the_reconn
 # Through a real server ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() -> None:
     payload = "p" * (64 * 1024 - 64)  # the largest body the server takes, about
     async with (
@@ -261,6 +262,7 @@ async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() ->
     assert growth < 64 * 1024 * 1024, f"RSS grew by {growth / 2**20:.0f} MiB"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
