@@ -162,6 +162,7 @@ def test_chat_message_from_one_page_appears_in_the_other(
     screenshot(ben, "chat")
 
 
+@pytest.mark.slow
 def test_chat_page_opens_with_recent_messages_and_lists_who_is_online(pages: Pages) -> None:
     with server_process(example("chat", "--port", "0")) as server:
         before = datetime.now(UTC)

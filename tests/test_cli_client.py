@@ -125,6 +125,7 @@ async def test_listen_exits_1_on_a_404_with_one_line_and_no_traceback() -> None:
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 async def test_publish_process_prints_the_id_and_the_event_reaches_a_listener() -> None:
     async with running_server() as server:
         conn = await SSEConnection.open(server, "/events/news")

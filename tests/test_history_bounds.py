@@ -7,7 +7,6 @@ with an id from before a restart gets the events published since, after its rese
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_cli import SERVE, serve_process
+from tests.test_cli import refused_serve, serve_process
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import BrokerUnavailableError, MemoryBroker, ServerSentEvent, Subscription
 from trio_sse.broker import RESET_EVENT_TYPE
@@ -262,7 +261,6 @@ async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() ->
     assert growth < 64 * 1024 * 1024, f"RSS grew by {growth / 2**20:.0f} MiB"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -273,13 +271,16 @@ async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() ->
         (["--history-total-bytes", "-5"], "must be >= 0"),
     ],
 )
-def test_bad_history_flags_exit_2_with_a_message(args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [*SERVE, *args], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert args[0] in result.stderr
+def test_bad_history_flags_exit_2_with_a_message(
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stderr = refused_serve(args, monkeypatch, capsys)
+    assert code == 2
+    assert message in stderr
+    assert args[0] in stderr
 
 
 async def test_history_flags_reach_the_broker() -> None:

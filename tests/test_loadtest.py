@@ -501,6 +501,7 @@ async def test_too_few_file_descriptors_is_a_clear_error() -> None:
         await run_loadtest(options)
 
 
+@pytest.mark.slow
 def test_bad_cli_arguments_exit_2_with_a_message() -> None:
     result = subprocess.run(
         [*LOADTEST, "http://127.0.0.1:1/events/a", "--drop", "kill"],

@@ -107,6 +107,7 @@ async def test_nothing_delivered_exits_4_with_the_reason() -> None:
     assert "nothing was delivered" in out
 
 
+@pytest.mark.slow
 async def test_nothing_published_exits_4_with_the_reason() -> None:
     """A steady phase shorter than one publish interval publishes nothing: no verdict."""
     async with running_server() as server:
@@ -119,6 +120,7 @@ async def test_nothing_published_exits_4_with_the_reason() -> None:
     assert "nothing was published" in out
 
 
+@pytest.mark.slow
 async def test_an_unreadable_verdict_source_exits_1_with_the_reason() -> None:
     async with running_server() as server:
         code, out, err = await _loadtest(
