@@ -27,9 +27,16 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: unit tests and integration tests over real sockets."""
+    """The test suite: unit tests and integration tests over real sockets.
+
+    On 4 pytest-xdist workers, even on 2 cores: most tests wait on sockets, timers and
+    processes. ``worksteal`` lets an idle worker take tests queued behind a long one;
+    tests/conftest.py starts the longest tests first. Arguments after ``--`` go to
+    pytest and come last, so ``-n 0`` runs the suite in one process and ``-m "not slow"``
+    leaves out the slow tests.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "4", "--dist", "worksteal", *session.posargs)
 
 
 @nox.session

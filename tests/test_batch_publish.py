@@ -62,6 +62,7 @@ def topics_in_one_slot(count: int) -> list[str]:
 # The brokers ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_publish_many_gives_each_topic_the_event_once(open_broker: OpenBroker) -> None:
     async with (
         open_broker() as broker,

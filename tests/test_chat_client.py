@@ -49,6 +49,7 @@ async def test_chat_client_shows_the_welcome_then_each_message() -> None:
     assert reports == []
 
 
+@pytest.mark.slow
 async def test_chat_client_reports_a_drop_and_resumes_without_a_gap() -> None:
     client = load_chat_client()
     broker = MemoryBroker()

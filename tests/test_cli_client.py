@@ -29,6 +29,10 @@ from trio_sse.cli._listen import format_event
 from trio_sse.protocol import MessageEvent
 
 CLI = [sys.executable, "-m", "trio_sse.cli"]
+# The bound on a `trio-sse` process's whole life here, start-up included: a cold
+# interpreter importing the stack takes over a second of CPU, and several seconds on a
+# loaded 2-core machine running the suite on 4 workers (as test_cli's startup_timeout).
+PROCESS_TIMEOUT = 30.0
 
 
 @asynccontextmanager
@@ -42,7 +46,7 @@ async def cli_process(*args: str) -> AsyncIterator[trio.Process]:
     finally:
         if process.returncode is None:
             process.kill()
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(PROCESS_TIMEOUT):
             await process.wait()
 
 
@@ -60,7 +64,7 @@ async def finish(process: trio.Process) -> tuple[int, str, str]:
     The outputs here are a few lines, far below a pipe's buffer, so reading them
     after the exit cannot deadlock.
     """
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(PROCESS_TIMEOUT):
         code = await process.wait()
         return code, await _read_all(process.stdout), await _read_all(process.stderr)
 
@@ -77,6 +81,7 @@ async def run_main(*argv: str) -> int:
     return await trio.to_thread.run_sync(main, list(argv))
 
 
+@pytest.mark.slow
 async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events() -> None:
     async with serve_process() as (_, (host, port)):
         base = f"http://{host}:{port}"
@@ -85,7 +90,7 @@ async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events
             cli_process(*command) as listener,
             httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http,
         ):
-            await wait_for_remote_subscribers(http, 1)
+            await wait_for_remote_subscribers(http, 1, timeout=PROCESS_TIMEOUT)
             bodies = [
                 {"data": "hello"},
                 {"data": "line 1\nline 2\n\nline 4", "event": "update"},
@@ -106,6 +111,7 @@ async def test_listen_json_prints_each_event_on_one_line_and_stops_at_max_events
     assert ids[2] == "9000000000000007"
 
 
+@pytest.mark.slow
 async def test_listen_exits_1_on_a_404_with_one_line_and_no_traceback() -> None:
     async with serve_process() as (_, (host, port)):
         url = f"http://{host}:{port}/nowhere"
@@ -119,6 +125,7 @@ async def test_listen_exits_1_on_a_404_with_one_line_and_no_traceback() -> None:
     assert err.count("\n") == 1
 
 
+@pytest.mark.slow
 async def test_publish_process_prints_the_id_and_the_event_reaches_a_listener() -> None:
     async with running_server() as server:
         conn = await SSEConnection.open(server, "/events/news")

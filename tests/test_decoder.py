@@ -477,6 +477,7 @@ _EVENTS = st.builds(
 _CR_OR_CRLF = re.compile(r"\r\n?")
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     items=st.lists(st.tuples(st.none() | _DATA, _EVENTS), max_size=8),

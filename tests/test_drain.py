@@ -62,6 +62,7 @@ async def _late_stream_status(address: tuple[str, int]) -> int | None:
     return int(head.split(b" ")[1])
 
 
+@pytest.mark.slow
 async def test_drain_window_spreads_stream_ends_and_tells_each_a_jittered_retry() -> None:
     args = ["--drain-window", str(WINDOW), "--graceful-timeout", str(GRACEFUL), "--retry", "2000"]
     async with serve_process(*args) as (process, address):
@@ -119,6 +120,7 @@ async def _publish_numbered(http: httpx.AsyncClient, count: int, interval: float
         await trio.sleep(interval)
 
 
+@pytest.mark.slow
 async def test_max_stream_age_ends_streams_cleanly_and_the_client_resumes_with_no_gap() -> None:
     last = str(EVENTS - 1)
     received: list[str] = []

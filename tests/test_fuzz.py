@@ -70,6 +70,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(
     data=hostile_streams,
@@ -168,6 +169,7 @@ content_types = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(topic=topics, body=publish_bodies, content_type=content_types)
 async def test_publish_never_fails_with_5xx_and_a_refusal_publishes_nothing(

@@ -7,7 +7,6 @@ with an id from before a restart gets the events published since, after its rese
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_cli import SERVE, serve_process
+from tests.test_cli import refused_serve, serve_process
 from tests.wire import TIMEOUT, SSEConnection, running_server
 from trio_sse import BrokerUnavailableError, MemoryBroker, ServerSentEvent, Subscription
 from trio_sse.broker import RESET_EVENT_TYPE
@@ -234,6 +233,7 @@ async def test_a_restart_over_http_delivers_what_was_published_before_the_reconn
 # Through a real server ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() -> None:
     payload = "p" * (64 * 1024 - 64)  # the largest body the server takes, about
     async with (
@@ -271,13 +271,16 @@ async def test_serve_bounds_the_memory_of_4_topics_of_1000_events_of_64_kib() ->
         (["--history-total-bytes", "-5"], "must be >= 0"),
     ],
 )
-def test_bad_history_flags_exit_2_with_a_message(args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [*SERVE, *args], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert args[0] in result.stderr
+def test_bad_history_flags_exit_2_with_a_message(
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stderr = refused_serve(args, monkeypatch, capsys)
+    assert code == 2
+    assert message in stderr
+    assert args[0] in stderr
 
 
 async def test_history_flags_reach_the_broker() -> None:

@@ -52,6 +52,7 @@ async def slow_head(address: tuple[str, int], closed_after: list[float]) -> None
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_a_request_head_sent_a_byte_a_second_is_cut_but_streams_are_not() -> None:
     async with running_server() as server:
         # Open before the slow heads, and idle (no heartbeat for 15 s) for longer
@@ -98,6 +99,7 @@ async def test_an_oversized_request_head_gets_431(size: int) -> None:
         assert server.broker.statistics().subscribers == 0
 
 
+@pytest.mark.slow
 async def test_a_connection_that_served_a_request_gets_the_same_bound() -> None:
     # Hypercorn restarts its idle timer while finishing a response, in the very send
     # that makes quart-trio cancel the request; serve() shields that send, or the

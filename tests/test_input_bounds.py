@@ -92,6 +92,7 @@ def plain_quart_app(broker: MemoryBroker) -> QuartTrio:
     return app
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["reference app", "plain Quart app"])
 async def test_head_on_a_stream_answers_its_headers_and_subscribes_nothing(kind: str) -> None:
     # Before: every HEAD entered the body, so it subscribed (101 subscribers for 1
@@ -380,6 +381,7 @@ def test_serve_refuses_a_key_file_with_the_wrong_algorithm(
         assert "--jwt-algorithm" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_serve_infers_rs256_from_a_public_key_file(tmp_path: Path) -> None:
     # Before: the default HS256 made every RS256 token fail with 401.
     private, public_pem, _ = rsa_keys()

@@ -30,6 +30,7 @@ def modules_after_import(module: str) -> set[str]:
     return set(json.loads(result.stdout))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [

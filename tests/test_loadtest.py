@@ -381,6 +381,7 @@ def _options(url: str, **overrides: Any) -> LoadTestOptions:
     return LoadTestOptions(url, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(DropMethod))
 async def test_each_drop_method_resumes_without_loss_and_the_server_is_clean(
     method: DropMethod,
@@ -408,6 +409,7 @@ async def test_each_drop_method_resumes_without_loss_and_the_server_is_clean(
     assert exit_status(report) == 0
 
 
+@pytest.mark.slow
 async def test_stalled_sockets_are_ghosts_until_closed_and_the_server_still_cleans() -> None:
     async with running_server() as server:
         options = _options(
@@ -425,6 +427,7 @@ async def test_stalled_sockets_are_ghosts_until_closed_and_the_server_still_clea
     assert report["events"]["lost"] == 0
 
 
+@pytest.mark.slow
 async def test_cli_against_trio_sse_serve_exits_0_and_writes_report_and_chart(
     tmp_path: Path,
 ) -> None:
@@ -452,6 +455,7 @@ async def test_cli_against_trio_sse_serve_exits_0_and_writes_report_and_chart(
     assert "<svg " in (tmp_path / "c.html").read_text()
 
 
+@pytest.mark.slow
 async def test_cli_reports_a_leaky_server_as_leaking_and_exits_non_zero(tmp_path: Path) -> None:
     broker = LeakyBroker(every=10)
     async with running_server(broker=broker) as server:
@@ -475,6 +479,7 @@ async def test_cli_reports_a_leaky_server_as_leaking_and_exits_non_zero(tmp_path
     assert report["server"]["ghosts"] == broker.ghosts
 
 
+@pytest.mark.slow
 async def test_cli_refuses_a_server_without_a_subscriber_count() -> None:
     async with running_server() as server:
         command = [*LOADTEST, f"{server.url}/events/x", "--stats-url", f"{server.url}/healthz"]
@@ -496,6 +501,7 @@ async def test_too_few_file_descriptors_is_a_clear_error() -> None:
         await run_loadtest(options)
 
 
+@pytest.mark.slow
 def test_bad_cli_arguments_exit_2_with_a_message() -> None:
     result = subprocess.run(
         [*LOADTEST, "http://127.0.0.1:1/events/a", "--drop", "kill"],
@@ -508,6 +514,7 @@ def test_bad_cli_arguments_exit_2_with_a_message() -> None:
     assert "unknown drop method 'kill'" in result.stderr
 
 
+@pytest.mark.slow
 async def test_serve_raises_its_own_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard <= 1024:

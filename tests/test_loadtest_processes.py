@@ -62,6 +62,7 @@ def _read(path: Path) -> dict[str, Any]:
 # -- --processes ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_two_processes_against_serve_are_clean_and_count_each_connection_once(
     tmp_path: Path,
 ) -> None:
@@ -93,6 +94,7 @@ async def test_two_processes_against_serve_are_clean_and_count_each_connection_o
     assert "chart written to" in out
 
 
+@pytest.mark.slow
 async def test_a_leaking_server_is_caught_with_two_processes(tmp_path: Path) -> None:
     broker = LeakyBroker(every=10)
     async with running_server(broker=broker) as server:
@@ -109,6 +111,7 @@ async def test_a_leaking_server_is_caught_with_two_processes(tmp_path: Path) -> 
     assert _read(tmp_path / "r.json")["server"]["ghosts"] == broker.ghosts
 
 
+@pytest.mark.slow
 async def test_a_worker_that_dies_fails_the_run_clearly_and_the_others_are_stopped(
     tmp_path: Path,
 ) -> None:
@@ -147,6 +150,7 @@ async def test_a_worker_that_dies_fails_the_run_clearly_and_the_others_are_stopp
 # -- --source-address -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_connections_are_spread_over_the_source_addresses(tmp_path: Path) -> None:
     peers: list[str] = []
     broker = MemoryBroker()
@@ -220,6 +224,7 @@ def _merge(*paths: Path, report: Path | None = None) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 async def test_merge_of_two_machines_reports_of_one_run(tmp_path: Path) -> None:
     async with running_server() as server:
         for name in ("a", "b"):

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from tests.test_loadtest_generic import SHORT, _loadtest, _report_of
@@ -140,6 +141,7 @@ async def test_a_timed_out_publish_the_server_made_is_reported_with_each_seqs_id
     assert "1 of them delivered all the same" in format_summary(report)
 
 
+@pytest.mark.slow
 async def test_a_loss_of_an_event_whose_publish_timed_out_is_counted_and_explained() -> None:
     broker = _SlowPublish("half")
     report = await _run(broker)
@@ -163,6 +165,7 @@ async def test_a_loss_of_an_event_whose_publish_timed_out_is_counted_and_explain
     assert int(broker.ids[slow]) > int(broker.ids[slow + 1])
 
 
+@pytest.mark.slow
 async def test_posts_the_server_numbers_out_of_seq_order_are_not_counted_lost() -> None:
     # Slow but answered in time: later POSTs (other publish workers) overtake it.
     broker = _SlowPublish("made_late", late=0.3)
@@ -217,6 +220,7 @@ def test_ledger_lists_lost_seqs_and_keeps_its_last_stream_starts() -> None:
     assert ledger.floor == 2  # resumes keep the floor
 
 
+@pytest.mark.slow
 async def test_cli_takes_a_publish_timeout_and_refuses_a_bad_one(tmp_path: Path) -> None:
     code, _, err = await _loadtest("http://127.0.0.1:1/events/a", "--publish-timeout", "0")
     assert code == 2

@@ -131,6 +131,7 @@ async def test_monitor_serves_its_page_and_the_reference_routes() -> None:
         assert (await server.http.get("/stats")).json()["published"] == 0
 
 
+@pytest.mark.slow
 def test_monitor_says_in_one_line_that_its_port_is_taken() -> None:
     result = run_on_a_taken_port("monitor/server.py")
     assert result.returncode == 1

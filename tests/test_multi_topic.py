@@ -140,6 +140,7 @@ async def test_the_compound_id_resumes_every_topic_without_gap_or_duplicate(
         assert "reset" not in resumed.body.decode()
 
 
+@pytest.mark.slow
 async def test_a_trimmed_topic_gets_its_own_reset_and_the_others_replay(
     broker_kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -391,6 +392,7 @@ BROWSER_PAGE_SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_a_browser_gets_ten_topics_on_one_eventsource_over_http1() -> None:
     executable = chromium_executable()
     topics = [f"room{i}" for i in range(10)]

@@ -149,6 +149,7 @@ async def test_join_and_leave_events_on_the_topic_once_per_subject() -> None:
         await watcher.close_fin()
 
 
+@pytest.mark.slow
 async def test_presence_across_workers_and_a_crashed_worker_drops_out_within_the_ttl(
     redis_server: RedisServer,
 ) -> None:
@@ -188,6 +189,7 @@ async def test_presence_across_workers_and_a_crashed_worker_drops_out_within_the
             await conn.close_fin()
 
 
+@pytest.mark.slow
 async def test_a_worker_that_stops_cleanly_withdraws_at_once(redis_server: RedisServer) -> None:
     topic = f"p{uuid.uuid4().hex[:8]}"
     # A long ttl: only the stopping worker's own withdrawal can be quick.

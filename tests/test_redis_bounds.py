@@ -48,6 +48,7 @@ async def keys_under(server: RedisServer, prefix: str) -> list[bytes]:
 # Finding 2: a stale reconnect costs one piece at a time, not its whole history.
 
 
+@pytest.mark.slow
 async def test_a_stale_replay_is_read_in_pieces_on_demand(
     redis_server: RedisServer, prefix: str
 ) -> None:
@@ -104,6 +105,7 @@ async def test_history_is_bounded_in_bytes(redis_server: RedisServer, prefix: st
     assert usage <= 1.5 * MiB, f"the stream takes {usage / MiB:.2f} MiB"
 
 
+@pytest.mark.slow
 async def test_history_is_bounded_in_age_and_idle_topics_expire(
     redis_server: RedisServer, prefix: str
 ) -> None:
@@ -291,6 +293,7 @@ async def test_a_gap_in_live_delivery_gets_a_reset_notice(
     assert ids_of(frames[1:]) == [text(after)]
 
 
+@pytest.mark.slow
 async def test_serve_passes_the_history_and_topic_bounds_to_redis(
     own_redis_server: RedisServer,
 ) -> None:

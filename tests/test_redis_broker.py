@@ -97,6 +97,7 @@ async def test_an_explicit_id_must_be_a_stream_id_above_the_newest(
         assert broker.statistics().published == 1
 
 
+@pytest.mark.slow
 async def test_history_is_trimmed_to_about_its_size(redis_server: RedisServer, prefix: str) -> None:
     async with broker_on(redis_server, prefix, history=10) as broker:
         for i in range(1000):
@@ -136,6 +137,7 @@ async def test_replay_with_an_id_from_another_broker(
             assert await receive_ids(sub, 8) == ids[3:]
 
 
+@pytest.mark.slow
 async def test_hand_over_when_the_client_is_ahead_of_this_reader(
     redis_server: RedisServer, prefix: str
 ) -> None:
@@ -241,6 +243,7 @@ async def test_bad_options_are_refused(url: str, options: dict[str, Any], proble
             pass  # pragma: no cover
 
 
+@pytest.mark.slow
 async def test_a_redis_restart_loses_no_acknowledged_event(
     own_redis_server: RedisServer, prefix: str
 ) -> None:

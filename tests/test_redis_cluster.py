@@ -34,6 +34,7 @@ def stream_key(topic: str) -> str:
     return f"{DEFAULT_KEY_PREFIX}{{{topic}}}"
 
 
+@pytest.mark.slow
 async def test_two_processes_share_topics_spread_over_the_masters(
     redis_cluster: RedisClusterServers,
 ) -> None:

@@ -66,6 +66,7 @@ async def cut_off(replica: RedisServer) -> None:
         await client.replicaof("127.0.0.1", free_port())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("min_replicas", [0, 1])
 async def test_with_min_replicas_every_acknowledged_publish_survives_the_master_sigkill(
     master: RedisServer, replica: RedisServer, prefix: str, min_replicas: int
@@ -109,6 +110,7 @@ async def test_with_min_replicas_every_acknowledged_publish_survives_the_master_
         assert all("acknowledged by 0 of 1 replicas" in error for error in errors)
 
 
+@pytest.mark.slow
 async def test_an_unreplicated_publish_raises_stating_the_outcome_and_a_retry_settles_it(
     master: RedisServer, replica: RedisServer, prefix: str
 ) -> None:
@@ -148,6 +150,7 @@ async def test_an_unreplicated_publish_raises_stating_the_outcome_and_a_retry_se
     assert len(ids) == 2  # x once, and y
 
 
+@pytest.mark.slow
 async def test_serve_answers_503_with_the_outcome_when_no_replica_takes_a_publish(
     master: RedisServer, replica: RedisServer
 ) -> None:

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.redis_server import RedisServer
@@ -46,6 +47,7 @@ def is_running(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 async def test_two_servers_share_a_topic_and_replay_across_each_other(
     redis_server: RedisServer,
 ) -> None:
@@ -85,6 +87,7 @@ async def test_two_servers_share_a_topic_and_replay_across_each_other(
             await conn.close_fin()
 
 
+@pytest.mark.slow
 async def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(
     own_redis_server: RedisServer,
 ) -> None:
@@ -116,6 +119,7 @@ async def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(
             await conn.close_fin()
 
 
+@pytest.mark.slow
 async def test_workers_share_one_port_and_every_subscriber_gets_each_event(
     redis_server: RedisServer,
 ) -> None:
@@ -142,6 +146,7 @@ async def test_workers_share_one_port_and_every_subscriber_gets_each_event(
     assert not [pid for pid in workers if is_running(pid)]
 
 
+@pytest.mark.slow
 async def test_workers_stop_when_their_parent_is_killed(redis_server: RedisServer) -> None:
     command = [*SERVE, "--port", "0", "--broker", redis_server.url, "--workers", "2"]
     async with listening_process(command, startup_timeout=WORKERS_START) as (parent, _):

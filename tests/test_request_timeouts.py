@@ -230,6 +230,7 @@ def saw_event(stream_id: int, data: str) -> Callable[[H2Peer], bool]:
     return lambda peer: f"data: {data}\n".encode() in peer.streams[stream_id].body
 
 
+@pytest.mark.slow
 async def test_a_body_that_never_arrives_gets_408_over_http2() -> None:
     async with running_server(body_timeout=BODY_TIMEOUT) as server:
         subscriber = await SSEConnection.open(server, "/events/t")
@@ -313,6 +314,7 @@ def unverified_context(alpn: Sequence[str]) -> ssl.SSLContext:
     return context
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", TRANSPORTS, ids=lambda t: t.name)
 async def test_an_h2_connection_without_streams_is_closed_but_streams_are_not(
     transport: Transport,
@@ -357,6 +359,7 @@ async def test_an_h2_connection_without_streams_is_closed_but_streams_are_not(
                 await peer.stream.aclose()
 
 
+@pytest.mark.slow
 async def test_cli_bounds_the_time_to_send_a_body() -> None:
     command = [*SERVE, "--port", "0", "--body-timeout", str(BODY_TIMEOUT)]
     async with listening_process(command) as (_, address):
@@ -369,6 +372,7 @@ async def test_cli_bounds_the_time_to_send_a_body() -> None:
             assert (await http.get("/livez")).status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
 def test_cli_refuses_a_bad_body_timeout(value: str) -> None:
     result = subprocess.run(

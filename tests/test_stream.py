@@ -278,6 +278,7 @@ async def test_initial_events_go_to_one_subscriber_only() -> None:
         await bob.close_fin()
 
 
+@pytest.mark.slow
 async def test_tcp_user_timeout_frees_a_connection_pinned_by_a_stalled_reader() -> None:
     # Hypercorn's socket write is shielded from cancellation; only the kernel can end a
     # write to a peer that stopped reading. TCP_USER_TIMEOUT (1 s here) makes it do so.

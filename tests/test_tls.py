@@ -125,6 +125,7 @@ def test_cli_needs_both_certfile_and_keyfile(tls: TLSFiles, given: str, missing:
     assert "--certfile and --keyfile go together" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_missing_or_mismatched_certificate(tls: TLSFiles, tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.pem")
     for certfile, keyfile in [(missing, tls.keyfile), (tls.certfile, tls.certfile)]:
@@ -156,6 +157,7 @@ async def test_cli_serves_h2_over_tls(tls: TLSFiles) -> None:
     assert process.returncode == 0
 
 
+@pytest.mark.slow
 async def test_cli_workers_serve_tls(tls: TLSFiles, redis_server: RedisServer) -> None:
     command = [
         *SERVE,

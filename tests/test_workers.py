@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+import pytest
 import trio
 
 from tests.redis_server import RedisServer
@@ -96,6 +97,7 @@ async def _livez(address: tuple[str, int]) -> bool:
         return False
 
 
+@pytest.mark.slow
 async def test_a_killed_worker_is_replaced_while_livez_keeps_answering(
     redis_server: RedisServer,
 ) -> None:
@@ -140,6 +142,7 @@ async def test_a_killed_worker_is_replaced_while_livez_keeps_answering(
     assert not [pid for pid in (survivor, replacement) if is_running(pid)]
 
 
+@pytest.mark.slow
 async def test_workers_that_die_at_start_make_the_parent_give_up(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -171,6 +174,7 @@ async def test_workers_that_die_at_start_make_the_parent_give_up(
     assert "Running on" not in stderr
 
 
+@pytest.mark.slow
 async def test_every_log_line_names_its_process_and_running_on_is_said_once(
     redis_server: RedisServer,
 ) -> None:
