@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import trio_sse
-import trio_sse._cli_serve
+import trio_sse.cli._serve
 from tests.wire import SSEConnection, wait_for_remote_subscribers
 from trio_sse.cli import main
 
@@ -153,7 +153,7 @@ def refused_serve(
     def past_the_checks(*_: object) -> None:
         raise AssertionError(f"serve {args} was not refused")
 
-    monkeypatch.setattr(trio_sse._cli_serve, "_configure_logging", past_the_checks)
+    monkeypatch.setattr(trio_sse.cli._serve, "_configure_logging", past_the_checks)
     try:
         code = main(["serve", *args])
     except SystemExit as exit_:
