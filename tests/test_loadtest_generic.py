@@ -501,7 +501,7 @@ async def test_thresholds_met_exit_0_and_breached_exit_5_named(tmp_path: Path) -
             url, *SHORT, "--churn", "10", *generous, tmp_path=tmp_path
         )
         assert code == 0, out
-        assert report["schema_version"] == 2
+        assert report["schema_version"] == 3
         thresholds = report["thresholds"]
         assert isinstance(thresholds, list)
         assert [row["name"] for row in thresholds] == [

@@ -117,7 +117,7 @@ async def test_a_timed_out_publish_the_server_made_is_reported_with_each_seqs_id
     broker = _SlowPublish("answer_late")
     report = await _run(broker)
     events = report["events"]
-    assert report["schema_version"] == SCHEMA_VERSION == 2
+    assert report["schema_version"] == SCHEMA_VERSION == 3
     assert events["publish_failed"] == 1
     assert report["errors"]["by_kind"] == {"publish_timeout": 1}
     # Before: nothing said the failed publish had reached every subscriber all the

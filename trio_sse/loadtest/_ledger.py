@@ -24,6 +24,10 @@ starts afresh, with a new floor, as a browser's would.
 Memory: events arrive in order on one connection, so the ledger keeps the highest
 ``seq`` seen plus the few holes below it, not a set of everything received.
 
+At the end, :meth:`Ledger.judge` tells lost from undelivered in the server's order of
+the events where their ids say one (see :mod:`._order`): concurrent publishes may be
+numbered by the server in another order than their seqs.
+
 To explain a loss, the ledger also keeps its last :data:`STREAMS_KEPT` streams: the
 last seq handed out when each one's first body bytes arrived, and the
 ``Last-Event-ID`` it resumed from (the report pairs the lost seqs with the server's id
@@ -38,7 +42,9 @@ from collections import deque
 from collections.abc import Container
 from typing import Final, NamedTuple
 
-__all__ = ["STREAMS_KEPT", "Ledger", "StreamStart"]
+from ._order import ServerOrder
+
+__all__ = ["STREAMS_KEPT", "Judgement", "Ledger", "StreamStart"]
 
 # Enough to see the resumes around a loss; a subscriber dropped more often keeps the
 # latest. 10,000 subscribers cost at most 80,000 small tuples.
@@ -55,6 +61,20 @@ class StreamStart(NamedTuple):
 
     published: int
     last_event_id: str
+
+
+class Judgement(NamedTuple):
+    """A subscriber's missing events, told apart.
+
+    Attributes:
+        lost: Seqs that a later event overtook (certainly lost), lowest first.
+        undelivered: Missing events after the last one received (late, or lost).
+        gaps: Runs of consecutive lost events.
+    """
+
+    lost: list[int]
+    undelivered: int
+    gaps: int
 
 
 class Ledger:
@@ -162,3 +182,40 @@ class Ledger:
     def has_caught_up(self, last: int, failed: Container[int] = ()) -> bool:
         """Whether every event up to ``last`` that it must receive has arrived."""
         return self._floor >= 0 and not self.missing(last, failed)
+
+    def judge(
+        self, last: int, failed: Container[int] = (), order: ServerOrder | None = None
+    ) -> Judgement:
+        """Its missing events, lost or undelivered, in ``order`` (the server's) if known.
+
+        A missing event is lost if an event that came after it in the server's order
+        arrived: a stream delivers in that order, and a resume replays in it. Without
+        an order, "after" is by seq (:meth:`lost`, :meth:`undelivered`).
+        """
+        if self._floor < 0:
+            return Judgement([], 0, 0)
+        if order is None:
+            return Judgement(
+                self.lost_seqs(failed), self.undelivered(last, failed), self.gaps(failed)
+            )
+        latest = max(self._latest_received(order), order.latest_of(self._early))
+        lost: list[int] = []
+        undelivered = 0
+        for seq in self.missing(last, failed):
+            rank = order.rank(seq)
+            # No rank: a publish with no answer at the end; nothing places it.
+            if rank is not None and rank < latest:
+                lost.append(seq)
+            else:
+                undelivered += 1
+        ranks = sorted(rank for seq in lost if (rank := order.rank(seq)) is not None)
+        gaps = sum(1 for i, rank in enumerate(ranks) if i == 0 or ranks[i - 1] != rank - 1)
+        return Judgement(lost, undelivered, gaps)
+
+    def _latest_received(self, order: ServerOrder) -> int:
+        """The latest rank among the seqs received above the floor."""
+        latest, start = -1, self._floor + 1
+        for hole in sorted(self._holes):
+            latest = max(latest, order.latest(start, hole - 1))
+            start = hole + 1
+        return max(latest, order.latest(start, self.high))

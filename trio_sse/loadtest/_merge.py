@@ -57,6 +57,8 @@ def merge_records(parent: RunRecord, workers: Sequence[RunRecord]) -> RunRecord:
             parent.error_examples.setdefault(kind, text)
         parent.drops.update(worker.drops)
         parent.received_by.update(worker.received_by)
+        for seq, event_id in worker.seen_ids.items():
+            parent.seen_ids.setdefault(seq, event_id)
         parent.connects += worker.connects
         parent.reconnects += worker.reconnects
         parent.resets += worker.resets
@@ -85,7 +87,7 @@ class MergeError(ValueError):
 
 # Verdicts from best to worst: the merge takes the worst.
 _VERDICT_RANK: Final = {"clean": 0, "unknown": 1, "leaking": 2}
-# Fields a report must have to be merged (those added within schema version 2).
+# Fields a report must have to be merged (those added in schema versions 2 and 3).
 _NEEDED: Final = ("run_id", "part_id", "histograms", "processes")
 
 

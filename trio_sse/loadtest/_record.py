@@ -79,6 +79,9 @@ class RunRecord:
     publishes: dict[int, PublishRecord] = field(default_factory=dict)
     # Subscribers that received each seq (duplicates not counted).
     received_by: Counter[int] = field(default_factory=Counter)
+    # The id each seq arrived with first: the server's id for a publish that got no
+    # answer, and what orders the events when the answers are missing.
+    seen_ids: dict[int, str] = field(default_factory=dict)
     connects: int = 0
     reconnects: int = 0
     resets: int = 0  # "reset" events: a resume id the server no longer had

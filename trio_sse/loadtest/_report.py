@@ -34,6 +34,7 @@ from typing import Any, Final
 from ._ids import parse_seq
 from ._ledger import Ledger
 from ._options import Threshold, Thresholds
+from ._order import ServerOrder
 from ._publisher import PublishRecord
 from ._record import ProcessShare, RunRecord, Sample
 from ._schema import (
@@ -75,7 +76,9 @@ EXIT_BREACHED: Final = 5
 
 # Bumped when a field changes meaning or goes away; new fields keep the version.
 # 2: a failed publish that a subscriber received counts in `lost` and `undelivered`.
-SCHEMA_VERSION: Final = 2
+# 3: `lost` is "a later event arrived" in the server's order of the events (by their
+#    ids), not in the load tester's seq order; `gaps` likewise.
+SCHEMA_VERSION: Final = 3
 
 # Lost seqs listed per subscriber at most (the count is always whole).
 LOST_SEQS_LISTED: Final = 32
@@ -105,9 +108,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _connection_row(ledger: Ledger, last: int, unmade: set[int]) -> ConnectionRow:
-    lost = ledger.lost(unmade)
-    undelivered = ledger.undelivered(last, unmade)
+def _server_order(record: RunRecord) -> ServerOrder | None:
+    """The server's order of the events that were made, from their ids (see :mod:`._order`)."""
+    if not record.options.is_publishing:
+        return None  # the server's own events: their ids are their seqs
+    ids = dict(record.seen_ids)
+    ids.update(
+        (seq, publish.event_id)
+        for seq, publish in record.publishes.items()
+        if publish.event_id is not None
+    )
+    return ServerOrder.from_ids(ids)
+
+
+def _connection_row(
+    ledger: Ledger, last: int, unmade: set[int], order: ServerOrder | None
+) -> ConnectionRow:
+    judgement = ledger.judge(last, unmade, order)
+    lost = len(judgement.lost)
+    undelivered = judgement.undelivered
     # The stream starts explain a loss (which resume skipped what); a clean
     # subscriber's would only make the report bigger.
     is_odd = bool(lost or undelivered or ledger.duplicated)
@@ -116,10 +135,10 @@ def _connection_row(ledger: Ledger, last: int, unmade: set[int]) -> ConnectionRo
         "lost": lost,
         "undelivered": undelivered,
         "duplicated": ledger.duplicated,
-        "gaps": ledger.gaps(unmade),
+        "gaps": judgement.gaps,
         "connects": ledger.connects,
         "floor": ledger.floor,
-        "lost_seqs": ledger.lost_seqs(unmade, LOST_SEQS_LISTED) if lost else [],
+        "lost_seqs": sorted(judgement.lost)[:LOST_SEQS_LISTED],
         "streams": (
             [{"published": s.published, "last_event_id": s.last_event_id} for s in ledger.streams]
             if is_odd
@@ -162,7 +181,8 @@ def build_report(record: RunRecord) -> Report:
     # made by the server, and is judged like any other event.
     unmade = failed - record.made_failed_seqs
     last = record.published if record.last_seq is None else record.last_seq
-    per_connection = [_connection_row(ledger, last, unmade) for ledger in record.ledgers]
+    order = _server_order(record)
+    per_connection = [_connection_row(ledger, last, unmade, order) for ledger in record.ledgers]
     publishes = [_publish_row(record.publishes[seq], record) for seq in sorted(record.publishes)]
     delivered = [row["delivered"] for row in per_connection]
     lost = sum(row["lost"] for row in per_connection)

@@ -3,7 +3,7 @@
 These are ``TypedDict``s, so the report stays a plain JSON-ready ``dict`` at run time
 (``json.dumps`` takes it as it is, and a report read back with ``json.load`` has the
 same shape) while mypy checks every field the summary, the chart and callers read.
-Each field's meaning is in ``docs/loadtest-report.md``; this is schema version 2
+Each field's meaning is in ``docs/loadtest-report.md``; this is schema version 3
 (:data:`trio_sse.loadtest._report.SCHEMA_VERSION`).
 """
 
@@ -262,7 +262,7 @@ class ThresholdRow(TypedDict):
 
 
 class Report(TypedDict):
-    """The whole report (schema version 2)."""
+    """The whole report (schema version 3)."""
 
     schema_version: int
     url: str
@@ -281,7 +281,7 @@ class Report(TypedDict):
     publishes: list[PublishRow]
     run: RunPart
     thresholds: list[ThresholdRow]
-    # Fields added within schema version 2 (a reader must allow them missing in
+    # Fields added in schema versions 2 and 3 (a reader must allow them missing in
     # reports written before): the run's identity, for merging reports.
     run_id: str
     part_id: str

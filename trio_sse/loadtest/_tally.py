@@ -137,6 +137,8 @@ class Tally:
         is_live = ledger.receive(seq)
         if ledger.delivered != delivered:
             self.received_by[seq] += 1
+            if seq not in record.seen_ids:
+                record.seen_ids[seq] = event.last_event_id
         if is_live:
             # time.monotonic_ns is the machine's one monotonic clock: the same in
             # the publishing parent and in every worker process.
