@@ -43,9 +43,8 @@ from ..errors import ConnectionLostError, SSEError
 from ..protocol import MessageEvent
 from ._arguments import count, positive_seconds, seconds
 
-__all__ = ["DESCRIPTION", "SUMMARY", "configure", "format_event", "listen", "parse_headers", "run"]
+__all__ = ["DESCRIPTION", "configure", "format_event", "listen", "parse_headers", "run"]
 
-SUMMARY: Final = "print the events of a stream as they arrive"
 DESCRIPTION: Final = (
     "Print each event of an SSE stream as it arrives, reconnecting like a browser's "
     "EventSource. By default each event is a header line (its type and id), its data "

@@ -55,7 +55,6 @@ from ..loadtest._report import SCHEMA_VERSION, read_report
 
 __all__ = [
     "DESCRIPTION",
-    "SUMMARY",
     "configure",
     "loadtest",
     "merge_command",
@@ -63,7 +62,6 @@ __all__ = [
     "run",
 ]
 
-SUMMARY: Final = "load-test an SSE server: many streams, churn, latency and a leak verdict"
 DESCRIPTION: Final = (
     "Hold N SSE connections to URL, publish timestamped events to it, drop and "
     "resume connections, then check that the server's subscriber count (GET "

@@ -28,9 +28,8 @@ import httpx
 from ..broker import validate_idempotency_key
 from ..errors import InvalidEventError
 
-__all__ = ["DESCRIPTION", "SUMMARY", "configure", "idempotency_key", "publish", "run"]
+__all__ = ["DESCRIPTION", "configure", "idempotency_key", "publish", "run"]
 
-SUMMARY: Final = "publish one event to a server's POST /events/<topic>"
 DESCRIPTION: Final = (
     "POST one event to the reference app (POST /events/<topic>) and print its id. "
     "Exits 1, with the server's error message, if it is refused."

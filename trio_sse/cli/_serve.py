@@ -88,7 +88,6 @@ __all__ = [
     "JWT_KEY_ENV",
     "MEMORY",
     "PUBLISH_TOKEN_ENV",
-    "SUMMARY",
     "ServeOptions",
     "broker_url",
     "configure",
@@ -101,7 +100,6 @@ MEMORY: Final = "memory"
 PUBLISH_TOKEN_ENV: Final = "TRIO_SSE_PUBLISH_TOKEN"  # noqa: S105 - a variable name, not a secret
 JWT_KEY_ENV: Final = "TRIO_SSE_JWT_KEY"
 
-SUMMARY: Final = "run the reference SSE server"
 DESCRIPTION: Final = (
     "Run the reference app under Hypercorn's trio worker. With --broker redis://..., "
     "every process and host using that Redis shares topics, ids and replay."
