@@ -460,3 +460,25 @@ async def test_a_long_outage_is_recalled_at_most_every_30_s(
         f"{where} still unreachable after 90 s (ConnectionError: Connection refused); retrying",
         f"{where} answers again: recovered after 100.0 s",
     ]
+
+
+@pytest.mark.parametrize("min_replicas", [0, 1])
+async def test_a_pool_that_hides_a_failed_connection_is_a_503_not_a_500(
+    redis_server: RedisServer, prefix: str, min_replicas: int
+) -> None:
+    """coredis's cluster pool raises its own QueueFull where a connection attempt failed.
+
+    Seen in the suite: a publish during a cluster failover, on a loaded machine,
+    answered 500 (the exception escaped the broker). It is Redis being away: 503.
+    """
+    from coredis._concurrency import QueueFull  # noqa: PLC0415 - coredis's own, private
+
+    async def pool_full(*_: object, **__: object) -> object:
+        raise QueueFull
+
+    async with broker_on(redis_server, prefix, min_replicas=min_replicas) as broker:
+        broker._publish_script = pool_full  # type: ignore[assignment]
+        if min_replicas:
+            broker._publish_and_wait = pool_full  # type: ignore[assignment, method-assign]
+        with pytest.raises(BrokerUnavailableError, match="did not acknowledge"):
+            await broker.publish("t", ServerSentEvent("x"))

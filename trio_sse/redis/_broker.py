@@ -124,7 +124,18 @@ _OUTAGE_REMINDER: Final = 30.0
 
 # What a Redis command raises when Redis is down, stuck or refuses: coredis wraps
 # socket errors in its ConnectionError (a RedisError); our deadlines raise TooSlowError.
-_FAILURES: Final = (RedisError, TimeoutError, OSError, trio.TooSlowError)
+try:
+    # coredis 6.9's cluster pool raises its own QueueFull where a connection attempt
+    # failed (it hides the ConnectionError under load, during a failover): Redis is
+    # away, as for the others. Private to coredis, hence the fallback.
+    from coredis._concurrency import QueueFull as _PoolFullError
+except ImportError:  # pragma: no cover - another coredis
+
+    class _PoolFullError(Exception):  # type: ignore[no-redef]
+        """Never raised: this coredis has no QueueFull of its own."""
+
+
+_FAILURES: Final = (RedisError, TimeoutError, OSError, trio.TooSlowError, _PoolFullError)
 
 
 class _StreamInfo(NamedTuple):
