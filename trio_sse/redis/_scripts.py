@@ -42,12 +42,16 @@ RESERVED_FIELDS: Final = frozenset({b"t", b"p", b"k"})
 # Functions the scripts share. Redis's clock, not the caller's: every worker and host
 # then agree on ages. A topic already counted (and not expired) may always publish; a
 # new one only while the prefix has fewer than max_topics.
-_SHARED: Final = """
+_CLOCK: Final = """
 local function now_ms()
   local clock = redis.call('TIME')
   return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 end
+"""
 
+_SHARED: Final = (
+    _CLOCK
+    + """
 local function is_counted(topics, topic, now)
   local expires = redis.call('ZSCORE', topics, topic)
   return expires and tonumber(expires) > now
@@ -146,6 +150,7 @@ local function append(stream, meta, keys, id, key, event_fields, now, max_entrie
   return added
 end
 """
+)
 
 # KEYS: stream, meta, keys, topics (no topics on a cluster: ADMIT did that part).
 # ARGV: topic, id ('*' for Redis's), max entries, max bytes, ttl (ms), max topics,
@@ -350,12 +355,9 @@ return out
 # have it present; ``...:pm:<worker>`` a set, that worker's subjects. A worker's
 # entries go when it stops refreshing them (a crash): whichever script runs next on
 # the topic sweeps them, and returns the subjects that left with them.
-_PRESENCE_SHARED: Final = """
-local function now_ms()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
-
+_PRESENCE_SHARED: Final = (
+    _CLOCK
+    + """
 local function remove_subject(subjects, subject, leaves)
   if tonumber(redis.call('ZINCRBY', subjects, -1, subject)) <= 0 then
     redis.call('ZREM', subjects, subject)
@@ -375,6 +377,7 @@ local function sweep(workers, streams, subjects, member_prefix, now, leaves)
   end
 end
 """
+)
 
 # KEYS: workers, streams, subjects, this worker's members.
 # ARGV: member key prefix, worker, ttl ms, streams open here, 1 if full, n,
