@@ -286,7 +286,6 @@ class RedisBroker:
         # On a cluster, the topic cap is checked before a publish (see _admit): each
         # topic admitted here, with when to count it again (trio clock).
         self._admitted: dict[str, float] = {}
-        self._history_ttl = history_ttl
         self._queue_size = queue_size
         self._key_prefix = key_prefix
         self._timeout = timeout
@@ -631,7 +630,7 @@ class RedisBroker:
             raise self._full(topic, value)
         if len(self._admitted) >= 2 * self._max_topics:
             self._admitted = {name: due for name, due in self._admitted.items() if due > now}
-        self._admitted[topic] = now + self._history_ttl / 2
+        self._admitted[topic] = now + self._history_ttl_ms / 2000
 
     async def _publish_and_wait(
         self, keys: list[str], arguments: list[str | int], script: Script[bytes]

@@ -174,7 +174,6 @@ class ClusterClients(RedisClients):
         self._known: list[TCPLocation] = list(target.nodes)  # seeds, then every node seen
         self._generation: _Generation | None = None
         self._suspect = trio.Event()
-        self.rebuilds = 0
 
     @property
     def commands(self) -> Client:
@@ -247,7 +246,6 @@ class ClusterClients(RedisClients):
         await self._nursery.start(generation.hold)
         previous, self._generation = self._generation, generation
         if previous is not None:
-            self.rebuilds += 1
             previous.retire()
             logger.info("Redis Cluster at %s: read its slots again", self._target.where)
 
