@@ -30,11 +30,13 @@ from tests.test_cli import SERVE, listening_process
 from tests.test_tls import TLSFiles, tls  # noqa: F401 (the fixture)
 from tests.wire import TIMEOUT, Server, SSEConnection, read_response_head, running_server
 from trio_sse import create_app
-from trio_sse.server import REQUEST_HEAD_TIMEOUT
 from trio_sse.server._hypercorn_idle import IdleBoundConnection, bound_idle_h2_connections
 
 # Short, so that the tests take seconds; the default is DEFAULT_BODY_TIMEOUT.
 BODY_TIMEOUT = 0.5
+# The same for serve()'s request_head_timeout (REQUEST_HEAD_TIMEOUT, 5 s, by default):
+# long enough that the streams opened first are well within it.
+IDLE_TIMEOUT = 1.5
 ATTACKERS = 50
 # Hypercorn's default SETTINGS_MAX_CONCURRENT_STREAMS: one connection's worth.
 H2_STREAMS = 100
@@ -232,7 +234,8 @@ def saw_event(stream_id: int, data: str) -> Callable[[H2Peer], bool]:
 
 @pytest.mark.slow
 async def test_a_body_that_never_arrives_gets_408_over_http2() -> None:
-    async with running_server(body_timeout=BODY_TIMEOUT) as server:
+    short = {"request_head_timeout": IDLE_TIMEOUT}
+    async with running_server(body_timeout=BODY_TIMEOUT, serve_options=short) as server:
         subscriber = await SSEConnection.open(server, "/events/t")
         attacker = await H2Peer.open(server.host_port)
         try:
@@ -253,7 +256,7 @@ async def test_a_body_that_never_arrives_gets_408_over_http2() -> None:
             assert [event.data for event in subscriber.events] == ["during", "after"]
             assert server.broker.statistics().published == 2
             # With no stream left open, the connection itself is idle, and closed.
-            with trio.fail_after(REQUEST_HEAD_TIMEOUT + TIMEOUT):
+            with trio.fail_after(IDLE_TIMEOUT + TIMEOUT):
                 await attacker.wait_closed()
         finally:
             await subscriber.close_fin()
@@ -320,10 +323,17 @@ async def test_an_h2_connection_without_streams_is_closed_but_streams_are_not(
     transport: Transport,
     tls: TLSFiles,  # noqa: F811 (the fixture)
 ) -> None:
+    # A short idle timeout, given to serve(), rather than the production 5 s.
+    short = {"request_head_timeout": IDLE_TIMEOUT}
     serving = (
-        running_server(certfile=tls.certfile, keyfile=tls.keyfile, verify=tls.client_context)
+        running_server(
+            certfile=tls.certfile,
+            keyfile=tls.keyfile,
+            verify=tls.client_context,
+            serve_options=short,
+        )
         if transport.use_tls
-        else running_server()
+        else running_server(serve_options=short)
     )
     attacker_context = subscriber_context = None
     if transport.use_tls:
@@ -341,7 +351,7 @@ async def test_an_h2_connection_without_streams_is_closed_but_streams_are_not(
                     assert await peer.request("GET", "/events/t", end_stream=True) == 1
             await server.wait_for_subscribers(len(subscribers))
             closed_after: list[float] = []
-            with trio.fail_after(REQUEST_HEAD_TIMEOUT + TIMEOUT):
+            with trio.fail_after(IDLE_TIMEOUT + TIMEOUT):
                 async with trio.open_nursery() as nursery:
                     for _ in range(IDLE_CONNECTIONS):
                         nursery.start_soon(
@@ -349,7 +359,7 @@ async def test_an_h2_connection_without_streams_is_closed_but_streams_are_not(
                         )
             assert len(closed_after) == IDLE_CONNECTIONS
             # Cut by the idle timeout, not by anything sooner.
-            assert min(closed_after) >= REQUEST_HEAD_TIMEOUT - 0.1
+            assert min(closed_after) >= IDLE_TIMEOUT - 0.1
             assert (await server.http.get("/livez")).status_code == 200
             await server.publish("t", data="still streaming")
             for peer in subscribers:

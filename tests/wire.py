@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -79,12 +79,14 @@ async def running_server(
     certfile: str | None = None,
     keyfile: str | None = None,
     verify: ssl.SSLContext | bool = True,
+    serve_options: Mapping[str, Any] | None = None,
     **app_options: Any,
 ) -> AsyncIterator[Server]:
     """Run a real Hypercorn on 127.0.0.1:0 for the duration of the block.
 
     With ``certfile`` and ``keyfile`` it serves HTTPS; ``verify`` is then what the
-    ``Server.http`` client trusts.
+    ``Server.http`` client trusts. ``serve_options`` go to :func:`trio_sse.serve` (e.g.
+    a short ``request_head_timeout``, so that a test need not wait out the production one).
     """
     broker = broker if broker is not None else MemoryBroker()
     app = app if app is not None else create_app(broker=broker, **app_options)
@@ -102,6 +104,7 @@ async def running_server(
                 shutdown_trigger=stop.wait,
                 certfile=certfile,
                 keyfile=keyfile,
+                **(serve_options or {}),
             )
         )
         async with httpx.AsyncClient(base_url=urls[0], timeout=TIMEOUT, verify=verify) as http:
