@@ -463,7 +463,7 @@ async def test_cli_reports_a_leaky_server_as_leaking_and_exits_non_zero(tmp_path
             *LOADTEST,
             f"{server.url}/events/leak",
             *("--connections", "100", "--duration", "1", "--churn", "20", "--drop", "fin,rst"),
-            *("--clean-timeout", "1", "--report", str(tmp_path / "r.json")),
+            *("--clean-timeout", "4", "--report", str(tmp_path / "r.json")),
         ]
         with trio.fail_after(RUN_TIMEOUT):
             result = await trio.run_process(

@@ -314,7 +314,7 @@ async def test_verdict_from_a_json_path_on_another_url(tmp_path: Path) -> None:
         code, out, report = await _report_of(
             f"{url}/events/j",
             *SHORT,
-            *("--churn", "10", "--payload-as", "string", "--clean-timeout", "1"),
+            *("--churn", "10", "--payload-as", "string", "--clean-timeout", "4"),
             *("--stats-url", f"{url}/health", "--stats-path", "server.streams"),
             tmp_path=tmp_path,
         )
@@ -353,7 +353,7 @@ async def test_a_leaking_server_is_caught_by_its_prometheus_gauge(tmp_path: Path
         code, out, report = await _report_of(
             f"{server.url}/events/pl",
             *SHORT,
-            *("--churn", "10", "--clean-timeout", "1", "--metrics-gauge", "trio_sse_subscribers"),
+            *("--churn", "10", "--clean-timeout", "4", "--metrics-gauge", "trio_sse_subscribers"),
             tmp_path=tmp_path,
         )
     assert code == 3, out

@@ -174,7 +174,7 @@ async def test_an_sse_starlette_app_that_never_forgets_some_clients_is_leaking(
     tmp_path: Path,
 ) -> None:
     run = await _run_against(
-        STARLETTE, tmp_path, *("--clean-timeout", "1", "--drain-timeout", "1"), leak_every=10
+        STARLETTE, tmp_path, *("--clean-timeout", "4", "--drain-timeout", "1"), leak_every=10
     )
     ghosts = len(re.findall(r"stream \d+ will never be forgotten", run.log))
     assert ghosts >= 15  # one stream in ten of 150 and more
@@ -192,7 +192,7 @@ async def test_a_node_chat_server_that_never_closes_some_sockets_is_leaking(tmp_
     run = await _run_against(
         NODE,
         tmp_path,
-        *("--drop", "fin", "--clean-timeout", "1", "--drain-timeout", "1"),
+        *("--drop", "fin", "--clean-timeout", "4", "--drain-timeout", "1"),
         leak_every=10,
     )
     parked = len(re.findall(r"client \d+ parked", run.log))

@@ -102,7 +102,7 @@ async def test_a_leaking_server_is_caught_with_two_processes(tmp_path: Path) -> 
             f"{server.url}/events/leak",
             *SHORT,
             *("--processes", "2", "--churn", "20", "--drop", "fin,rst"),
-            *("--clean-timeout", "1", "--report", str(tmp_path / "r.json")),
+            *("--clean-timeout", "4", "--report", str(tmp_path / "r.json")),
         )
         assert server.broker.statistics().subscribers == broker.ghosts
     assert code == EXIT_LEAKING, out + err
