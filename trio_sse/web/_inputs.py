@@ -78,7 +78,8 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _object_from_body(body: bytes) -> dict[str, Any]:
+def payload_of(body: bytes) -> dict[str, Any]:
+    """A publish body as its JSON object, numbers bounded (400 naming what is wrong)."""
     try:
         payload: Any = json.loads(
             body, parse_constant=_refuse_constant, parse_int=_parse_int, parse_float=_parse_float
@@ -94,11 +95,11 @@ def _object_from_body(body: bytes) -> dict[str, Any]:
 
 def event_from_body(body: bytes) -> ServerSentEvent:
     """A ``POST /events/<topic>`` body as its event (400 naming what is wrong)."""
-    return _event_from_payload(_object_from_body(body), _PUBLISH_FIELDS)
+    return _event_from_payload(payload_of(body), _PUBLISH_FIELDS)
 
 
-def _topics_from_payload(payload: dict[str, Any], max_topics: int) -> list[str]:
-    """The batch's topics, every one checked (400 naming the first bad one)."""
+def batch_topics_of(payload: dict[str, Any], max_topics: int) -> list[str]:
+    """A ``POST /publish`` body's topics, every one checked (400 naming the first bad one)."""
     if "topics" not in payload:
         _refuse('missing field "topics"')
     topics = payload["topics"]
@@ -194,16 +195,6 @@ def presence_limit_of(request: quart.Request) -> int:
     if not (text.isascii() and text.isdigit()) or int(text[:6]) > MAX_PRESENCE_LIMIT:
         _refuse(f"limit must be an integer from 0 to {MAX_PRESENCE_LIMIT}, got {text!r:.40}")
     return int(text)
-
-
-def payload_of(body: bytes) -> dict[str, Any]:
-    """A publish body as its JSON object, numbers bounded (400 naming what is wrong)."""
-    return _object_from_body(body)
-
-
-def batch_topics_of(payload: dict[str, Any], max_topics: int) -> list[str]:
-    """A ``POST /publish`` body's topics, every one checked."""
-    return _topics_from_payload(payload, max_topics)
 
 
 def batch_event_of(payload: dict[str, Any]) -> ServerSentEvent:
