@@ -45,7 +45,13 @@ from trio_sse.loadtest import (
 from trio_sse.loadtest._ids import parse_seq, parse_timestamp
 from trio_sse.loadtest._ledger import Ledger
 from trio_sse.loadtest._publisher import encode_body
-from trio_sse.loadtest._sources import parse_gauge, parse_json_path, read_gauge, read_json_path
+from trio_sse.loadtest._sources import (
+    count_server_sockets,
+    parse_gauge,
+    parse_json_path,
+    read_gauge,
+    read_json_path,
+)
 from trio_sse.loadtest._stats import Histogram
 
 LOADTEST = [sys.executable, "-m", "trio_sse.cli", "loadtest"]
@@ -460,7 +466,7 @@ async def test_server_pid_judges_a_server_without_stats_by_its_sockets(tmp_path:
     server = report["server"]
     assert isinstance(server, dict)
     assert server["source"]["kind"] == "process"
-    assert server["subscribers_at_close"] == 20
+    assert server["subscribers_at_close"] == 20, server
     assert server["rss_kib"]["before"] > 0
     assert f"CLEAN [by open sockets on port {port} of process {os.getpid()}]" in out
 
@@ -482,7 +488,7 @@ async def test_server_pid_catches_sockets_a_server_never_closes(tmp_path: Path) 
     assert ghosts == 5
     server = report["server"]
     assert isinstance(server, dict)
-    assert server["ghosts"] == ghosts
+    assert server["ghosts"] == ghosts, server
     assert f"LEAKING ({ghosts} ghost subscribers) [by open sockets on port {port}" in out
 
 
@@ -537,6 +543,36 @@ async def test_publish_header_carries_a_token_the_server_requires() -> None:
 
 
 # -- the pure parts -----------------------------------------------------------------
+
+
+def test_server_sockets_are_counted_once_however_often_the_table_repeats_them(
+    tmp_path: Path,
+) -> None:
+    # /proc/PID/net/tcp is written a page per read; while other connections come and go
+    # the kernel repeats lines (824 lines for 20 sockets was seen), so lines are no count.
+    fd = tmp_path / "7" / "fd"
+    fd.mkdir(parents=True)
+    for number, target in enumerate(["socket:[101]", "socket:[102]", "socket:[103]", "/dev/null"]):
+        (fd / str(number)).symlink_to(target)
+    (tmp_path / "7" / "net").mkdir()
+    header = "  sl  local_address rem_address st tx_queue rx_queue tr tm->when uid timeout inode\n"
+
+    def row(local_port: int, state: str, inode: int) -> str:
+        return f"   0: 0100007F:{local_port:04X} 0100007F:9C40 {state} 0:0 00:0 0 0 0 {inode}\n"
+
+    port = 8080
+    rows = [
+        row(port, "0A", 101),  # the listener: not a subscriber
+        row(port, "01", 102),
+        row(port, "01", 103),
+        row(port, "01", 102),  # repeated by the kernel
+        row(port, "01", 103),
+        row(port + 1, "01", 104),  # another port
+        row(port, "06", 0),  # TIME_WAIT: no process holds it
+        row(port, "01", 999),  # another process's socket
+    ]
+    (tmp_path / "7" / "net" / "tcp").write_text(header + "".join(rows))
+    assert count_server_sockets(7, port, proc=tmp_path) == 2
 
 
 def test_parse_seq_reads_an_integer_id_or_one_at_the_end() -> None:

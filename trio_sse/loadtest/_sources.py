@@ -308,7 +308,10 @@ def count_server_sockets(pid: int, port: int, *, proc: Path = Path("/proc")) -> 
             continue  # closed since the listing
         if link.startswith("socket:["):
             inodes.add(link[8:-1])
-    count = 0
+    # Distinct inodes, not lines: the kernel writes the table a page per read, and when
+    # connections come and go meanwhile it repeats lines (seen: 824 lines for 20 sockets
+    # while other processes churned connections).
+    found: set[str] = set()
     for table in ("tcp", "tcp6"):
         try:
             lines = (base / "net" / table).read_text().splitlines()[1:]
@@ -318,8 +321,8 @@ def count_server_sockets(pid: int, port: int, *, proc: Path = Path("/proc")) -> 
             cols = line.split()
             local_port = int(cols[1].rpartition(":")[2], 16)
             if local_port == port and cols[3] != _TCP_LISTEN and cols[9] in inodes:
-                count += 1
-    return count
+                found.add(cols[9])
+    return len(found)
 
 
 def read_rss_kib(pid: int, *, proc: Path = Path("/proc")) -> int:
