@@ -106,6 +106,13 @@ DEFAULT_MAX_TOPICS: Final = 1000
 # vanished without closing the connection is noticed by the socket deadline below.
 _BLOCK_MS: Final = 10_000
 
+
+def longest_call(command_timeout: float, replica_timeout: float) -> float:
+    """The longest one broker call holds a client: a blocked read, or a publish's wait
+    for replicas, each with the command timeout on top (their deadlines)."""
+    return max(_BLOCK_MS / 1000, replica_timeout) + command_timeout
+
+
 # Entries per XREAD: bounds the time one fan-out round runs without a checkpoint.
 _READ_COUNT: Final = 256
 

@@ -135,17 +135,29 @@ class FixedClients(RedisClients):
 
 
 class _Generation:
-    """One pair of cluster clients, entered by a task that holds them until ``retire()``."""
+    """One pair of cluster clients, entered by a task that holds them until ``retire()``
+    and ``grace`` seconds more."""
 
-    def __init__(self, commands: coredis.RedisCluster[bytes], readers: coredis.RedisCluster[bytes]):
+    def __init__(
+        self,
+        commands: coredis.RedisCluster[bytes],
+        readers: coredis.RedisCluster[bytes],
+        grace: float,
+    ):
         self.commands = commands
         self.readers = readers
+        self._grace = grace
         self._retired = trio.Event()
 
     async def hold(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with self.commands, self.readers:
             task_status.started()
             await self._retired.wait()
+            # A call that took these clients just before the new ones replaced them is
+            # still running: closed under it, its pool raised RuntimeError ("not
+            # initialized or has exited"), which a publish answered as a 500 during a
+            # failover. Every call ends by its deadline, so it ends within the grace.
+            await trio.sleep(self._grace)
 
     def retire(self) -> None:
         self._retired.set()
@@ -155,7 +167,8 @@ class ClusterClients(RedisClients):
     """A Redis Cluster's clients, made again from the live nodes after a failure.
 
     ``nursery`` holds the clients' tasks (and the one that rebuilds them): the
-    broker's, so they end with it.
+    broker's, so they end with it. Replaced clients stay open ``retire_after`` seconds
+    (the longest one call holds them) for the calls still using them.
     """
 
     is_cluster = True
@@ -166,8 +179,10 @@ class ClusterClients(RedisClients):
         nursery: trio.Nursery,
         command_timeout: float,
         max_readers: int,
+        retire_after: float,
     ) -> None:
         self._target = target
+        self._retire_after = retire_after
         self._nursery = nursery
         self._timeout = command_timeout
         self._max_readers = max_readers
@@ -242,6 +257,7 @@ class ClusterClients(RedisClients):
             coredis.RedisCluster(
                 **options, max_connections=self._max_readers, max_connections_per_node=True
             ),
+            self._retire_after,
         )
         await self._nursery.start(generation.hold)
         previous, self._generation = self._generation, generation

@@ -23,6 +23,7 @@ from ._broker import (
     DEFAULT_TIMEOUT,
     MAX_REPLICA_TIMEOUT,
     RedisBroker,
+    longest_call,
 )
 from ._clients import ClusterClients, FixedClients, RedisClients
 from ._urls import CLUSTER_SCHEME, SENTINEL_SCHEME, cluster_target, sentinel_target, where
@@ -117,7 +118,11 @@ async def open_redis_broker(
             scheme = urlsplit(url).scheme
             if scheme == CLUSTER_SCHEME:
                 cluster = ClusterClients(
-                    cluster_target(url), nursery, command_timeout, max_readers=max_topics
+                    cluster_target(url),
+                    nursery,
+                    command_timeout,
+                    max_readers=max_topics,
+                    retire_after=longest_call(command_timeout, replica_timeout),
                 )
                 await cluster.start()
                 clients = cluster
