@@ -77,6 +77,11 @@ class Judgement(NamedTuple):
     gaps: int
 
 
+def _runs(values: list[int]) -> int:
+    """How many runs of consecutive integers the sorted ``values`` make."""
+    return sum(1 for i, value in enumerate(values) if i == 0 or values[i - 1] != value - 1)
+
+
 class Ledger:
     """What one subscriber received; see the module docs."""
 
@@ -176,8 +181,7 @@ class Ledger:
 
     def gaps(self, failed: Container[int] = ()) -> int:
         """Runs of consecutive :meth:`lost` events."""
-        holes = sorted(s for s in self._holes if s not in failed)
-        return sum(1 for i, s in enumerate(holes) if i == 0 or holes[i - 1] != s - 1)
+        return _runs(sorted(s for s in self._holes if s not in failed))
 
     def has_caught_up(self, last: int, failed: Container[int] = ()) -> bool:
         """Whether every event up to ``last`` that it must receive has arrived."""
@@ -200,17 +204,17 @@ class Ledger:
             )
         latest = max(self._latest_received(order), order.latest_of(self._early))
         lost: list[int] = []
+        lost_ranks: list[int] = []
         undelivered = 0
         for seq in self.missing(last, failed):
             rank = order.rank(seq)
             # No rank: a publish with no answer at the end; nothing places it.
             if rank is not None and rank < latest:
                 lost.append(seq)
+                lost_ranks.append(rank)
             else:
                 undelivered += 1
-        ranks = sorted(rank for seq in lost if (rank := order.rank(seq)) is not None)
-        gaps = sum(1 for i, rank in enumerate(ranks) if i == 0 or ranks[i - 1] != rank - 1)
-        return Judgement(lost, undelivered, gaps)
+        return Judgement(lost, undelivered, _runs(sorted(lost_ranks)))
 
     def _latest_received(self, order: ServerOrder) -> int:
         """The latest rank among the seqs received above the floor."""

@@ -138,7 +138,7 @@ def _connection_row(
         "gaps": judgement.gaps,
         "connects": ledger.connects,
         "floor": ledger.floor,
-        "lost_seqs": sorted(judgement.lost)[:LOST_SEQS_LISTED],
+        "lost_seqs": judgement.lost[:LOST_SEQS_LISTED],  # lowest first already
         "streams": (
             [{"published": s.published, "last_event_id": s.last_event_id} for s in ledger.streams]
             if is_odd
