@@ -61,14 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"trio-sse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = _command_in(argv)
-    subparsers = {}
+    chosen_parser = None
     for name, (_, summary) in _COMMANDS.items():
         if name == chosen:
             module = _module(name)
-            subparsers[name] = commands.add_parser(
-                name, help=summary, description=module.DESCRIPTION
-            )
-            module.configure(subparsers[name])
+            chosen_parser = commands.add_parser(name, help=summary, description=module.DESCRIPTION)
+            module.configure(chosen_parser)
         else:
             # Listed in `trio-sse --help`; never parsed (argv names another command).
             commands.add_parser(name, help=summary)
@@ -76,6 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = _module(args.command)
     if args.command == "serve":
         # The workers of --workers N get the same arguments, and parse them alike.
-        options = module.options_from(args, parser=subparsers["serve"], argv=argv)
+        options = module.options_from(args, parser=chosen_parser, argv=argv)
         return int(module.run(options))
     return int(module.run(args))
